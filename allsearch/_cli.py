@@ -1,0 +1,48 @@
+"""What every command-line module shares: quiet logs, one-line errors, --debug."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+
+from allsearch.errors import AllsearchError
+
+
+def quiet_libraries() -> None:
+    """Silence TensorFlow's C++ banner and library chatter a user cannot act on."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
+    for name in ("mlflow", "alembic", "optuna", "absl", "tensorflow", "kagglehub"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
+
+
+def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
+                 argv: list[str] | None = None) -> int:
+    """Parse, run, and turn user mistakes into one line and a non-zero exit."""
+    args = parser.parse_args(argv)
+    if not args.debug:
+        quiet_libraries()
+    try:
+        return run(args)
+    except AllsearchError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print("interrupted: completed work is saved; run the same command again to resume",
+              file=sys.stderr)
+        return 130

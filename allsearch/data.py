@@ -1,0 +1,415 @@
+"""The shared data pipeline: a folder of class folders in, train/val/test arrays out.
+
+discover files -> drop exact duplicates (content hash) -> decode, grayscale, resize, [0, 1]
+-> stratified 70/15/15 split (seeded). Decoded pixels are cached on disk under a fingerprint
+of the file list, the file contents and the preprocessing settings, so every later load (in
+any process) skips decoding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image, ImageFile
+from sklearn.model_selection import train_test_split
+
+from allsearch.errors import DataError
+
+if TYPE_CHECKING:
+    from allsearch.features import FeatureSet
+
+__all__ = [
+    "Dataset", "DataReport", "load_dataset", "resolve_data_path", "image_to_array",
+    "DEFAULT_DATA", "KAGGLE_HANDLE", "IMAGE_SIZE", "MIN_IMAGES_PER_CLASS", "default_cache_dir",
+]
+
+IMAGE_SIZE = 100
+SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
+# A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
+MIN_IMAGES_PER_CLASS = 7
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+DEFAULT_DATA = Path("data/leukemia/Original")
+KAGGLE_HANDLE = "mehradaria/leukemia"
+# Bump when decoding or resizing changes: it invalidates every pixel cache.
+PREPROCESS_VERSION = 2
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("ALLSEARCH_CACHE_DIR", "mlruns/cache"))
+
+
+@dataclass
+class DataReport:
+    """What the pipeline saw; printed by `python -m allsearch.data` and logged with runs."""
+
+    root: str
+    n_files: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    duplicates_dropped: int = 0
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    fingerprint: str = ""
+    cache_hit: bool = False
+    load_time_s: float = 0.0
+
+
+@dataclass
+class Dataset:
+    """Train/val/test images (N, H, W, 1) float32 in [0, 1] and integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    files_train: tuple[str, ...]
+    files_val: tuple[str, ...]
+    files_test: tuple[str, ...]
+    fingerprint: str
+    variant: str
+    split_seed: int
+    report: DataReport
+    features: FeatureSet | None = None
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])  # type: ignore[return-value]
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def with_features(self, features: FeatureSet) -> Dataset:
+        return replace(self, features=features)
+
+
+# --------------------------------------------------------------------------- data location
+
+
+def resolve_data_path(path: str | Path | None, *, download: bool = True) -> Path:
+    """The dataset folder to use: the given one, or the default (downloaded when missing)."""
+    if path is not None:
+        root = Path(path).expanduser()
+        if not root.exists():
+            raise DataError(f"data folder '{root}' does not exist; pass --data with a folder "
+                            f"of class folders (e.g. .../leukemia/Original)")
+        if not root.is_dir():
+            raise DataError(f"data path '{root}' is a file; pass --data with a folder of class "
+                            f"folders, one folder per class")
+        return root
+    if DEFAULT_DATA.is_dir():
+        return DEFAULT_DATA
+    if not download:
+        raise DataError(_manual_download_hint("the default data folder is missing"))
+    return _download_default()
+
+
+def _manual_download_hint(why: str) -> str:
+    return (f"{why}: download https://www.kaggle.com/datasets/{KAGGLE_HANDLE} by hand, unzip it "
+            f"so that '{DEFAULT_DATA}' holds the class folders (Benign, Early, Pre, Pro), "
+            f"or pass --data PATH to a folder of class folders")
+
+
+def _download_default() -> Path:
+    target = DEFAULT_DATA.parent
+    print(f"No data at '{DEFAULT_DATA}': downloading the Kaggle dataset {KAGGLE_HANDLE} "
+          f"into '{target}' (about 100 MB, once) ...", file=sys.stderr)
+    try:
+        import kagglehub
+
+        kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(target))
+    except Exception as exc:  # any failure (offline, credentials, quota) ends the same way
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise DataError(_manual_download_hint(f"downloading {KAGGLE_HANDLE} failed ({reason})")) \
+            from None
+    if DEFAULT_DATA.is_dir():
+        return DEFAULT_DATA
+    nested = sorted(target.rglob(DEFAULT_DATA.name))
+    if nested and nested[0].is_dir():
+        return nested[0]
+    raise DataError(_manual_download_hint(f"the download did not contain '{DEFAULT_DATA.name}/'"))
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Any PIL image -> (size, size) uint8 grayscale, the one conversion used everywhere."""
+    image = _to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        # Transparent pixels become black, the background of the segmented images.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    gray = image.convert("L")
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float images scaled to 8 bits (PIL's convert('L') would clip them)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if (image.mode.startswith("I;16") or values.max() > 255) else 255.0
+        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if values.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+    return image
+
+
+def _decode(path: Path, size: int) -> np.ndarray | str:
+    """Decoded pixels, or the reason the file cannot be used."""
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image_to_array(image, size)
+    except Exception as exc:  # PIL raises many types for bad files; each is a skip
+        return f"cannot decode ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+@dataclass
+class _Listing:
+    class_names: tuple[str, ...]
+    files: list[tuple[str, int]]  # (relative path, class index), sorted
+    skipped: list[tuple[str, str]]
+
+
+def _discover(root: Path) -> _Listing:
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    skipped: list[tuple[str, str]] = []
+    for p in sorted(root.iterdir()):
+        if p.is_file():
+            skipped.append((p.name, "file outside any class folder"))
+    if not class_dirs:
+        raise DataError(f"'{root}' has no class folders; a dataset is a folder with one "
+                        f"sub-folder of images per class (e.g. Benign/, Early/, Pre/, Pro/)")
+    files: list[tuple[str, int]] = []
+    names: list[str] = []
+    for class_dir in class_dirs:
+        members: list[str] = []
+        for p in sorted(class_dir.rglob("*")):
+            rel = p.relative_to(root).as_posix()
+            if any(part.startswith(".") for part in p.relative_to(class_dir).parts):
+                if p.is_file():
+                    skipped.append((rel, "hidden file"))
+                continue
+            if not p.is_file():
+                continue
+            if p.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((rel, f"not an image ({p.suffix or 'no extension'})"))
+                continue
+            members.append(rel)
+        names.append(class_dir.name)
+        files.extend((rel, len(names) - 1) for rel in members)
+    return _Listing(tuple(names), files, skipped)
+
+
+def _hash_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
+                 image_size: int = IMAGE_SIZE, cache_dir: str | Path | None = None,
+                 use_cache: bool = True, download: bool = True) -> Dataset:
+    """Load a folder of class folders as a split Dataset (see the module docstring)."""
+    start = time.perf_counter()
+    root = resolve_data_path(path, download=download)
+    listing = _discover(root)
+    report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        hashes = list(pool.map(lambda f: _hash_file(root / f[0]), listing.files))
+
+    # Exact duplicates (same bytes) would leak between train and test: keep the first copy.
+    seen: dict[str, str] = {}
+    unique: list[tuple[str, int, str]] = []
+    for (rel, label), digest in zip(listing.files, hashes):
+        if digest in seen:
+            report.duplicates_dropped += 1
+            continue
+        seen[digest] = rel
+        unique.append((rel, label, digest))
+
+    key = _fingerprint(listing.class_names, unique, image_size)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
+    pixels, labels, rels, bad = None, None, None, []
+    if use_cache and cache_file.is_file():
+        try:
+            with np.load(cache_file, allow_pickle=False) as cached:
+                pixels, labels = cached["pixels"], cached["labels"]
+                rels = [str(r) for r in cached["files"]]
+                bad = [tuple(b) for b in cached["bad"].tolist()]
+            report.cache_hit = True
+        except (OSError, ValueError, KeyError):
+            pixels = None  # unreadable cache: decode again and overwrite it
+    if pixels is None:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(lambda u: _decode(root / u[0], image_size), unique))
+        keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+        bad = [(unique[i][0], d) for i, d in enumerate(decoded) if isinstance(d, str)]
+        pixels = (np.stack([decoded[i] for i in keep]) if keep
+                  else np.zeros((0, image_size, image_size), np.uint8))
+        labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
+        rels = [unique[i][0] for i in keep]
+        if use_cache:
+            _save_cache(cache_file, pixels, labels, rels, bad)
+    for rel, reason in bad:
+        report.skipped.append((rel, reason))
+
+    for rel, reason in report.skipped:
+        warnings.warn(f"skipped {root / rel}: {reason}", stacklevel=2)
+    if report.skipped:
+        warnings.warn(f"skipped {len(report.skipped)} file(s) in '{root}'", stacklevel=2)
+
+    counts = Counter(labels.tolist())
+    report.class_counts = {name: counts.get(i, 0) for i, name in enumerate(listing.class_names)}
+    _check_counts(root, report.class_counts)
+
+    train, val, test = _split(labels, split_seed)
+    fingerprint = hashlib.sha256(f"{key}|split={split_seed}|{SPLIT_FRACTIONS}".encode()).hexdigest()
+    report.split_sizes = {"train": len(train), "val": len(val), "test": len(test)}
+    report.fingerprint = fingerprint[:16]
+
+    images = pixels.astype(np.float32)[..., None] / np.float32(255.0)
+    files = np.array(rels, dtype=object)
+    report.load_time_s = round(time.perf_counter() - start, 3)
+    return Dataset(
+        x_train=images[train], y_train=labels[train],
+        x_val=images[val], y_val=labels[val],
+        x_test=images[test], y_test=labels[test],
+        class_names=listing.class_names,
+        files_train=tuple(files[train]), files_val=tuple(files[val]), files_test=tuple(files[test]),
+        fingerprint=fingerprint[:16], variant=root.name, split_seed=split_seed, report=report,
+    )
+
+
+def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]],
+                 image_size: int) -> str:
+    digest = hashlib.sha256()
+    digest.update(f"v{PREPROCESS_VERSION}|size={image_size}|gray|bilinear|".encode())
+    digest.update("|".join(class_names).encode())
+    for rel, label, content in unique:
+        digest.update(f"\n{rel}\t{label}\t{content}".encode())
+    return digest.hexdigest()
+
+
+def _save_cache(cache_file: Path, pixels: np.ndarray, labels: np.ndarray, rels: list[str],
+                bad: list[tuple[str, str]]) -> None:
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        # Write to a temporary name and rename, so a concurrent reader never sees half a file.
+        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, pixels=pixels, labels=labels, files=np.array(rels, dtype=str),
+                 bad=np.array(bad, dtype=str).reshape(-1, 2))
+        os.replace(tmp, cache_file)
+    except OSError as exc:
+        warnings.warn(f"could not write the pixel cache {cache_file} ({exc.strerror}); "
+                      f"the next load decodes again", stacklevel=3)
+
+
+def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
+    usable = {name: n for name, n in class_counts.items() if n > 0}
+    empty = [name for name, n in class_counts.items() if n == 0]
+    if empty:
+        raise DataError(f"class folder(s) {empty} in '{root}' hold no usable images; "
+                        f"add images or remove the folder(s)")
+    if len(usable) < 2:
+        raise DataError(f"'{root}' has only {len(usable)} class with images; a classifier "
+                        f"needs at least 2 class folders")
+    small = {name: n for name, n in usable.items() if n < MIN_IMAGES_PER_CLASS}
+    if small:
+        name, n = next(iter(small.items()))
+        raise DataError(f"class '{name}' in '{root}' has {n} usable image(s); a stratified "
+                        f"70/15/15 split needs at least {MIN_IMAGES_PER_CLASS} per class")
+
+
+def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Stratified 70/15/15 indices, deterministic for a seed."""
+    index = np.arange(len(labels))
+    train, rest = train_test_split(index, test_size=1 - SPLIT_FRACTIONS[0], random_state=seed,
+                                   stratify=labels)
+    val_share = SPLIT_FRACTIONS[1] / (SPLIT_FRACTIONS[1] + SPLIT_FRACTIONS[2])
+    val, test = train_test_split(rest, train_size=val_share, random_state=seed,
+                                 stratify=labels[rest])
+    return np.sort(train), np.sort(val), np.sort(test)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def _format_report(report: DataReport) -> str:
+    lines = [f"data:        {report.root}",
+             f"files:       {report.n_files} images in {len(report.class_counts)} classes",
+             "classes:     " + ", ".join(f"{k} {v}" for k, v in report.class_counts.items()),
+             f"duplicates:  {report.duplicates_dropped} exact duplicate(s) dropped before the split",
+             f"skipped:     {len(report.skipped)} file(s)"]
+    lines += [f"  - {path}: {reason}" for path, reason in report.skipped[:20]]
+    if len(report.skipped) > 20:
+        lines.append(f"  ... and {len(report.skipped) - 20} more (see --json)")
+    lines += ["split:       " + ", ".join(f"{k} {v}" for k, v in report.split_sizes.items()),
+              f"fingerprint: {report.fingerprint}",
+              f"load time:   {report.load_time_s:.2f} s ({'cache hit' if report.cache_hit else 'decoded, cache written'})"]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allsearch import _cli
+
+    parser = argparse.ArgumentParser(
+        prog="python -m allsearch.data",
+        description="Show what the data pipeline sees in a folder of class folders.")
+    parser.add_argument("path", nargs="?", default=None,
+                        help=f"folder of class folders (default: {DEFAULT_DATA}, downloaded when missing)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--split-seed", type=int, default=42, help="seed of the 70/15/15 split")
+    parser.add_argument("--no-cache", action="store_true", help="decode again, ignoring the cache")
+    _cli.add_debug_flag(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the report lists every skipped file itself
+            dataset = load_dataset(args.path, split_seed=args.split_seed,
+                                   use_cache=not args.no_cache)
+        if args.json:
+            print(json.dumps(asdict(dataset.report), indent=2))
+        else:
+            print(_format_report(dataset.report))
+        return 0
+
+    return _cli.main_wrapper(run, parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

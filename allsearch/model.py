@@ -1,0 +1,101 @@
+"""The paper's CNN as a factory of plain values: model.py only builds networks.
+
+Paper (conv_layers=3): Conv 64@5x5 -> Conv 32@5x5 -> Conv 128@3x3, each ReLU + 2x2 max-pool,
+flatten, dense 128 ReLU, dropout 0.5, dense softmax; Adam at lr 0.001. 'valid' padding,
+which gives the 1,728,932 parameters of the paper's network on 100x100x1 inputs, 4 classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers
+
+from allsearch.errors import ModelError
+from allsearch.space import HParams
+
+__all__ = ["build_cnn", "conv_blocks", "max_conv_layers", "PAPER_BLOCKS", "PIXELS", "HOG_PCA"]
+
+# (filters, kernel) of the paper's three blocks; deeper networks add further 128@3x3 blocks.
+PAPER_BLOCKS: tuple[tuple[int, int], ...] = ((64, 5), (32, 5), (128, 3))
+EXTRA_BLOCK = (128, 3)
+# Input names of the network, also the keys of the dict a 'both' model takes.
+PIXELS = "pixels"
+HOG_PCA = "hog_pca"
+
+
+def conv_blocks(conv_layers: int) -> list[tuple[int, int]]:
+    """(filters, kernel) per block: a prefix of the paper's list, or it plus 128@3x3 blocks."""
+    extra = max(0, conv_layers - len(PAPER_BLOCKS))
+    return list(PAPER_BLOCKS[:conv_layers]) + [EXTRA_BLOCK] * extra
+
+
+def _feature_map_sizes(conv_layers: int, size: int) -> list[int]:
+    sizes = []
+    for _, kernel in conv_blocks(conv_layers):
+        size = (size - kernel + 1) // 2  # valid convolution, then 2x2 max-pool
+        sizes.append(size)
+    return sizes
+
+
+def max_conv_layers(image_size: int) -> int:
+    """The deepest network whose feature map stays at least 1x1 (5 for 100x100)."""
+    depth = 0
+    while True:
+        sizes = _feature_map_sizes(depth + 1, image_size)
+        if sizes[-1] < 1:
+            return depth
+        depth += 1
+
+
+def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = (100, 100, 1),
+              n_features: int = 100, compile: bool = True) -> keras.Model:
+    """A compiled Keras model for these hyperparameters.
+
+    features='pixels': the CNN on the image; 'hog_pca': a dense network on the PCA components;
+    'both': the CNN branch and a dense branch on the components, joined before the dense layer.
+    """
+    if n_classes < 2:
+        raise ModelError(f"n_classes must be >= 2, got {n_classes}")
+    inputs: list[keras.KerasTensor] = []
+    branches: list[keras.KerasTensor] = []
+    if hparams.features in ("pixels", "both"):
+        image = keras.Input(shape=tuple(input_shape), name=PIXELS)
+        inputs.append(image)
+        branches.append(_conv_branch(image, hparams.conv_layers, int(input_shape[0])))
+    if hparams.features in ("hog_pca", "both"):
+        components = keras.Input(shape=(n_features,), name=HOG_PCA)
+        inputs.append(components)
+        # A dense projection gives the 100 components a learned representation of their own.
+        branches.append(layers.Dense(hparams.dense_units, activation="relu",
+                                     name="hog_pca_dense")(components))
+    x = branches[0] if len(branches) == 1 else layers.Concatenate(name="join")(branches)
+    x = layers.Dense(hparams.dense_units, activation="relu", name="dense")(x)
+    x = layers.Dropout(hparams.dropout, name="dropout")(x)
+    # The output stays float32 under a mixed-precision policy: softmax in bf16 loses accuracy.
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    model = keras.Model(inputs=inputs if len(inputs) > 1 else inputs[0], outputs=outputs,
+                        name=f"allsearch_cnn_{hparams.features}_{hparams.conv_layers}conv")
+    if compile:
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=hparams.learning_rate),
+            loss=hparams.loss,
+            # Always categorical: Keras' plain "accuracy" becomes binary accuracy under a
+            # binary cross-entropy loss and inflates the number.
+            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+        )
+    return model
+
+
+def _conv_branch(image: keras.KerasTensor, conv_layers: int, image_size: int) -> keras.KerasTensor:
+    deepest = max_conv_layers(image_size)
+    if not 1 <= conv_layers <= deepest:
+        raise ModelError(f"conv_layers={conv_layers} does not fit a {image_size}x{image_size} "
+                         f"input: it takes 1 to {deepest} conv layers (each block shrinks the "
+                         f"feature map; sizes would be {_feature_map_sizes(conv_layers, image_size)})")
+    x = image
+    for i, (filters, kernel) in enumerate(conv_blocks(conv_layers), start=1):
+        x = layers.Conv2D(filters, kernel, activation="relu", name=f"conv{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    return layers.Flatten(name="flatten")(x)

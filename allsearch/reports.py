@@ -1,0 +1,60 @@
+"""Figures and tables made from results: pure functions, no tracking and no training."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+__all__ = ["confusion_figure", "curves_figure", "predictions_csv"]
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "") -> plt.Figure:
+    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(class_names)), labels=class_names, rotation=30)
+    ax.set_yticks(range(len(class_names)), labels=class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = matrix.max() if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > top / 2 else "black")
+    ax.set_title(title or "test confusion matrix")
+    fig.tight_layout()
+    return fig
+
+
+def curves_figure(history: dict[str, list[float]], *, title: str = "") -> plt.Figure:
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+    for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
+        for prefix, style in (("", "-o"), ("val_", "--s")):
+            values = history.get(prefix + metric, [])
+            if values:
+                ax.plot(range(1, len(values) + 1), values, style, markersize=3,
+                        label="train" if not prefix else "validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout()
+    return fig
+
+
+def predictions_csv(files: Sequence[str], y_true: np.ndarray, probabilities: np.ndarray,
+                    class_names: Sequence[str]) -> str:
+    frame = pd.DataFrame({"file": list(files),
+                          "true": [class_names[i] for i in y_true],
+                          "predicted": [class_names[i] for i in probabilities.argmax(1)]})
+    for i, name in enumerate(class_names):
+        frame[f"p_{name}"] = probabilities[:, i].round(6)
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    return buffer.getvalue()

@@ -1,0 +1,273 @@
+"""Hyperparameters and search spaces: typed, validated, loaded from search/*.yaml.
+
+Hyperparameter names are a contract shared by the model factory, both engines, the
+MLflow params and the leaderboard (see DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from allsearch.errors import SpaceError
+
+__all__ = [
+    "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES",
+    "PAPER_BEST", "SPACE_DIR",
+]
+
+Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
+FeatureMode = Literal["pixels", "hog_pca", "both"]
+LOSSES: tuple[str, ...] = ("categorical_crossentropy", "binary_crossentropy")
+FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
+SPACE_DIR = Path(__file__).resolve().parent.parent / "search"
+
+
+@dataclass(frozen=True)
+class HParams:
+    """Everything that defines one training run; defaults are the paper's best configuration."""
+
+    epochs: int = 15
+    batch_size: int = 64
+    loss: Loss = "categorical_crossentropy"
+    conv_layers: int = 3
+    learning_rate: float = 0.001
+    dropout: float = 0.5
+    dense_units: int = 128
+    features: FeatureMode = "pixels"
+
+    def __post_init__(self) -> None:
+        _check_int(self, "epochs", 1, 10_000)
+        _check_int(self, "batch_size", 1, 65_536)
+        _check_int(self, "conv_layers", 0, 64)
+        _check_int(self, "dense_units", 1, 65_536)
+        if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 10:
+            raise SpaceError(f"The 'learning_rate' hyperparameter must be a float in (0, 10). "
+                             f"Got {self.learning_rate!r} instead.")
+        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
+            raise SpaceError(f"The 'dropout' hyperparameter must be a float in [0, 1). "
+                             f"Got {self.dropout!r} instead.")
+        if self.loss not in LOSSES:
+            raise SpaceError(f"The 'loss' hyperparameter must be one of {list(LOSSES)}. "
+                             f"Got {self.loss!r} instead.")
+        if self.features not in FEATURE_MODES:
+            raise SpaceError(f"The 'features' hyperparameter must be one of {list(FEATURE_MODES)}. "
+                             f"Got {self.features!r} instead.")
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, where: str = "hyperparameters") -> HParams:
+        unknown = sorted(set(values) - set(cls.names()))
+        if unknown:
+            raise SpaceError(f"{where}: unknown hyperparameter(s) {unknown}; "
+                             f"allowed: {list(cls.names())}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_int(hp: HParams, name: str, low: int, high: int) -> None:
+    value = getattr(hp, name)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise SpaceError(f"The '{name}' hyperparameter must be an int in [{low}, {high}]. "
+                         f"Got {value!r} instead.")
+
+
+# The paper's best configuration (Table 1, first row): every study enqueues it first.
+PAPER_BEST = HParams()
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """How one hyperparameter is sampled."""
+
+    name: str
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def values(self) -> list[Any]:
+        """Every value this spec can take (for grid search and validation)."""
+        if self.type == "categorical":
+            return list(self.choices)
+        if self.type == "int":
+            step = int(self.step or 1)
+            return list(range(int(self.low), int(self.high) + 1, step))
+        raise SpaceError(f"param '{self.name}': a float range has no finite grid; "
+                         f"use type: categorical with explicit choices for grid search")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """A validated search/*.yaml file."""
+
+    name: str
+    objective: str = "val_accuracy"
+    params: tuple[ParamSpec, ...] = ()
+    fixed: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] | None = None
+    source: str = "<memory>"
+    description: str = ""
+
+    def param(self, name: str) -> ParamSpec:
+        return next(p for p in self.params if p.name == name)
+
+    def hparams(self, sampled: dict[str, Any]) -> HParams:
+        """Sampled values merged over the fixed ones, validated."""
+        return HParams.from_dict({**self.fixed, **sampled}, where=self.source)
+
+    def baseline_params(self) -> dict[str, Any] | None:
+        """The baseline restricted to the sampled names (what a sampler can enqueue)."""
+        if self.baseline is None:
+            return None
+        return {p.name: self.baseline[p.name] for p in self.params if p.name in self.baseline}
+
+    def grid(self) -> dict[str, list[Any]]:
+        return {p.name: p.values() for p in self.params}
+
+
+_TOP_KEYS = {"name", "objective", "params", "fixed", "baseline", "description"}
+_SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
+              "float": {"type", "low", "high", "step", "log"},
+              "categorical": {"type", "choices"}}
+OBJECTIVES = ("val_accuracy",)
+
+
+def load_space(path: str | Path) -> SearchSpace:
+    """Read and validate a search-space file; a bare name means search/NAME.yaml."""
+    path = _resolve(path)
+    where = str(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SpaceError(f"{where}: not valid YAML{at}; check indentation and colons") from None
+    except OSError as exc:
+        raise SpaceError(f"{where}: cannot be read ({exc.strerror})") from None
+    return parse_space(raw, source=where)
+
+
+def _resolve(path: str | Path) -> Path:
+    candidate = Path(path)
+    if candidate.is_file():
+        return candidate
+    if candidate.suffix == "" and (SPACE_DIR / f"{candidate}.yaml").is_file():
+        return SPACE_DIR / f"{candidate}.yaml"
+    known = ", ".join(sorted(p.stem for p in SPACE_DIR.glob("*.yaml")))
+    raise SpaceError(f"search space '{path}' not found; pass a path to a YAML file "
+                     f"or one of the shipped names: {known}")
+
+
+def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
+    if not isinstance(raw, dict):
+        raise SpaceError(f"{source}: expected a mapping with keys {sorted(_TOP_KEYS)}, "
+                         f"got {type(raw).__name__}")
+    unknown = sorted(set(raw) - _TOP_KEYS)
+    if unknown:
+        raise SpaceError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    name = raw.get("name") or Path(source).stem
+    objective = raw.get("objective", "val_accuracy")
+    if objective not in OBJECTIVES:
+        raise SpaceError(f"{source}: key 'objective' must be one of {list(OBJECTIVES)}, "
+                         f"got {objective!r}")
+    params_raw = raw.get("params") or {}
+    fixed = raw.get("fixed") or {}
+    if not isinstance(params_raw, dict) or not isinstance(fixed, dict):
+        raise SpaceError(f"{source}: 'params' and 'fixed' must be mappings of name: value")
+    allowed = set(HParams.names())
+    for key in [*params_raw, *fixed]:
+        if key not in allowed:
+            raise SpaceError(f"{source}: unknown hyperparameter '{key}'; allowed: {sorted(allowed)}")
+    both = sorted(set(params_raw) & set(fixed))
+    if both:
+        raise SpaceError(f"{source}: {both} both sampled and fixed; keep each in one place")
+    specs = tuple(_parse_spec(n, s, source) for n, s in params_raw.items())
+    baseline = raw.get("baseline")
+    if baseline is not None and not isinstance(baseline, dict):
+        raise SpaceError(f"{source}: 'baseline' must be a mapping of hyperparameter: value")
+    space = SearchSpace(name=str(name), objective=objective, params=specs, fixed=dict(fixed),
+                        baseline=dict(baseline) if baseline else None, source=source,
+                        description=str(raw.get("description", "")))
+    _check_values(space)
+    return space
+
+
+def _parse_spec(name: str, spec: Any, source: str) -> ParamSpec:
+    where = f"{source}: params.{name}"
+    if not isinstance(spec, dict) or spec.get("type") not in _SPEC_KEYS:
+        raise SpaceError(f"{where}: needs 'type' set to one of {sorted(_SPEC_KEYS)}")
+    kind = spec["type"]
+    unknown = sorted(set(spec) - _SPEC_KEYS[kind])
+    if unknown:
+        raise SpaceError(f"{where}: unknown key(s) {unknown} for type {kind}; "
+                         f"allowed: {sorted(_SPEC_KEYS[kind])}")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise SpaceError(f"{where}: 'choices' must be a non-empty list")
+        return ParamSpec(name, kind, choices=tuple(choices))
+    number = int if kind == "int" else (int, float)
+    for key in ("low", "high"):
+        value = spec.get(key)
+        if isinstance(value, bool) or not isinstance(value, number):
+            raise SpaceError(f"{where}: '{key}' must be {'an int' if kind == 'int' else 'a number'}, "
+                             f"got {value!r}")
+    low, high = spec["low"], spec["high"]
+    if low > high:
+        raise SpaceError(f"{where}: low ({low}) > high ({high}); swap them")
+    log = spec.get("log", False)
+    if not isinstance(log, bool):
+        raise SpaceError(f"{where}: 'log' must be true or false, got {log!r}")
+    if log and low <= 0:
+        raise SpaceError(f"{where}: a log scale needs low > 0, got {low}")
+    step = spec.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, number) or step <= 0):
+        raise SpaceError(f"{where}: 'step' must be a positive number, got {step!r}")
+    return ParamSpec(name, kind, low=low, high=high, step=step, log=log)
+
+
+def _check_values(space: SearchSpace) -> None:
+    """Every value the space can produce must make a valid HParams (checked at the corners)."""
+    corners: list[dict[str, Any]] = [{}]
+    for spec in space.params:
+        values = spec.values() if spec.type == "categorical" else [spec.low, spec.high]
+        corners = [{**c, spec.name: v} for c in corners for v in values][:4096]
+    for corner in corners:
+        space.hparams({k: _cast(space, k, v) for k, v in corner.items()})
+    if space.baseline is not None:
+        unknown = sorted(set(space.baseline) - set(HParams.names()))
+        if unknown:
+            raise SpaceError(f"{space.source}: baseline has unknown hyperparameter(s) {unknown}")
+        space.hparams(space.baseline)
+        for spec in space.params:
+            value = space.baseline.get(spec.name)
+            if value is None:
+                continue
+            if spec.type == "categorical" and value not in spec.choices:
+                raise SpaceError(f"{space.source}: baseline {spec.name}={value!r} is not among "
+                                 f"the choices {list(spec.choices)}")
+            if spec.type != "categorical" and not spec.low <= value <= spec.high:
+                raise SpaceError(f"{space.source}: baseline {spec.name}={value!r} is outside "
+                                 f"[{spec.low}, {spec.high}]")
+
+
+def _cast(space: SearchSpace, name: str, value: Any) -> Any:
+    spec = space.param(name)
+    if spec.type == "float" and isinstance(value, int):
+        return float(value)
+    if spec.type == "float" and math.isfinite(value):
+        return float(value)
+    return value

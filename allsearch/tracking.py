@@ -1,0 +1,288 @@
+"""MLflow tracking: the only module that imports mlflow.
+
+Layout (DESIGN.md): one experiment per study, one parent run per study, one child run per
+trial carrying `mlflow.parentRunId`, so runs nest in the UI also when other processes or
+machines write them. Everything goes through one MlflowClient; no fluent active-run state is
+shared between threads or trials.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import mlflow
+import numpy as np
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from allsearch import reports
+from allsearch.errors import StoreError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from allsearch.data import Dataset
+    from allsearch.trial import TrialResult
+
+__all__ = [
+    "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "TrialRun", "State",
+    "resolve_tracking_uri", "package_versions", "CHAMPION_ALIAS",
+]
+
+DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
+DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
+CHAMPION_ALIAS = "champion"
+State = Literal["COMPLETE", "PRUNED", "FAIL", "KILLED"]
+# Our trial states -> MLflow run statuses; PRUNED is a normal end, marked by the `state` tag.
+_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
+ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
+_PACKAGES = ("allsearch", "tensorflow", "keras", "optuna", "optuna-integration", "mlflow",
+             "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas")
+
+
+def resolve_tracking_uri(uri: str | None = None) -> str:
+    """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return uri
+
+
+def package_versions() -> dict[str, str]:
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    versions["python"] = platform.python_version()
+    return versions
+
+
+class Tracker:
+    """One experiment in one tracking store."""
+
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self.experiment_name = experiment
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                self.experiment_id = self._create_experiment(experiment)
+            else:
+                if found.lifecycle_stage == "deleted":
+                    self.client.restore_experiment(found.experiment_id)
+                self.experiment_id = found.experiment_id
+        except MlflowException as exc:
+            raise StoreError(f"MLflow store '{_redact(self.tracking_uri)}' cannot be used "
+                             f"({_first_line(exc)}); check --tracking-uri") from None
+
+    def _create_experiment(self, name: str) -> str:
+        location = None
+        if self.tracking_uri.startswith("sqlite:") or "://" not in self.tracking_uri:
+            root = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT))
+            location = (root.resolve() / name).as_uri()
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another worker created it first
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    # ----------------------------------------------------------------- study (parent) runs
+
+    def find_parent(self, study_name: str) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{ROLE}` = 'parent' and tags.`{STUDY}` = '{study_name}'",
+            order_by=["attributes.start_time ASC"], max_results=1)
+        return runs[0].info.run_id if runs else None
+
+    def start_parent(self, study_name: str, settings: dict[str, Any]) -> str:
+        """Create the study's parent run; settings become its params."""
+        run = self.client.create_run(self.experiment_id, run_name=study_name,
+                                     tags={ROLE: "parent", STUDY: study_name})
+        self.log_params(run.info.run_id, settings)
+        self.client.log_dict(run.info.run_id, {"settings": settings,
+                                               "versions": package_versions()}, "study.json")
+        return run.info.run_id
+
+    def resume_parent(self, run_id: str, settings: dict[str, Any]) -> None:
+        """Mark a parent run running again; settings that changed are recorded as tags."""
+        self.client.update_run(run_id, status="RUNNING")
+        self.log_params(run_id, settings)
+
+    def log_params(self, run_id: str, values: dict[str, Any]) -> None:
+        """Log params once; a later different value is kept as a `changed.*` tag."""
+        existing = self.client.get_run(run_id).data.params
+        params, tags = [], []
+        for key, value in values.items():
+            text = _param_text(value)
+            if key not in existing:
+                params.append(Param(key, text))
+            elif existing[key] != text:
+                tags.append(RunTag(f"changed.{key}", text))
+        self.client.log_batch(run_id, params=params, tags=tags)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[
+            Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)])
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, _param_text(v)) for k, v in tags.items()])
+
+    def log_figure(self, run_id: str, figure: Any, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        self.client.log_figure(run_id, figure, name)
+        plt.close(figure)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self.client.log_text(run_id, text, name)
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self.client.set_terminated(run_id, status=status)
+
+    # ----------------------------------------------------------------- trial (child) runs
+
+    def start_trial(self, *, parent_id: str | None, name: str, params: dict[str, Any],
+                    tags: dict[str, Any] | None = None) -> TrialRun:
+        run_tags = {ROLE: "trial", STATE: "RUNNING", **(tags or {})}
+        if parent_id is not None:
+            # This tag is what nests a run under its parent, from any process or machine.
+            run_tags["mlflow.parentRunId"] = parent_id
+            run_tags[STUDY] = self.client.get_run(parent_id).data.tags.get(STUDY, "")
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={k: _param_text(v) for k, v in run_tags.items()})
+        self.log_params(run.info.run_id, params)
+        return TrialRun(self, run.info.run_id)
+
+    def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
+        return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
+                                  output_format="pandas")
+
+    def register_champion(self, model_uri: str, model_name: str) -> str:
+        """Register a logged model and point the `champion` alias at the new version."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        version = mlflow.register_model(model_uri, model_name)
+        self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
+        return str(version.version)
+
+
+@dataclass
+class TrialRun:
+    """One trial's MLflow run, fed by the engine while the trial trains."""
+
+    tracker: Tracker
+    run_id: str
+
+    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.tracker.log_metrics(self.run_id, values, step=epoch)
+
+    def log_curves(self, history: dict[str, list[float]], *, title: str = "") -> None:
+        if history:
+            self.tracker.log_figure(self.run_id, reports.curves_figure(history, title=title),
+                                    "learning_curves.png")
+
+    def log_result(self, result: TrialResult, *, dataset: Dataset | None = None,
+                   log_model: bool = False) -> str | None:
+        """Final metrics and artifacts; the model too when asked. Returns the model URI."""
+        tracker, run_id = self.tracker, self.run_id
+        tracker.log_metrics(run_id, result.final_metrics())
+        tracker.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
+                           "confusion_matrix.png")
+        tracker.client.log_dict(run_id, result.per_class_report(), "per_class_report.json")
+        tracker.log_text(run_id, reports.predictions_csv(
+            result.test_files, result.y_test, result.test_probabilities, result.class_names),
+            "test_predictions.csv")
+        if log_model and result.model is not None:
+            return self.log_model(result, dataset)
+        return None
+
+    def log_model(self, result: TrialResult, dataset: Dataset | None) -> str:
+        """The Keras model with its signature (and the fitted HOG/PCA pipeline it needs)."""
+        from mlflow.models import infer_signature
+
+        from allsearch.trial import model_inputs
+
+        model = result.model
+        assert model is not None
+        example = None
+        if dataset is not None:
+            example = model_inputs(dataset, "test", result.hparams.features)
+            example = ({k: v[:2] for k, v in example.items()} if isinstance(example, dict)
+                       else example[:2])
+        signature = (infer_signature(example, np.asarray(model.predict(example, verbose=0)))
+                     if example is not None else None)
+        versions = package_versions()
+        requirements = [f"{name}=={versions[name]}" for name in
+                        ("tensorflow", "keras", "numpy", "scikit-learn", "scikit-image")
+                        if name in versions]
+        mlflow.set_tracking_uri(self.tracker.tracking_uri)
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.keras.log_model(model, name="model", signature=signature,
+                                          pip_requirements=requirements,
+                                          metadata={"class_names": list(result.class_names),
+                                                    "hparams": result.hparams.to_dict()})
+        if dataset is not None and dataset.features is not None and result.hparams.features != "pixels":
+            import joblib
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "feature_pipeline.joblib"
+                joblib.dump(dataset.features.pipeline, path)
+                self.tracker.client.log_artifact(self.run_id, str(path))
+        return info.model_uri
+
+    def end(self, state: State, *, error: BaseException | None = None) -> None:
+        tags: dict[str, Any] = {STATE: state}
+        if error is not None:
+            tags["error"] = _first_line(error)[:4000]
+            self.tracker.log_text(self.run_id, "".join(traceback.format_exception(error)),
+                                  "error.txt")
+        self.tracker.set_tags(self.run_id, tags)
+        self.tracker.end_run(self.run_id, _RUN_STATUS[state])
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value)[:6000]
+    return str(value)[:6000]
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return bool(np.isfinite(float(value)))
+    except (TypeError, ValueError):
+        return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _redact(uri: str) -> str:
+    """A URI with any password replaced, safe to print."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri

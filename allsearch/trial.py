@@ -1,0 +1,197 @@
+"""One training run: hyperparameters + dataset in, a plain TrialResult out.
+
+Every engine (Optuna, KerasTuner), Table 1 and any re-run go through run_trial, so they
+train, evaluate and time models the same way. trial.py never touches MLflow: callers pass
+`on_epoch` to stream the curves wherever they like.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import keras
+import numpy as np
+from sklearn.metrics import classification_report, confusion_matrix
+
+from allsearch.data import Dataset
+from allsearch.errors import ConfigError
+from allsearch.model import HOG_PCA, PIXELS, build_cnn
+from allsearch.space import HParams
+
+__all__ = ["TrialResult", "run_trial", "model_inputs", "EPOCH_METRICS", "Precision"]
+
+Precision = Literal["float32", "bfloat16"]
+# Per-epoch metric names (step = epoch): a contract with tracking and the leaderboard.
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+LATENCY_WARMUP = 5
+LATENCY_SAMPLES = 50
+
+
+@dataclass
+class TrialResult:
+    """Everything one training run produced; plain values only (and the trained model)."""
+
+    hparams: HParams
+    seed: int
+    class_names: tuple[str, ...]
+    history: dict[str, list[float]]
+    epochs_run: int
+    train_time_s: float
+    val_accuracy: float
+    test_accuracy: float
+    val_prediction_time_s: float
+    test_prediction_time_s: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    y_test: np.ndarray
+    test_probabilities: np.ndarray
+    test_files: tuple[str, ...]
+    precision: str = "float32"
+    model: keras.Model | None = field(default=None, repr=False)
+
+    @property
+    def test_predictions(self) -> np.ndarray:
+        return self.test_probabilities.argmax(axis=1)
+
+    def confusion(self) -> np.ndarray:
+        return confusion_matrix(self.y_test, self.test_predictions,
+                                labels=list(range(len(self.class_names))))
+
+    def per_class_report(self) -> dict[str, Any]:
+        return classification_report(self.y_test, self.test_predictions,
+                                     labels=list(range(len(self.class_names))),
+                                     target_names=list(self.class_names), output_dict=True,
+                                     zero_division=0)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The final metrics under their contract names (DESIGN.md)."""
+        return {
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "val_prediction_time_s": self.val_prediction_time_s,
+            "test_prediction_time_s": self.test_prediction_time_s,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p95": self.latency_ms_p95,
+            "epochs_run": float(self.epochs_run),
+            "train_time_s": self.train_time_s,
+        }
+
+
+class _EpochRecorder(keras.callbacks.Callback):
+    """Keeps the per-epoch logs and forwards them as they arrive."""
+
+    def __init__(self, history: dict[str, list[float]],
+                 on_epoch: Callable[[int, dict[str, float]], None] | None) -> None:
+        super().__init__()
+        self.history = history
+        self.on_epoch = on_epoch
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        values = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
+        for name, value in values.items():
+            self.history.setdefault(name, []).append(value)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch, values)
+
+
+def model_inputs(dataset: Dataset, split: str, features: str) -> Any:
+    """What the network for this feature mode takes for one split."""
+    images = getattr(dataset, f"x_{split}")
+    if features == "pixels":
+        return images
+    if dataset.features is None:
+        raise ConfigError(f"features={features!r} needs the HOG/PCA features: call "
+                          f"allsearch.features.add_hog_pca(dataset) before run_trial")
+    components = dataset.features.split(split)
+    return components if features == "hog_pca" else {PIXELS: images, HOG_PCA: components}
+
+
+def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
+              precision: Precision = "float32", callbacks: Sequence[keras.callbacks.Callback] = (),
+              on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+              keep_model: bool = True, history: dict[str, list[float]] | None = None) -> TrialResult:
+    """Train the factory's model on the train split, then evaluate and time val and test.
+
+    `callbacks` go to fit (e.g. a pruning callback, which may raise to stop the run);
+    `history`, when given, is filled epoch by epoch, so a caller keeps the curves of a run
+    that was stopped early.
+    """
+    _fresh_session()
+    keras.utils.set_random_seed(seed)
+    keras.mixed_precision.set_global_policy(
+        "mixed_bfloat16" if precision == "bfloat16" else "float32")
+    try:
+        n_features = dataset.features.n_components if dataset.features is not None else 100
+        model = build_cnn(hparams, dataset.n_classes, input_shape=dataset.image_shape,
+                          n_features=n_features)
+        x_train = model_inputs(dataset, "train", hparams.features)
+        x_val = model_inputs(dataset, "val", hparams.features)
+        x_test = model_inputs(dataset, "test", hparams.features)
+        y_train = keras.utils.to_categorical(dataset.y_train, dataset.n_classes)
+        y_val = keras.utils.to_categorical(dataset.y_val, dataset.n_classes)
+
+        history = {} if history is None else history
+        recorder = _EpochRecorder(history, on_epoch)
+        started = time.perf_counter()
+        model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
+                  validation_data=(x_val, y_val), shuffle=True, verbose=0,
+                  callbacks=[recorder, *callbacks])
+        train_time_s = time.perf_counter() - started
+
+        _predict(model, _first(x_val, 2))  # trace the predict function outside the timings
+        val_probs, val_time = _timed_predict(model, x_val)
+        test_probs, test_time = _timed_predict(model, x_test)
+        p50, p95 = _latency_ms(model, x_test)
+        return TrialResult(
+            hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
+            epochs_run=len(history.get("loss", [])), train_time_s=train_time_s,
+            val_accuracy=float((val_probs.argmax(1) == dataset.y_val).mean()),
+            test_accuracy=float((test_probs.argmax(1) == dataset.y_test).mean()),
+            val_prediction_time_s=val_time, test_prediction_time_s=test_time,
+            latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
+            test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
+            model=model if keep_model else None,
+        )
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def _fresh_session() -> None:
+    # Without this, every trial's graph stays in memory and the process grows trial by trial.
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _first(inputs: Any, n: int) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v[:n] for k, v in inputs.items()}
+    return inputs[:n]
+
+
+def _predict(model: keras.Model, inputs: Any) -> np.ndarray:
+    # Keras' default predict batch (32), as the paper's script would have used.
+    return np.asarray(model.predict(inputs, verbose=0), dtype=np.float32)
+
+
+def _timed_predict(model: keras.Model, inputs: Any) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    probabilities = _predict(model, inputs)
+    return probabilities, time.perf_counter() - started
+
+
+def _latency_ms(model: keras.Model, inputs: Any) -> tuple[float, float]:
+    """p50/p95 of one-image prediction, after a warm-up."""
+    n = len(inputs[PIXELS] if isinstance(inputs, dict) else inputs)
+    picks = [i % n for i in range(LATENCY_WARMUP + LATENCY_SAMPLES)]
+    times = []
+    for j, i in enumerate(picks):
+        one = {k: v[i:i + 1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i:i + 1]
+        started = time.perf_counter()
+        model.predict_on_batch(one)
+        if j >= LATENCY_WARMUP:
+            times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
