@@ -15,12 +15,34 @@ from allsearch.errors import AllsearchError
 def quiet_libraries() -> None:
     """Silence TensorFlow's C++ banner and library chatter a user cannot act on."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    _import_tensorflow_silently()
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     for name in ("mlflow", "alembic", "optuna", "absl", "tensorflow", "kagglehub"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _import_tensorflow_silently() -> None:
+    """TensorFlow 2.21 writes its start-up INFO lines (oneDNN, CUDA probing) straight to
+    file descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; hide them while it starts."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
+            except ImportError:
+                pass  # the real import, later, reports it with its message
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:

@@ -358,8 +358,9 @@ def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
 def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Stratified 70/15/15 indices, deterministic for a seed."""
     index = np.arange(len(labels))
-    train, rest = train_test_split(index, test_size=1 - SPLIT_FRACTIONS[0], random_state=seed,
-                                   stratify=labels)
+    # An exact count: 1 - 0.7 in floating point is 0.30000000000000004, one image too many.
+    n_train = int(round(SPLIT_FRACTIONS[0] * len(labels)))
+    train, rest = train_test_split(index, train_size=n_train, random_state=seed, stratify=labels)
     val_share = SPLIT_FRACTIONS[1] / (SPLIT_FRACTIONS[1] + SPLIT_FRACTIONS[2])
     val, test = train_test_split(rest, train_size=val_share, random_state=seed,
                                  stratify=labels[rest])

@@ -126,7 +126,12 @@ class SearchSpace:
 
     def hparams(self, sampled: dict[str, Any]) -> HParams:
         """Sampled values merged over the fixed ones, validated."""
-        return HParams.from_dict({**self.fixed, **sampled}, where=self.source)
+        try:
+            return HParams.from_dict({**self.fixed, **sampled}, where=self.source)
+        except SpaceError as exc:
+            if str(exc).startswith(self.source):
+                raise
+            raise SpaceError(f"{self.source}: {exc}") from None
 
     def baseline_params(self) -> dict[str, Any] | None:
         """The baseline restricted to the sampled names (what a sampler can enqueue)."""

@@ -53,8 +53,16 @@ _PACKAGES = ("allsearch", "tensorflow", "keras", "optuna", "optuna-integration",
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    return absolute_sqlite(uri)
+
+
+def absolute_sqlite(uri: str) -> str:
+    """A relative sqlite URI made absolute (its folder created): MLflow and SQLAlchemy cache
+    engines by URI, so a relative one could reach another folder's database after a chdir."""
     if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri.removeprefix("sqlite:///")).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path}"
     return uri
 
 
@@ -176,8 +184,12 @@ class Tracker:
 
     def register_champion(self, model_uri: str, model_name: str) -> str:
         """Register a logged model and point the `champion` alias at the new version."""
+        import contextlib
+        import io
+
         mlflow.set_tracking_uri(self.tracking_uri)
-        version = mlflow.register_model(model_uri, model_name)
+        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own
+            version = mlflow.register_model(model_uri, model_name)
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
         return str(version.version)
 
@@ -198,10 +210,11 @@ class TrialRun:
                                     "learning_curves.png")
 
     def log_result(self, result: TrialResult, *, dataset: Dataset | None = None,
-                   log_model: bool = False) -> str | None:
-        """Final metrics and artifacts; the model too when asked. Returns the model URI."""
+                   log_model: bool = False, metrics: dict[str, float] | None = None) -> str | None:
+        """Final metrics (or `metrics`, e.g. means over repeats) and artifacts; the model
+        too when asked. Returns the logged model's URI."""
         tracker, run_id = self.tracker, self.run_id
-        tracker.log_metrics(run_id, result.final_metrics())
+        tracker.log_metrics(run_id, result.final_metrics() if metrics is None else metrics)
         tracker.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
                            "confusion_matrix.png")
         tracker.client.log_dict(run_id, result.per_class_report(), "per_class_report.json")

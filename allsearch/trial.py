@@ -22,7 +22,8 @@ from allsearch.errors import ConfigError
 from allsearch.model import HOG_PCA, PIXELS, build_cnn
 from allsearch.space import HParams
 
-__all__ = ["TrialResult", "run_trial", "model_inputs", "EPOCH_METRICS", "Precision"]
+__all__ = ["TrialResult", "run_trial", "model_inputs", "configure_threads", "EPOCH_METRICS",
+           "Precision"]
 
 Precision = Literal["float32", "bfloat16"]
 # Per-epoch metric names (step = epoch): a contract with tracking and the leaderboard.
@@ -158,6 +159,17 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+def configure_threads(n_threads: int) -> None:
+    """Threads TensorFlow may use in this process (call before the first trial)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n_threads)))
+    except RuntimeError:
+        pass  # already initialized: the settings of the first call stay
 
 
 def _fresh_session() -> None:

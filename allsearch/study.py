@@ -1,0 +1,725 @@
+"""The Optuna engine: `python -m allsearch.study --trials 50`.
+
+A study samples hyperparameters from a search/*.yaml space and trains each configuration
+through allsearch.trial.run_trial; allsearch.tracking records one MLflow parent run per study
+and one child run per trial (our own bridge: optuna-integration's MLflowCallback is
+deprecated and serializes parallel trials). The Optuna storage is the source of truth: it
+holds the parent run's id, so every worker, on any machine, nests its runs under the same
+parent, and running the same command again resumes the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+
+from allsearch.data import Dataset, load_dataset
+from allsearch.errors import ConfigError, SpaceError, StoreError
+from allsearch.space import HParams, ParamSpec, SearchSpace, load_space
+
+__all__ = ["StudyConfig", "run", "summarize", "main", "DEFAULT_STORAGE", "PAPER_TABLE1_BEST"]
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+# The paper's Table 1, best row (one run): what every summary is compared with.
+PAPER_TABLE1_BEST = {"val_accuracy": 0.80, "test_accuracy": 0.82}
+Sampler = Literal["tpe", "random", "grid", "cmaes", "gp"]
+Pruner = Literal["median", "hyperband", "none"]
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
+PARENT_ATTR = "mlflow_parent_run_id"
+ENGINE = "optuna"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every setting of a study; the CLI flags and run()'s keywords map one to one."""
+
+    trials: int = 50
+    timeout: float | None = None
+    space: str = "paper"
+    data: str | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    tracking_uri: str | None = None
+    sampler: Sampler = "tpe"
+    pruner: Pruner = "median"
+    seed: int = 0
+    repeats: int = 1
+    workers: int = 1
+    log_models: Literal["best", "all", "none"] = "best"
+    precision: Literal["float32", "bfloat16"] = "float32"
+    split_seed: int = 42
+    progress: bool = True
+
+    def validate(self) -> None:
+        for name in ("trials", "repeats", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
+        for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS),
+                              ("log_models", LOG_MODELS), ("precision", ("float32", "bfloat16"))):
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"--{name.replace('_', '-')} must be one of {list(allowed)}, "
+                                  f"got {getattr(self, name)!r}")
+
+
+# ------------------------------------------------------------------------- samplers, pruners
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        try:
+            return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        except SpaceError as exc:
+            raise ConfigError(f"--sampler grid: {exc}") from None
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler's own dependency)
+        except ImportError:
+            raise ConfigError("--sampler gp needs PyTorch: pip install torch "
+                              "(or choose --sampler tpe)") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
+
+
+def make_pruner(name: str, space: SearchSpace) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Five complete trials before judging, and never before epoch 3: early epochs are noisy.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=_max_epochs(space),
+                                              reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, got {name!r}")
+
+
+def _max_epochs(space: SearchSpace) -> int:
+    if any(p.name == "epochs" for p in space.params):
+        return int(max(space.param("epochs").values()))
+    return int(space.fixed.get("epochs", HParams().epochs))
+
+
+def suggest(trial: optuna.Trial, spec: ParamSpec) -> Any:
+    if spec.type == "categorical":
+        return trial.suggest_categorical(spec.name, list(spec.choices))
+    if spec.type == "int":
+        return trial.suggest_int(spec.name, int(spec.low), int(spec.high),
+                                 step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(spec.name, float(spec.low), float(spec.high), step=spec.step,
+                               log=spec.log)
+
+
+# ------------------------------------------------------------------------- storage
+
+
+def open_storage(url: str | None) -> optuna.storages.RDBStorage:
+    """Optuna's RDB storage with heartbeats: a trial whose worker died is failed and retried."""
+    url = url or os.environ.get("ALLSEARCH_STORAGE") or DEFAULT_STORAGE
+    from allsearch.tracking import _redact, absolute_sqlite
+
+    if "://" not in url:
+        raise ConfigError(f"--storage '{_redact(url)}' is not a database URL; use e.g. "
+                          f"sqlite:///mlruns/optuna.db or postgresql://user@host/db")
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        url = absolute_sqlite(url)
+        # Several local workers share one file: wait for the lock instead of failing.
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=1))
+    except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a down server
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise StoreError(f"--storage '{_redact(url)}' cannot be opened ({_redact_text(reason, url)}); "
+                         f"check the URL, that the server is up, and the credentials") from None
+
+
+def _redact_text(text: str, url: str) -> str:
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
+def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | None = None
+               ) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists; says which."""
+    storage = open_storage(config.storage)
+    name = config.study_name or space.name
+    sampler = make_sampler(config.sampler, space,
+                           config.seed if sampler_seed is None else sampler_seed)
+    pruner = make_pruner(config.pruner, space)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                        pruner=pruner, direction="maximize")
+            return study, True
+        except optuna.exceptions.DuplicatedStudyError:
+            return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                     pruner=pruner), False
+
+
+# ------------------------------------------------------------------------- counting trials
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards --trials: finished ones and the ones that failed by error.
+
+    A trial failed by Ctrl-C, or left RUNNING by a dead worker, is not counted: it is run again.
+    """
+    n = 0
+    for trial in study.get_trials(deepcopy=False):
+        if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+            n += 1
+        elif trial.state == TrialState.FAIL and trial.user_attrs.get("error"):
+            n += 1
+    return n
+
+
+class _StopAtTarget:
+    """Stops every worker once the study holds `target` counted trials."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if counted_trials(study) >= self.target:
+            study.stop()
+
+
+# ------------------------------------------------------------------------- the objective
+
+
+@dataclass
+class _Context:
+    """What a worker needs to run trials; built once per process."""
+
+    config: StudyConfig
+    space: SearchSpace
+    dataset: Dataset
+    parent_id: str
+    tracker: Any  # allsearch.tracking.Tracker
+    model_name: str
+    base_params: dict[str, Any] = field(default_factory=dict)
+
+
+def _objective(ctx: _Context, trial: optuna.Trial) -> float:
+    from optuna_integration import KerasPruningCallback
+
+    from allsearch.trial import run_trial
+
+    hparams = ctx.space.hparams({spec.name: suggest(trial, spec) for spec in ctx.space.params})
+    params = {**hparams.to_dict(), **ctx.base_params, "trial_number": trial.number,
+              "seed": ctx.config.seed}
+    run = ctx.tracker.start_trial(parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+                                  params=params, tags={"trial_number": trial.number,
+                                                       "engine": ENGINE})
+    trial.set_user_attr("mlflow_run_id", run.run_id)
+    history: dict[str, list[float]] = {}
+    try:
+        results = []
+        for repeat in range(ctx.config.repeats):
+            first = repeat == 0
+            # Pruning and the live curves follow the first seed; later seeds run to the end.
+            callbacks = ([KerasPruningCallback(trial, "val_accuracy")]
+                         if first and ctx.config.pruner != "none" else [])
+            results.append(run_trial(
+                ctx.dataset, hparams, seed=ctx.config.seed + repeat,
+                precision=ctx.config.precision, callbacks=callbacks,
+                on_epoch=run.log_epoch if first else None,
+                history=history if first else None))
+    except optuna.TrialPruned:
+        run.log_curves(history, title=f"trial {trial.number} (pruned)")
+        ctx.tracker.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+        run.end("PRUNED")
+        raise
+    except KeyboardInterrupt:
+        run.log_curves(history, title=f"trial {trial.number} (interrupted)")
+        run.end("KILLED")
+        raise
+    except Exception as exc:
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        run.log_curves(history, title=f"trial {trial.number} (failed)")
+        run.end("FAIL", error=exc)
+        raise
+
+    metrics = _aggregate(results)
+    value = metrics["val_accuracy"]
+    log_model = ctx.config.log_models == "all" or (
+        ctx.config.log_models == "best" and value > _best_value(trial.study))
+    run.log_curves(history, title=f"trial {trial.number}")
+    model_uri = run.log_result(results[0], dataset=ctx.dataset, log_model=log_model,
+                               metrics=metrics)
+    for r, result in enumerate(results if len(results) > 1 else []):
+        ctx.tracker.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
+                                             "repeat_test_accuracy": result.test_accuracy}, step=r)
+    trial.set_user_attr("test_accuracy", metrics["test_accuracy"])
+    if model_uri:
+        trial.set_user_attr("model_uri", model_uri)
+    run.end("COMPLETE")
+    return value
+
+
+def _aggregate(results: Sequence[Any]) -> dict[str, float]:
+    """Final metrics averaged over repeats, with the spread of the accuracies."""
+    per_run = [r.final_metrics() for r in results]
+    metrics = {k: statistics.fmean(m[k] for m in per_run) for k in per_run[0]}
+    if len(results) > 1:
+        for name in ("val_accuracy", "test_accuracy"):
+            metrics[f"{name}_sd"] = statistics.stdev(m[name] for m in per_run)
+        metrics["repeats"] = float(len(results))
+    return metrics
+
+
+def _best_value(study: optuna.Study) -> float:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None]
+    return max(values) if values else -math.inf
+
+
+# ------------------------------------------------------------------------- running a study
+
+
+def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
+        data: str | None = None, study_name: str | None = None, storage: str | None = None,
+        tracking_uri: str | None = None, sampler: Sampler = "tpe", pruner: Pruner = "median",
+        seed: int = 0, repeats: int = 1, workers: int = 1,
+        log_models: Literal["best", "all", "none"] = "best",
+        precision: Literal["float32", "bfloat16"] = "float32", split_seed: int = 42,
+        progress: bool = True) -> optuna.Study:
+    """Run (or resume) a study until it holds `trials` finished trials; returns the study."""
+    config = StudyConfig(trials=trials, timeout=timeout, space=space, data=data,
+                         study_name=study_name, storage=storage, tracking_uri=tracking_uri,
+                         sampler=sampler, pruner=pruner, seed=seed, repeats=repeats,
+                         workers=workers, log_models=log_models, precision=precision,
+                         split_seed=split_seed, progress=progress)
+    return run_config(config)
+
+
+def run_config(config: StudyConfig) -> optuna.Study:
+    from allsearch.model import max_conv_layers
+    from allsearch.tracking import Tracker
+
+    config.validate()
+    search_space = load_space(config.space)
+    config = replace(config, study_name=config.study_name or search_space.name)
+    # Everything a user can get wrong is checked before any training starts.
+    study, created = open_study(config, search_space)
+    tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
+    dataset = _load_data(config, search_space)
+    deepest = max_conv_layers(dataset.image_shape[0])
+    _check_depth(search_space, deepest, dataset.image_shape[0])
+
+    settings = _settings(config, search_space, dataset)
+    parent_id = _parent_run(study, created, tracker, config.study_name, settings)
+    tracker.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
+                                 "pruner": config.pruner})
+    baseline = search_space.baseline_params()
+    if baseline and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
+
+    remaining = config.trials - counted_trials(study)
+    status = "FINISHED"
+    try:
+        if remaining > 0:
+            if config.workers == 1:
+                ctx = _Context(config, search_space, dataset, parent_id, tracker,
+                               _model_name(config), _base_params(dataset))
+                _optimize(study, ctx, remaining, config.timeout, progress=config.progress)
+            else:
+                _run_workers(config, study, remaining)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _finish_parent(study, tracker, parent_id, config, status)
+    return study
+
+
+def _load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped files are listed by `python -m allsearch.data`
+        dataset = load_dataset(config.data, split_seed=config.split_seed)
+    if _uses_hog_pca(space):
+        from allsearch.features import add_hog_pca
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = add_hog_pca(dataset)
+    return dataset
+
+
+def _uses_hog_pca(space: SearchSpace) -> bool:
+    modes = {space.fixed.get("features", "pixels")}
+    if any(p.name == "features" for p in space.params):
+        modes |= set(space.param("features").choices)
+    if space.baseline:
+        modes.add(space.baseline.get("features", "pixels"))
+    return bool(modes - {"pixels"})
+
+
+def _check_depth(space: SearchSpace, deepest: int, size: int) -> None:
+    values = ([space.fixed["conv_layers"]] if "conv_layers" in space.fixed else [])
+    if any(p.name == "conv_layers" for p in space.params):
+        values += space.param("conv_layers").values()
+    too_deep = [v for v in values if v > deepest or v < 1]
+    if too_deep:
+        raise SpaceError(f"{space.source}: conv_layers {sorted(set(too_deep))} cannot be built "
+                         f"on {size}x{size} images; allowed: 1 to {deepest}")
+
+
+def _model_name(config: StudyConfig) -> str:
+    return f"allsearch-{config.study_name}"
+
+
+def _base_params(dataset: Dataset) -> dict[str, Any]:
+    from allsearch.tracking import package_versions
+
+    return {"engine": ENGINE, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
+            "split_seed": dataset.split_seed, "n_train": len(dataset.y_train),
+            "class_names": list(dataset.class_names),
+            **{f"version.{k}": v for k, v in package_versions().items()}}
+
+
+def _settings(config: StudyConfig, space: SearchSpace, dataset: Dataset) -> dict[str, Any]:
+    from allsearch.tracking import _redact
+
+    return {"study_name": config.study_name, "space": space.name, "space_file": space.source,
+            "objective": space.objective, "seed": config.seed, "repeats": config.repeats,
+            "log_models": config.log_models, "precision": config.precision,
+            "storage": _redact(config.storage or DEFAULT_STORAGE), "data": dataset.report.root,
+            "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
+            "split_seed": dataset.split_seed, "split_sizes": dataset.report.split_sizes,
+            "duplicates_dropped": dataset.report.duplicates_dropped,
+            "fixed": space.fixed, "baseline": space.baseline or {},
+            "space_params": {p.name: {k: v for k, v in asdict(p).items() if v not in (None, (), False)}
+                             for p in space.params}}
+
+
+def _parent_run(study: optuna.Study, created: bool, tracker: Any, name: str,
+                settings: dict[str, Any]) -> str:
+    """The study's parent run: made by whoever created the study, found by everyone else."""
+    parent_id = study.user_attrs.get(PARENT_ATTR)
+    if parent_id is None and not created:
+        for _ in range(60):  # the creating worker is making it right now
+            time.sleep(1)
+            parent_id = optuna.load_study(study_name=name, storage=study._storage
+                                          ).user_attrs.get(PARENT_ATTR)
+            if parent_id:
+                break
+    if parent_id is not None:
+        try:
+            tracker.resume_parent(parent_id, settings)
+            return parent_id
+        except Exception:
+            warnings.warn(f"the study's MLflow parent run {parent_id} is gone from "
+                          f"'{tracker.tracking_uri}'; starting a new one", stacklevel=2)
+    parent_id = tracker.find_parent(name) or tracker.start_parent(name, settings)
+    study.set_user_attr(PARENT_ATTR, parent_id)
+    return parent_id
+
+
+def _optimize(study: optuna.Study, ctx: _Context, n_trials: int, timeout: float | None, *,
+              progress: bool) -> None:
+    bar = _ProgressBar(study, ctx.config.trials) if progress else None
+    callbacks: list[Any] = [_StopAtTarget(ctx.config.trials)]
+    if bar is not None:
+        callbacks.append(bar.on_trial)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.optimize(lambda trial: _objective(ctx, trial), n_trials=n_trials,
+                           timeout=timeout, catch=(Exception,), callbacks=callbacks,
+                           gc_after_trial=True)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class _ProgressBar:
+    """A tqdm bar over counted trials, showing the best value so far."""
+
+    def __init__(self, study: optuna.Study, target: int) -> None:
+        from tqdm.auto import tqdm
+
+        self.study = study
+        self.bar = tqdm(total=target, initial=min(target, counted_trials(study)), unit="trial",
+                        desc=f"study {study.study_name}", dynamic_ncols=True, file=sys.stderr)
+        self.refresh()
+
+    def refresh(self) -> None:
+        done = min(self.bar.total, counted_trials(self.study))
+        self.bar.update(done - self.bar.n)
+        best = _best_value(self.study)
+        if best > -math.inf:
+            self.bar.set_postfix_str(f"best val_accuracy {best:.3f}")
+
+    def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.refresh()
+
+    def close(self) -> None:
+        self.refresh()
+        self.bar.close()
+
+
+# ------------------------------------------------------------------------- local workers
+
+
+def _run_workers(config: StudyConfig, study: optuna.Study, remaining: int) -> None:
+    """N processes on this machine share the study; each gets its share of the trials."""
+    context = multiprocessing.get_context("spawn")
+    shares = [remaining // config.workers + (1 if i < remaining % config.workers else 0)
+              for i in range(config.workers)]
+    processes = [context.Process(target=_worker_main, args=(config, i, n), daemon=False)
+                 for i, n in enumerate(shares) if n > 0]
+    for process in processes:
+        process.start()
+    bar = _ProgressBar(study, config.trials) if config.progress else None
+    try:
+        while any(p.is_alive() for p in processes):
+            time.sleep(2)
+            if bar is not None:
+                bar.refresh()
+    except KeyboardInterrupt:
+        for process in processes:
+            process.join(timeout=30)  # workers got the same Ctrl-C and end their trial
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
+    if failed:
+        raise StoreError(f"{len(failed)} worker process(es) ended with an error "
+                         f"(exit codes {failed}); run with --workers 1 --debug to see it")
+
+
+def _worker_main(config: StudyConfig, index: int, n_trials: int) -> None:
+    from allsearch import _cli
+    from allsearch.tracking import Tracker
+    from allsearch.trial import configure_threads
+
+    _cli.quiet_libraries()
+    configure_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    space = load_space(config.space)
+    # Each worker samples from its own seeded stream, or all would propose the same trial.
+    study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
+    tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
+    dataset = _load_data(config, space)  # a cache hit: the main process decoded it
+    ctx = _Context(config, space, dataset, study.user_attrs[PARENT_ATTR], tracker,
+                   _model_name(config), _base_params(dataset))
+    try:
+        _optimize(study, ctx, n_trials, config.timeout, progress=False)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+# ------------------------------------------------------------------------- the parent run
+
+
+def _finish_parent(study: optuna.Study, tracker: Any, parent_id: str, config: StudyConfig,
+                   status: str) -> None:
+    """Best trial, plots, leaderboard and champion on the parent run; then its status."""
+    from allsearch import leaderboard
+
+    try:
+        counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,)))
+                  for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+        tracker.log_metrics(parent_id, {f"n_{k.lower()}": v for k, v in counts.items()})
+        best = _best_trial(study)
+        if best is not None:
+            tracker.set_tags(parent_id, {f"best.{k}": v for k, v in best.params.items()}
+                             | {"best.trial_number": best.number,
+                                "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
+            tracker.log_metrics(parent_id, {"best_val_accuracy": best.value,
+                                            "best_test_accuracy": best.user_attrs.get(
+                                                "test_accuracy", math.nan),
+                                            "best_trial": best.number})
+            _register_champion(tracker, best, _model_name(config), parent_id)
+        _log_study_plots(study, tracker, parent_id)
+        table = leaderboard.study_table(tracker, parent_id)
+        if len(table):
+            tracker.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
+            tracker.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
+    finally:
+        tracker.end_run(parent_id, status)
+
+
+def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    try:
+        return study.best_trial
+    except ValueError:
+        return None
+
+
+def _register_champion(tracker: Any, best: optuna.trial.FrozenTrial, model_name: str,
+                       parent_id: str) -> None:
+    model_uri = best.user_attrs.get("model_uri")
+    if not model_uri:
+        return
+    current = tracker.client.get_run(parent_id).data.tags.get("champion.model_uri")
+    if current == model_uri:
+        return
+    version = tracker.register_champion(model_uri, model_name)
+    tracker.set_tags(parent_id, {"champion.model_uri": model_uri,
+                                 "champion": f"models:/{model_name}@champion (version {version})"})
+
+
+def _log_study_plots(study: optuna.Study, tracker: Any, parent_id: str) -> None:
+    from optuna.visualization import matplotlib as optuna_plots
+
+    import allsearch.reports  # noqa: F401  (selects the Agg backend)
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    plots = [("optimization_history.png", optuna_plots.plot_optimization_history)]
+    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        plots.append(("param_importances.png", optuna_plots.plot_param_importances))
+    for name, plot in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(8, 4.5)
+            figure.tight_layout()
+            tracker.log_figure(parent_id, figure, name)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            # Importances need variation among complete trials; say why it is missing.
+            tracker.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))
+
+
+# ------------------------------------------------------------------------- summary and CLI
+
+
+def summarize(study: optuna.Study) -> str:
+    """The closing lines: counts, best trial, the paper's baseline configuration beside it."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {s: sum(t.state == s for t in trials)
+              for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    lines = [f"study '{study.study_name}': {len(trials)} trials "
+             f"({counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
+             f"{counts[TrialState.FAIL]} failed)"]
+
+    def describe(t: optuna.trial.FrozenTrial) -> str:
+        test = t.user_attrs.get("test_accuracy")
+        params = " ".join(f"{k}={v}" for k, v in t.params.items())
+        return (f"val_accuracy {t.value:.3f}  test_accuracy "
+                f"{test:.3f}  {params}" if test is not None else f"val_accuracy {t.value:.3f}  {params}")
+
+    best = _best_trial(study)
+    if best is not None:
+        lines.append(f"best trial #{best.number}:      {describe(best)}")
+    baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
+    if baseline is not None and baseline.state == TrialState.COMPLETE:
+        lines.append(f"paper's config, #{baseline.number}: {describe(baseline)}")
+    elif baseline is not None:
+        lines.append(f"paper's config, #{baseline.number}: {baseline.state.name}")
+    lines.append(f"paper's Table 1 (one run):  val_accuracy {PAPER_TABLE1_BEST['val_accuracy']:.2f}"
+                 f"  test_accuracy {PAPER_TABLE1_BEST['test_accuracy']:.2f}")
+    parent = study.user_attrs.get(PARENT_ATTR)
+    if parent:
+        lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; "
+                     f"browse with: python -m allsearch.ui")
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from allsearch import _cli
+
+    p = argparse.ArgumentParser(
+        prog="python -m allsearch.study",
+        description="Run or resume an Optuna study of the paper's CNN, tracked in MLflow "
+                    "(one parent run per study, one child run per trial).")
+    p.add_argument("--trials", type=int, default=50,
+                   help="finished trials the study should hold; a resumed study runs only the "
+                        "missing ones (default 50)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="stop starting new trials after this many seconds")
+    p.add_argument("--space", default="paper",
+                   help="search-space YAML file, or a name in search/ (default: paper)")
+    p.add_argument("--data", default=None,
+                   help="folder of class folders (default: data/leukemia/Original, "
+                        "downloaded from Kaggle when missing)")
+    p.add_argument("--study-name", default=None,
+                   help="study name, also the MLflow experiment (default: the space's name)")
+    p.add_argument("--storage", default=None,
+                   help=f"Optuna storage URL (default: $ALLSEARCH_STORAGE or {DEFAULT_STORAGE}; "
+                        f"postgresql://... for many machines)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
+                        "sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
+                   help="tpe (default), random, grid, cmaes, gp (gp needs PyTorch)")
+    p.add_argument("--pruner", default="median", choices=PRUNERS,
+                   help="stop unpromising trials per epoch: median (default), hyperband, none")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler and of training")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="train each configuration K times with seeds seed..seed+K-1; the "
+                        "objective is the mean validation accuracy (default 1)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes on this machine sharing the study (default 1)")
+    p.add_argument("--log-models", default="best", choices=LOG_MODELS,
+                   help="log the Keras model of each new best trial (best, default), every "
+                        "complete trial (all), or none")
+    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
+                   help="training precision (default float32)")
+    p.add_argument("--split-seed", type=int, default=42,
+                   help="seed of the 70/15/15 split (default 42)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _cli.add_debug_flag(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allsearch import _cli
+
+    def execute(args: argparse.Namespace) -> int:
+        started = time.perf_counter()
+        study = run(trials=args.trials, timeout=args.timeout, space=args.space, data=args.data,
+                    study_name=args.study_name, storage=args.storage,
+                    tracking_uri=args.tracking_uri, sampler=args.sampler, pruner=args.pruner,
+                    seed=args.seed, repeats=args.repeats, workers=args.workers,
+                    log_models=args.log_models, precision=args.precision,
+                    split_seed=args.split_seed, progress=not args.no_progress)
+        print(summarize(study))
+        print(f"wall time: {time.perf_counter() - started:.0f} s")
+        return 0
+
+    return _cli.main_wrapper(execute, build_parser(), argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,56 @@
+"""The model factory: the paper's network, every depth, feature modes, metrics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from allsearch.errors import ModelError
+from allsearch.model import build_cnn, conv_blocks, max_conv_layers
+from allsearch.space import HParams
+
+
+def test_paper_network_has_the_papers_parameter_count() -> None:
+    model = build_cnn(HParams(), 4)
+    assert model.count_params() == 1_728_932
+    convs = [layer for layer in model.layers if layer.name.startswith("conv")]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(64, (5, 5)), (32, (5, 5)), (128, (3, 3))]
+    assert model.get_layer("dropout").rate == 0.5
+    assert model.optimizer.learning_rate.numpy() == pytest.approx(0.001)
+
+
+def test_every_depth_builds_and_beyond_is_refused() -> None:
+    assert max_conv_layers(100) == 5
+    for depth in range(1, 6):
+        model = build_cnn(HParams(conv_layers=depth), 4, compile=False)
+        assert sum(layer.name.startswith("conv") for layer in model.layers) == depth
+        assert model.output_shape == (None, 4)
+    assert conv_blocks(2) == [(64, 5), (32, 5)]
+    assert conv_blocks(5)[3:] == [(128, 3), (128, 3)]
+    with pytest.raises(ModelError, match=r"conv_layers=6 does not fit a 100x100 input: it takes 1 to 5"):
+        build_cnn(HParams(conv_layers=6), 4)
+    with pytest.raises(ModelError, match="takes 1 to 2"):
+        build_cnn(HParams(conv_layers=3), 4, input_shape=(20, 20, 1))
+
+
+def test_feature_modes() -> None:
+    both = build_cnn(HParams(features="both"), 4, n_features=100)
+    assert {t.name for t in both.inputs} == {"pixels", "hog_pca"}
+    out = both.predict({"pixels": np.zeros((2, 100, 100, 1)), "hog_pca": np.zeros((2, 100))},
+                       verbose=0)
+    assert out.shape == (2, 4)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-5)
+    dense_only = build_cnn(HParams(features="hog_pca"), 3, n_features=20)
+    assert dense_only.input_shape == (None, 20) and dense_only.output_shape == (None, 3)
+
+
+@pytest.mark.parametrize("loss", ["categorical_crossentropy", "binary_crossentropy"])
+def test_accuracy_is_categorical_under_both_losses(loss: str) -> None:
+    model = build_cnn(HParams(loss=loss, features="hog_pca"), 4, n_features=5)
+    # Fix the output: every row predicts class 0 with p ~ 0.98.
+    out = model.get_layer("probabilities")
+    kernel, bias = out.get_weights()
+    out.set_weights([np.zeros_like(kernel), np.array([5.0, 0.0, 0.0, 0.0], np.float32)])
+    scores = model.evaluate(np.zeros((4, 5)), np.eye(4), verbose=0, return_dict=True)
+    # 1 of 4 rows right: categorical accuracy 0.25; binary accuracy would say 0.625.
+    assert scores["accuracy"] == pytest.approx(0.25)

@@ -1,0 +1,54 @@
+"""Search-space files: every shipped file loads; every mistake gets one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from allsearch.errors import SpaceError
+from allsearch.space import SPACE_DIR, HParams, load_space
+
+
+@pytest.mark.parametrize("path", sorted(SPACE_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_space_loads(path: Path) -> None:
+    space = load_space(path)
+    assert space.params or space.baseline
+    if space.baseline:
+        assert isinstance(space.hparams(space.baseline), HParams)
+
+
+def test_paper_space_holds_the_papers_knobs_and_baseline() -> None:
+    space = load_space("paper")
+    assert [p.name for p in space.params] == ["epochs", "batch_size", "loss", "conv_layers"]
+    assert space.hparams(space.baseline) == HParams()
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    f = tmp_path / "space.yaml"
+    f.write_text(text)
+    return f
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nparms: {}\n", r"unknown key\(s\) \['parms'\]"),
+    ("params:\n  epoch: {type: int, low: 1, high: 2}\n", "unknown hyperparameter 'epoch'"),
+    ("params:\n  epochs: {type: int, low: 5, high: 2}\n", r"params.epochs: low \(5\) > high \(2\)"),
+    ("params:\n  epochs: {type: int, low: a, high: 2}\n", "'low' must be an int"),
+    ("params:\n  epochs: {type: integer, low: 1, high: 2}\n", "needs 'type' set to one of"),
+    ("params:\n  loss: {type: categorical, choices: [hinge]}\n", "'loss' hyperparameter must be one of"),
+    ("fixed:\n  features: edges\n", "'features' hyperparameter must be one of"),
+    ("params: [1, 2\n", "not valid YAML"),
+    ("- a\n- b\n", "expected a mapping"),
+    ("params:\n  epochs: {type: int, low: 1, high: 3}\nbaseline: {epochs: 9}\n", "outside"),
+])
+def test_invalid_files_name_file_key_and_rule(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(SpaceError, match=message) as info:
+        load_space(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_lists_the_shipped_names(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match="not found; .* shipped names: .*paper"):
+        load_space(tmp_path / "nope.yaml")

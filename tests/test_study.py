@@ -1,0 +1,167 @@
+"""The Optuna engine end to end on synthetic data: parent/child runs, pruning, resume, champion."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from allsearch import study as study_mod
+from allsearch.tracking import resolve_tracking_uri
+
+SPACE = """
+name: tiny
+params:
+  epochs:     {type: int, low: 1, high: 2}
+  batch_size: {type: categorical, choices: [8, 16]}
+  loss:       {type: categorical, choices: [categorical_crossentropy, binary_crossentropy]}
+fixed: {conv_layers: 5, learning_rate: 0.001, dropout: 0.5, dense_units: 32, features: pixels}
+baseline: {epochs: 2, batch_size: 8, loss: categorical_crossentropy}
+"""
+
+
+class PruneOddTrials(optuna.pruners.BasePruner):
+    """Deterministic pruning for tests: odd-numbered trials stop after their first epoch."""
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number % 2 == 1
+
+
+@pytest.fixture
+def space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def child_runs(client: MlflowClient, experiment: str):
+    exp = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("allsearch.role") == "parent"]
+    children = [r for r in runs if r.data.tags.get("allsearch.role") == "trial"]
+    return parents, children
+
+
+def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(study_mod, "make_pruner", lambda name, space: PruneOddTrials())
+    first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+    states = [t.state for t in first.trials]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                      optuna.trial.TrialState.COMPLETE]
+    assert first.trials[0].params == {"epochs": 2, "batch_size": 8, "loss": "categorical_crossentropy"}
+    assert first.trials[0].user_attrs["baseline"] is True
+
+    resumed = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), progress=False)
+    assert len(resumed.trials) == 4 and resumed.trials[3].state == optuna.trial.TrialState.PRUNED
+
+    client = MlflowClient(resolve_tracking_uri())
+    parents, children = child_runs(client, "tiny")
+    assert len(parents) == 1 and len(children) == 4
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    assert resumed.user_attrs["mlflow_parent_run_id"] == parent.info.run_id
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    by_number = {int(c.data.params["trial_number"]): c for c in children}
+    assert sorted(by_number) == [0, 1, 2, 3]
+    assert [by_number[i].data.tags["state"] for i in range(4)] == ["COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]
+    for number in (0, 2):
+        metrics = by_number[number].data.metrics
+        for name in ("val_accuracy", "test_accuracy", "val_prediction_time_s",
+                     "test_prediction_time_s", "latency_ms_p50", "latency_ms_p95",
+                     "epochs_run", "train_time_s", "loss", "accuracy", "val_loss"):
+            assert name in metrics, (number, name)
+        assert by_number[number].data.params["engine"] == "optuna"
+    pruned = by_number[1]
+    assert pruned.data.metrics["epochs_run"] == 1
+    pruned_artifacts = {a.path for a in client.list_artifacts(pruned.info.run_id)}
+    assert "learning_curves.png" in pruned_artifacts
+
+    parent_artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"optimization_history.png", "leaderboard.csv", "study.json"} <= parent_artifacts
+    assert parent.data.params["sampler"] if "sampler" in parent.data.params else parent.data.tags["sampler"] == "tpe"
+    assert parent.data.metrics["best_val_accuracy"] == pytest.approx(resumed.best_value)
+
+    best_run_id = resumed.best_trial.user_attrs["mlflow_run_id"]
+    version = client.get_model_version_by_alias("allsearch-tiny", "champion")
+    assert version.run_id == best_run_id
+
+    summary = study_mod.summarize(resumed)
+    assert "best trial #" in summary and "paper's Table 1" in summary
+
+
+def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> None:
+    kwargs = dict(trials=3, space=str(space_file), data=str(tiny_data), seed=7, pruner="none",
+                  log_models="none", progress=False)
+    a = study_mod.run(study_name="a", **kwargs)
+    b = study_mod.run(study_name="b", **kwargs)
+    assert [t.params for t in a.trials] == [t.params for t in b.trials]
+    c = study_mod.run(study_name="c", **{**kwargs, "seed": 8})
+    assert [t.params for t in c.trials][1:] != [t.params for t in a.trials][1:]
+
+
+def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_file: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import allsearch.trial as trial_mod
+
+    real = trial_mod.run_trial
+    calls = {"n": 0}
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise RuntimeError("simulated failure in training")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trial_mod, "run_trial", flaky)
+    result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
+                           log_models="none", progress=False)
+    assert [t.state.name for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
+    _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
+    failed = [c for c in children if c.data.tags["state"] == "FAIL"]
+    assert len(failed) == 1 and failed[0].info.status == "FAILED"
+    assert "simulated failure" in failed[0].data.tags["error"]
+
+
+def test_repeats_log_mean_and_spread(tiny_data: Path, space_file: Path) -> None:
+    result = study_mod.run(trials=1, space=str(space_file), data=str(tiny_data), repeats=2,
+                           pruner="none", log_models="none", progress=False)
+    _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
+    metrics = children[0].data.metrics
+    assert metrics["repeats"] == 2 and "val_accuracy_sd" in metrics and "test_accuracy_sd" in metrics
+    history = MlflowClient(resolve_tracking_uri()).get_metric_history(children[0].info.run_id,
+                                                                    "repeat_val_accuracy")
+    assert [m.step for m in history] == [0, 1]
+    mean = sum(m.value for m in history) / 2
+    assert result.trials[0].value == pytest.approx(mean)
+
+
+@pytest.mark.slow
+def test_two_local_workers_share_one_study(tiny_data: Path, space_file: Path) -> None:
+    result = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), workers=2,
+                           pruner="none", log_models="none", progress=False)
+    finished = [t for t in result.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) == 4
+    parents, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
+    assert len(parents) == 1 and len(children) == 4
+    assert sorted(int(c.data.params["trial_number"]) for c in children) == [0, 1, 2, 3]
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parents[0].info.run_id}
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--trials", "0"], "--trials must be a positive integer, got 0"),
+    (["--repeats", "-1"], "--repeats must be a positive integer"),
+    (["--workers", "0"], "--workers must be a positive integer"),
+    (["--timeout", "0"], "--timeout must be a positive number"),
+    (["--space", "nope"], "search space 'nope' not found"),
+    (["--storage", "not-a-url"], "is not a database URL"),
+])
+def test_cli_mistakes_get_one_line(argv: list[str], message: str, tiny_data: Path,
+                                   capsys: pytest.CaptureFixture) -> None:
+    code = study_mod.main([*argv, "--data", str(tiny_data), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    assert err.strip().count("\n") == 0
