@@ -19,10 +19,10 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-from PIL import Image, ImageFile
+from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from allsearch.errors import DataError
@@ -255,7 +255,7 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
     # Exact duplicates (same bytes) would leak between train and test: keep the first copy.
     seen: dict[str, str] = {}
     unique: list[tuple[str, int, str]] = []
-    for (rel, label), digest in zip(listing.files, hashes):
+    for (rel, label), digest in zip(listing.files, hashes, strict=True):
         if digest in seen:
             report.duplicates_dropped += 1
             continue

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+from skimage.feature import hog
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
-from skimage.feature import hog
 
 from allsearch.data import Dataset, default_cache_dir
 

@@ -14,14 +14,10 @@ import argparse
 import math
 import multiprocessing
 import os
-import statistics
 import sys
-import threading
 import time
 import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import optuna
@@ -240,69 +236,34 @@ class _Context:
 def _objective(ctx: _Context, trial: optuna.Trial) -> float:
     from optuna_integration import KerasPruningCallback
 
-    from allsearch.trial import run_trial
+    from allsearch.tracked import run_tracked
 
     hparams = ctx.space.hparams({spec.name: suggest(trial, spec) for spec in ctx.space.params})
-    params = {**hparams.to_dict(), **ctx.base_params, "trial_number": trial.number,
-              "seed": ctx.config.seed}
-    run = ctx.tracker.start_trial(parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
-                                  params=params, tags={"trial_number": trial.number,
-                                                       "engine": ENGINE})
-    trial.set_user_attr("mlflow_run_id", run.run_id)
-    history: dict[str, list[float]] = {}
+    config = ctx.config
+    # Pruning follows the first seed; later seeds of --repeats run to the end.
+    pruning = ([KerasPruningCallback(trial, "val_accuracy")] if config.pruner != "none" else [])
     try:
-        results = []
-        for repeat in range(ctx.config.repeats):
-            first = repeat == 0
-            # Pruning and the live curves follow the first seed; later seeds run to the end.
-            callbacks = ([KerasPruningCallback(trial, "val_accuracy")]
-                         if first and ctx.config.pruner != "none" else [])
-            results.append(run_trial(
-                ctx.dataset, hparams, seed=ctx.config.seed + repeat,
-                precision=ctx.config.precision, callbacks=callbacks,
-                on_epoch=run.log_epoch if first else None,
-                history=history if first else None))
+        tracked = run_tracked(
+            ctx.tracker, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+            dataset=ctx.dataset, hparams=hparams,
+            seeds=[config.seed + r for r in range(config.repeats)],
+            params={**ctx.base_params, "trial_number": trial.number, "seed": config.seed},
+            tags={"trial_number": trial.number, "engine": ENGINE}, precision=config.precision,
+            first_callbacks=pruning, pruned_exceptions=(optuna.TrialPruned,),
+            log_model=lambda value: config.log_models == "all" or (
+                config.log_models == "best" and value > _best_value(trial.study)),
+            on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id))
     except optuna.TrialPruned:
-        run.log_curves(history, title=f"trial {trial.number} (pruned)")
-        ctx.tracker.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
-        run.end("PRUNED")
-        raise
-    except KeyboardInterrupt:
-        run.log_curves(history, title=f"trial {trial.number} (interrupted)")
-        run.end("KILLED")
         raise
     except Exception as exc:
+        # Marks a failure of the trial itself: it counts towards --trials (an interrupted or
+        # abandoned trial does not).
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
-        run.log_curves(history, title=f"trial {trial.number} (failed)")
-        run.end("FAIL", error=exc)
         raise
-
-    metrics = _aggregate(results)
-    value = metrics["val_accuracy"]
-    log_model = ctx.config.log_models == "all" or (
-        ctx.config.log_models == "best" and value > _best_value(trial.study))
-    run.log_curves(history, title=f"trial {trial.number}")
-    model_uri = run.log_result(results[0], dataset=ctx.dataset, log_model=log_model,
-                               metrics=metrics)
-    for r, result in enumerate(results if len(results) > 1 else []):
-        ctx.tracker.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
-                                             "repeat_test_accuracy": result.test_accuracy}, step=r)
-    trial.set_user_attr("test_accuracy", metrics["test_accuracy"])
-    if model_uri:
-        trial.set_user_attr("model_uri", model_uri)
-    run.end("COMPLETE")
-    return value
-
-
-def _aggregate(results: Sequence[Any]) -> dict[str, float]:
-    """Final metrics averaged over repeats, with the spread of the accuracies."""
-    per_run = [r.final_metrics() for r in results]
-    metrics = {k: statistics.fmean(m[k] for m in per_run) for k in per_run[0]}
-    if len(results) > 1:
-        for name in ("val_accuracy", "test_accuracy"):
-            metrics[f"{name}_sd"] = statistics.stdev(m[name] for m in per_run)
-        metrics["repeats"] = float(len(results))
-    return metrics
+    trial.set_user_attr("test_accuracy", tracked.metrics["test_accuracy"])
+    if tracked.model_uri:
+        trial.set_user_attr("model_uri", tracked.model_uri)
+    return tracked.value
 
 
 def _best_value(study: optuna.Study) -> float:

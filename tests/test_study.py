@@ -104,9 +104,9 @@ def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> Non
 
 def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import allsearch.trial as trial_mod
+    import allsearch.tracked as tracked_mod
 
-    real = trial_mod.run_trial
+    real = tracked_mod.run_trial
     calls = {"n": 0}
 
     def flaky(*args, **kwargs):
@@ -115,7 +115,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
             raise RuntimeError("simulated failure in training")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(trial_mod, "run_trial", flaky)
+    monkeypatch.setattr(tracked_mod, "run_trial", flaky)
     result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
                            log_models="none", progress=False)
     assert [t.state.name for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]

@@ -1,0 +1,97 @@
+"""One configuration trained through run_trial and recorded through tracking.
+
+Every engine (the Optuna study, the KerasTuner engine, table1) calls run_tracked, so failures,
+pruning, interruptions, repeats and model logging are handled in one place and every child
+run has the same shape.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from allsearch.data import Dataset
+from allsearch.space import HParams
+from allsearch.tracking import Tracker, TrialRun
+from allsearch.trial import Precision, TrialResult, run_trial
+
+__all__ = ["TrackedTrial", "run_tracked", "aggregate"]
+
+
+@dataclass
+class TrackedTrial:
+    """What an engine needs back: the objective, the metrics and where they were logged."""
+
+    run_id: str
+    metrics: dict[str, float]
+    results: list[TrialResult]
+    model_uri: str | None
+
+    @property
+    def value(self) -> float:
+        return self.metrics["val_accuracy"]
+
+
+def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: Dataset,
+                hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
+                tags: dict[str, Any] | None = None, precision: Precision = "float32",
+                first_callbacks: Sequence[Any] = (),
+                pruned_exceptions: tuple[type[BaseException], ...] = (),
+                log_model: bool | Callable[[float], bool] = False,
+                on_started: Callable[[TrialRun], None] | None = None) -> TrackedTrial:
+    """Train `hparams` once per seed as one child run; re-raises after recording the state.
+
+    The first seed streams its curves live and gets `first_callbacks` (e.g. a pruning
+    callback); an exception in `pruned_exceptions` ends the run as PRUNED, Ctrl-C as KILLED,
+    any other exception as FAIL with its error.
+    """
+    run = tracker.start_trial(parent_id=parent_id, name=name,
+                              params={**hparams.to_dict(), **params}, tags=tags)
+    if on_started is not None:
+        on_started(run)
+    history: dict[str, list[float]] = {}
+    results: list[TrialResult] = []
+    try:
+        for i, seed in enumerate(seeds):
+            first = i == 0
+            results.append(run_trial(dataset, hparams, seed=seed, precision=precision,
+                                     callbacks=first_callbacks if first else (),
+                                     on_epoch=run.log_epoch if first else None,
+                                     history=history if first else None))
+    except pruned_exceptions:
+        run.log_curves(history, title=f"{name} (pruned)")
+        tracker.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+        run.end("PRUNED")
+        raise
+    except KeyboardInterrupt:
+        run.log_curves(history, title=f"{name} (interrupted)")
+        run.end("KILLED")
+        raise
+    except Exception as exc:
+        run.log_curves(history, title=f"{name} (failed)")
+        run.end("FAIL", error=exc)
+        raise
+
+    metrics = aggregate(results)
+    wants_model = log_model(metrics["val_accuracy"]) if callable(log_model) else log_model
+    run.log_curves(history, title=name)
+    model_uri = run.log_result(results[0], dataset=dataset, log_model=wants_model, metrics=metrics)
+    if len(results) > 1:
+        for i, result in enumerate(results):
+            tracker.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
+                                             "repeat_test_accuracy": result.test_accuracy}, step=i)
+    run.end("COMPLETE")
+    return TrackedTrial(run.run_id, metrics, results, model_uri)
+
+
+def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
+    """Final metrics averaged over repeats, with the spread of the accuracies."""
+    per_run = [r.final_metrics() for r in results]
+    metrics = {k: statistics.fmean(m[k] for m in per_run) for k in per_run[0]}
+    if len(results) > 1:
+        for name in ("val_accuracy", "test_accuracy"):
+            metrics[f"{name}_sd"] = statistics.stdev(m[name] for m in per_run)
+        metrics["repeats"] = float(len(results))
+    return metrics
