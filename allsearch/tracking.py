@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "TrialRun", "State",
-    "resolve_tracking_uri", "package_versions", "CHAMPION_ALIAS",
+    "resolve_tracking_uri", "package_versions", "CHAMPION_ALIAS", "find_study_parent",
+    "runs_of_parent",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
@@ -64,6 +65,43 @@ def absolute_sqlite(uri: str) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path}"
     return uri
+
+
+def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
+                      ) -> tuple[str, str]:
+    """(study name, parent run id) of the named study, or of the newest one."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        query = f"tags.`{ROLE}` = 'parent'"
+        if study is not None:
+            query += f" and tags.`{STUDY}` = '{study}'"
+        runs = client.search_runs(experiments, filter_string=query,
+                                  order_by=["attributes.start_time DESC"], max_results=1)
+    except MlflowException as exc:
+        raise StoreError(f"MLflow store '{_redact(uri)}' cannot be read ({_first_line(exc)}); "
+                         f"check --tracking-uri") from None
+    if not runs:
+        if study is None:
+            raise StoreError(f"no study found in '{_redact(uri)}'; run python -m allsearch.study "
+                             f"first, or pass --tracking-uri")
+        names = sorted({r.data.tags.get(STUDY, "") for r in client.search_runs(
+            experiments, filter_string=f"tags.`{ROLE}` = 'parent'", max_results=200)})
+        raise StoreError(f"no study named '{study}' in '{_redact(uri)}'; known studies: "
+                         f"{', '.join(n for n in names if n) or 'none'}")
+    return runs[0].data.tags[STUDY], runs[0].info.run_id
+
+
+def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
+    """Every child run of a parent run as MLflow's pandas frame (params.*, metrics.*, tags.*)."""
+    uri = resolve_tracking_uri(tracking_uri)
+    client = MlflowClient(tracking_uri=uri)
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    mlflow.set_tracking_uri(uri)
+    return mlflow.search_runs([experiment_id],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                              output_format="pandas")
 
 
 def package_versions() -> dict[str, str]:
@@ -179,6 +217,7 @@ class Tracker:
         return TrialRun(self, run.info.run_id)
 
     def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
+        mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
                                   output_format="pandas")
 

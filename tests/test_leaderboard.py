@@ -1,0 +1,134 @@
+"""Leaderboard export (every format) and the Table 1 reproduction on synthetic data."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from allsearch import leaderboard, table1
+from allsearch.leaderboard import METRIC_COLUMNS, render, runs_to_table
+from allsearch.tracking import Tracker
+
+PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Accuracy",
+               "Test Prediction Time (s)"]
+
+
+def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, test: float,
+             state: str = "COMPLETE", seed: int = 0) -> None:
+    run = tracker.start_trial(parent_id=parent, name=f"trial-{number}",
+                              params={"epochs": 15, "batch_size": 64, "loss": "categorical_crossentropy",
+                                      "conv_layers": 3, "learning_rate": 0.001, "dropout": 0.5,
+                                      "dense_units": 128, "features": "pixels", **hp,
+                                      "trial_number": number, "seed": seed, "variant": "tiny"})
+    tracker.log_metrics(run.run_id, {"val_accuracy": val, "test_accuracy": test,
+                                     "val_prediction_time_s": 1.5, "test_prediction_time_s": 1.4,
+                                     "latency_ms_p50": 3.0, "epochs_run": 15})
+    run.end(state)
+
+
+@pytest.fixture
+def study_runs() -> tuple[Tracker, str]:
+    tracker = Tracker("lb")
+    parent = tracker.start_parent("lb", {"space": "paper"})
+    fake_run(tracker, parent, 0, {}, 0.80, 0.82)
+    fake_run(tracker, parent, 1, {"batch_size": 32}, 0.86, 0.84)
+    fake_run(tracker, parent, 2, {"batch_size": 16}, 0.50, 0.40, state="PRUNED")
+    # One configuration over three seeds: one row, mean ± sd.
+    for seed, (v, t) in enumerate([(0.70, 0.72), (0.74, 0.76), (0.78, 0.80)]):
+        fake_run(tracker, parent, 3 + seed, {"epochs": 10}, v, t, seed=seed)
+    tracker.end_run(parent)
+    return tracker, parent
+
+
+def test_rows_order_and_grouping(study_runs) -> None:
+    tracker, parent = study_runs
+    table = leaderboard.study_table(tracker, parent)
+    assert len(table) == 4  # 2 single trials + 1 repeated configuration + 1 pruned
+    columns = list(table.columns)
+    assert columns[:4] == ["epochs", "batch_size", "loss", "conv_layers"]
+    titles = [c for c in columns if c in PAPER_ORDER]
+    assert titles == PAPER_ORDER
+    assert columns.index("Latency p50 (ms)") > columns.index("Test Prediction Time (s)")
+    assert list(table["Validation Accuracy"][:3]) == pytest.approx([0.86, 0.80, 0.74])
+    assert table["State"].iloc[-1] == "PRUNED"
+    repeated = table[table["epochs"] == 10].iloc[0]
+    assert repeated["n"] == 3
+    assert repeated["Validation Accuracy SD"] == pytest.approx(0.04)
+    assert table.iloc[0]["Δ Val vs paper"] == pytest.approx(0.06)
+    assert table.iloc[0]["Δ Test vs paper"] == pytest.approx(0.02)
+
+
+def test_every_format(study_runs) -> None:
+    tracker, parent = study_runs
+    table = leaderboard.study_table(tracker, parent)
+    parsed = pd.read_csv(io.StringIO(render(table, "csv")))
+    assert list(parsed.columns) == list(table.columns)
+    assert parsed["Validation Accuracy"].iloc[0] == pytest.approx(0.86)
+    records = json.loads(render(table, "json"))
+    assert len(records) == 4 and records[0]["Test Accuracy"] == pytest.approx(0.84)
+    markdown = render(table, "markdown")
+    header = markdown.splitlines()[0]
+    assert header.startswith("| epochs | batch_size | loss | conv_layers | Validation Accuracy |")
+    assert "Validation Accuracy SD" not in header
+    assert "0.740 ± 0.040" in markdown and "+0.060" in markdown
+    assert "<table" in render(table, "html") and "0.740 ± 0.040" in render(table, "html")
+    assert r"\begin{tabular}" in render(table, "latex") and r"$\pm$" in render(table, "latex")
+
+
+def test_cli_latest_study_top_and_out(study_runs, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "lb.csv"
+    assert leaderboard.main(["--format", "csv", "--top", "2", "--out", str(out)]) == 0
+    parsed = pd.read_csv(out)
+    assert len(parsed) == 2
+    assert leaderboard.main(["--study", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no study named 'nope'" in err and "known studies: lb" in err
+
+
+def test_cli_without_any_study(capsys) -> None:
+    assert leaderboard.main([]) == 2
+    assert "no study found" in capsys.readouterr().err
+
+
+def test_metric_columns_match_the_design_names() -> None:
+    assert [m for m, _ in METRIC_COLUMNS][:4] == ["val_accuracy", "val_prediction_time_s",
+                                                  "test_accuracy", "test_prediction_time_s"]
+    assert runs_to_table(pd.DataFrame()).empty
+
+
+TABLE = """
+fixed: {conv_layers: 5, learning_rate: 0.001, dropout: 0.5, dense_units: 32, features: pixels}
+configurations:
+  - hparams: {epochs: 1, batch_size: 16, loss: categorical_crossentropy}
+    paper: {val_accuracy: 0.80, test_accuracy: 0.82, test_prediction_time_s: 1.98}
+  - hparams: {epochs: 1, batch_size: 16, loss: binary_crossentropy}
+    paper: {val_accuracy: 0.76, test_accuracy: 0.78}
+"""
+
+
+def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) -> None:
+    table_file = tmp_path / "t1.yaml"
+    table_file.write_text(TABLE)
+    result = table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False)
+    assert list(result["n"]) == [2, 2]
+    assert list(result["Variant"]) == ["tiny", "tiny"]
+    row = result.iloc[0]
+    assert row["Test Accuracy CI95 low"] <= row["Test Accuracy"] <= row["Test Accuracy CI95 high"]
+    assert row["Paper Test Accuracy"] == 0.82
+    text = table1.render(result)
+    assert "| Configuration | Variant | n | Val Acc (ours) |" in text and "±" in text
+
+    tracker = Tracker("table1")
+    parent = tracker.find_parent("table1-tiny")
+    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert len(runs) == 4 and set(runs["params.engine"]) == {"table1"}
+    assert sorted(runs["params.split_seed"].astype(int)) == [42, 42, 43, 43]
+    # Running again trains nothing new.
+    table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False)
+    assert len(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")) == 4
+    artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
+    assert {"table1.md", "table1.csv"} <= artifacts
