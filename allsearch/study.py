@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 from allsearch.data import Dataset, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError
 from allsearch.space import HParams, ParamSpec, SearchSpace, load_space
+from allsearch.tracking import STORE_ERRORS
 
 __all__ = ["StudyConfig", "run", "summarize", "main", "DEFAULT_STORAGE", "PAPER_TABLE1_BEST"]
 
@@ -141,23 +142,36 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
         raise ConfigError(f"--storage '{_redact(url)}' is not a database URL; use e.g. "
                           f"sqlite:///mlruns/optuna.db or postgresql://user@host/db")
     engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        url = absolute_sqlite(url)
-        # Several local workers share one file: wait for the lock instead of failing.
-        engine_kwargs["connect_args"] = {"timeout": 60}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
     try:
+        if url.startswith("sqlite:///"):
+            url = absolute_sqlite(url)
+            # Several local workers share one file: wait for the lock instead of failing.
+            engine_kwargs["connect_args"] = {"timeout": 60}
+        else:
+            engine_kwargs["pool_pre_ping"] = True
+        interval, grace = _heartbeat_settings()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=30, grace_period=120,
+                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
                     max_retry=1))
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a down server
-        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        reason = _first_line(exc)[:200]
         raise StoreError(f"--storage '{_redact(url)}' cannot be opened ({_redact_text(reason, url)}); "
                          f"check the URL, that the server is up, and the credentials") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _heartbeat_settings() -> tuple[int, int]:
+    """(heartbeat interval, grace period) in seconds; the environment may shorten them (tests)."""
+    interval = int(os.environ.get("ALLSEARCH_HEARTBEAT_S", "30"))
+    grace = int(os.environ.get("ALLSEARCH_GRACE_S", str(max(120, 4 * interval))))
+    return interval, grace
 
 
 def _redact_text(text: str, url: str) -> str:
@@ -178,15 +192,22 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
     sampler = make_sampler(config.sampler, space,
                            config.seed if sampler_seed is None else sampler_seed)
     pruner = make_pruner(config.pruner, space)
+    from allsearch.tracking import STORE_ERRORS, _redact
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                        pruner=pruner, direction="maximize")
-            return study, True
-        except optuna.exceptions.DuplicatedStudyError:
-            return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
-                                     pruner=pruner), False
+            try:
+                study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                            pruner=pruner, direction="maximize")
+                return study, True
+            except optuna.exceptions.DuplicatedStudyError:
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                         pruner=pruner), False
+        except STORE_ERRORS as exc:
+            raise StoreError(f"study storage '{_redact(storage.url)}' cannot be written "
+                             f"({_first_line(exc)}); check that its folder is writable and the "
+                             f"disk not full, or pass another --storage") from None
 
 
 # ------------------------------------------------------------------------- counting trials
@@ -231,6 +252,7 @@ class _Context:
     tracker: Any  # allsearch.tracking.Tracker
     model_name: str
     base_params: dict[str, Any] = field(default_factory=dict)
+    fatal: BaseException | None = None
 
 
 def _objective(ctx: _Context, trial: optuna.Trial) -> float:
@@ -254,6 +276,11 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
                 config.log_models == "best" and value > _best_value(trial.study)),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id))
     except optuna.TrialPruned:
+        raise
+    except StoreError as exc:
+        # Optuna would record this as one failed trial and go on; the store is broken, so stop.
+        ctx.fatal = exc
+        trial.study.stop()
         raise
     except Exception as exc:
         # Marks a failure of the trial itself: it counts towards --trials (an interrupted or
@@ -426,9 +453,15 @@ def _optimize(study: optuna.Study, ctx: _Context, n_trials: int, timeout: float 
             study.optimize(lambda trial: _objective(ctx, trial), n_trials=n_trials,
                            timeout=timeout, catch=(Exception,), callbacks=callbacks,
                            gc_after_trial=True)
+    except STORE_ERRORS as exc:
+        raise StoreError(f"cannot write the study storage ({_first_line(exc)}); free disk "
+                         f"space or fix its permissions, then run the same command to resume"
+                         ) from None
     finally:
         if bar is not None:
             bar.close()
+    if ctx.fatal is not None:
+        raise ctx.fatal
 
 
 class _ProgressBar:
@@ -514,29 +547,56 @@ def _worker_main(config: StudyConfig, index: int, n_trials: int) -> None:
 def _finish_parent(study: optuna.Study, tracker: Any, parent_id: str, config: StudyConfig,
                    status: str) -> None:
     """Best trial, plots, leaderboard and champion on the parent run; then its status."""
-    from allsearch import leaderboard
-
     try:
-        counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,)))
-                  for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
-        tracker.log_metrics(parent_id, {f"n_{k.lower()}": v for k, v in counts.items()})
-        best = _best_trial(study)
-        if best is not None:
-            tracker.set_tags(parent_id, {f"best.{k}": v for k, v in best.params.items()}
-                             | {"best.trial_number": best.number,
-                                "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
-            tracker.log_metrics(parent_id, {"best_val_accuracy": best.value,
-                                            "best_test_accuracy": best.user_attrs.get(
-                                                "test_accuracy", math.nan),
-                                            "best_trial": best.number})
-            _register_champion(tracker, best, _model_name(config), parent_id)
-        _log_study_plots(study, tracker, parent_id)
-        table = leaderboard.study_table(tracker, parent_id)
-        if len(table):
-            tracker.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
-            tracker.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
+        _summarize_on_parent(study, tracker, parent_id, config)
+    except STORE_ERRORS as exc:
+        warnings.warn(f"could not write the study summary to MLflow ({_first_line(exc)})",
+                      stacklevel=2)
+        return
+    try:
+        _reconcile_runs(study, tracker)
     finally:
         tracker.end_run(parent_id, status)
+
+
+def _reconcile_runs(study: optuna.Study, tracker: Any) -> None:
+    """Child runs of trials that ended without closing their run (a killed worker, a
+    heartbeat failure) are marked KILLED, so no run shows RUNNING forever."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)):
+        run_id = trial.user_attrs.get("mlflow_run_id")
+        if not run_id or trial.user_attrs.get("error"):
+            continue
+        try:
+            if tracker.client.get_run(run_id).info.status == "RUNNING":
+                tracker.set_tags(run_id, {"state": "KILLED",
+                                          "error": "the worker stopped during this trial"})
+                tracker.end_run(run_id, "KILLED")
+        except STORE_ERRORS:
+            continue
+
+
+def _summarize_on_parent(study: optuna.Study, tracker: Any, parent_id: str,
+                         config: StudyConfig) -> None:
+    from allsearch import leaderboard
+
+    counts = {state.name: len(study.get_trials(deepcopy=False, states=(state,)))
+              for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    tracker.log_metrics(parent_id, {f"n_{k.lower()}": v for k, v in counts.items()})
+    best = _best_trial(study)
+    if best is not None:
+        tracker.set_tags(parent_id, {f"best.{k}": v for k, v in best.params.items()}
+                         | {"best.trial_number": best.number,
+                            "best.mlflow_run_id": best.user_attrs.get("mlflow_run_id", "")})
+        tracker.log_metrics(parent_id, {"best_val_accuracy": best.value,
+                                        "best_test_accuracy": best.user_attrs.get(
+                                            "test_accuracy", math.nan),
+                                        "best_trial": best.number})
+        _register_champion(tracker, best, _model_name(config), parent_id)
+    _log_study_plots(study, tracker, parent_id)
+    table = leaderboard.study_table(tracker, parent_id)
+    if len(table):
+        tracker.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
+        tracker.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
 
 
 def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:

@@ -7,14 +7,16 @@ run has the same shape.
 
 from __future__ import annotations
 
+import errno
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from allsearch.data import Dataset
+from allsearch.errors import StoreError
 from allsearch.space import HParams
-from allsearch.tracking import Tracker, TrialRun
+from allsearch.tracking import STORE_ERRORS, Tracker, TrialRun, _first_line
 from allsearch.trial import Precision, TrialResult, run_trial
 
 __all__ = ["TrackedTrial", "run_tracked", "aggregate"]
@@ -47,6 +49,30 @@ def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: 
     callback); an exception in `pruned_exceptions` ends the run as PRUNED, Ctrl-C as KILLED,
     any other exception as FAIL with its error.
     """
+    try:
+        return _run_tracked(tracker, parent_id=parent_id, name=name, dataset=dataset,
+                            hparams=hparams, seeds=seeds, params=params, tags=tags,
+                            precision=precision, first_callbacks=first_callbacks,
+                            pruned_exceptions=pruned_exceptions, log_model=log_model,
+                            on_started=on_started)
+    except STORE_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
+            raise
+        # The store cannot be written: every further trial would fail the same way.
+        raise StoreError(f"cannot write the MLflow store '{tracker.tracking_uri}' "
+                         f"({_first_line(exc)}); free disk space or fix its permissions, then "
+                         f"run the same command to resume") from None
+
+
+_STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
+
+
+def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: Dataset,
+                 hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
+                 tags: dict[str, Any] | None, precision: Precision, first_callbacks: Sequence[Any],
+                 pruned_exceptions: tuple[type[BaseException], ...],
+                 log_model: bool | Callable[[float], bool],
+                 on_started: Callable[[TrialRun], None] | None) -> TrackedTrial:
     run = tracker.start_trial(parent_id=parent_id, name=name,
                               params={**hparams.to_dict(), **params}, tags=tags)
     if on_started is not None:
@@ -69,6 +95,8 @@ def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: 
         run.log_curves(history, title=f"{name} (interrupted)")
         run.end("KILLED")
         raise
+    except STORE_ERRORS:
+        raise  # the run cannot be written either; run_tracked reports it
     except Exception as exc:
         run.log_curves(history, title=f"{name} (failed)")
         run.end("FAIL", error=exc)

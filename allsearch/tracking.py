@@ -51,6 +51,46 @@ _PACKAGES = ("allsearch", "tensorflow", "keras", "optuna", "optuna-integration",
              "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas")
 
 
+def _store_errors() -> tuple[type[BaseException], ...]:
+    errors: list[type[BaseException]] = [MlflowException, OSError]
+    try:
+        import sqlalchemy.exc
+
+        errors.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+# What a store that cannot be reached or written raises: these end a study, not a trial.
+STORE_ERRORS = _store_errors()
+_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
+    """Refuse a malformed or unreachable tracking URI at once (MLflow itself retries for minutes)."""
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(uri).scheme.split("+")[0]
+    if scheme not in _SCHEMES:
+        raise StoreError(f"--tracking-uri '{_redact(uri)}' is not a tracking URI; use e.g. "
+                         f"sqlite:///mlruns/mlflow.db or http://host:5000")
+    if scheme in ("http", "https"):
+        import urllib.error
+        import urllib.request
+
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+                response.read(64)
+        except urllib.error.HTTPError:
+            return  # the server answered: it is there (health may be protected)
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise StoreError(f"MLflow server '{_redact(uri)}' cannot be reached ({reason}); "
+                             f"start it (mlflow server ...) or fix --tracking-uri") from None
+
+
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
     uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
@@ -120,9 +160,10 @@ class Tracker:
 
     def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_name = experiment
+        check_tracking_uri(self.tracking_uri)
         try:
+            self.client = MlflowClient(tracking_uri=self.tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self._create_experiment(experiment)
@@ -130,9 +171,10 @@ class Tracker:
                 if found.lifecycle_stage == "deleted":
                     self.client.restore_experiment(found.experiment_id)
                 self.experiment_id = found.experiment_id
-        except MlflowException as exc:
+        except STORE_ERRORS as exc:
             raise StoreError(f"MLflow store '{_redact(self.tracking_uri)}' cannot be used "
-                             f"({_first_line(exc)}); check --tracking-uri") from None
+                             f"({_first_line(exc)}); check --tracking-uri, and that the "
+                             f"folder is writable and the disk not full") from None
 
     def _create_experiment(self, name: str) -> str:
         location = None

@@ -1,0 +1,201 @@
+"""Mistakes a user can make: one clear line and a non-zero exit, or a warning and work goes on;
+never a traceback, never lost results."""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from allsearch import data, study
+from allsearch.data import load_dataset
+from allsearch.tracking import resolve_tracking_uri
+from conftest import write_dataset
+
+SPACE = """
+name: tiny
+params:
+  batch_size: {type: categorical, choices: [8, 16]}
+  loss:       {type: categorical, choices: [categorical_crossentropy, binary_crossentropy]}
+fixed: {epochs: 1, conv_layers: 5, learning_rate: 0.001, dropout: 0.5, dense_units: 32, features: pixels}
+baseline: {batch_size: 8, loss: categorical_crossentropy}
+"""
+
+
+@pytest.fixture
+def space_file(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text(SPACE)
+    return path
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_folder_names_with_spaces_and_non_ascii(tmp_path: Path) -> None:
+    root = write_dataset(tmp_path / "my data ü", classes=("Klasse ä", "class b c", "細胞"),
+                         duplicate=False, junk=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = load_dataset(root)
+    assert ds.class_names == ("Klasse ä", "class b c", "細胞")
+    assert sum(ds.report.split_sizes.values()) == 36
+
+
+def test_empty_class_folder(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
+    (tiny_data / "Empty").mkdir()
+    assert data.main([str(tiny_data)]) == 2
+    assert "class folder(s) ['Empty']" in one_line_error(capsys)
+
+
+def test_too_few_images_remain_after_skipping_corrupt_ones(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    root = write_dataset(tmp_path / "d", duplicate=False, junk=False)
+    for f in sorted((root / "Pre").iterdir())[:8]:
+        f.write_bytes(b"broken")
+    assert data.main([str(root)]) == 2
+    assert "class 'Pre'" in one_line_error(capsys)
+
+
+def test_depth_the_input_cannot_take(tiny_data: Path, tmp_path: Path,
+                                     capsys: pytest.CaptureFixture) -> None:
+    path = tmp_path / "deep.yaml"
+    path.write_text(SPACE.replace("conv_layers: 5", "conv_layers: 6"))
+    assert study.main(["--space", str(path), "--data", str(tiny_data), "--no-progress"]) == 2
+    assert "conv_layers [6] cannot be built on 100x100 images; allowed: 1 to 5" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--storage", "postgresql://alice:s3cret@127.0.0.1:1/optuna"], "cannot be opened"),
+    (["--storage", "sqlite:///{tmp}/afile/optuna.db"], "cannot be opened"),
+    (["--tracking-uri", "http://127.0.0.1:1"], "cannot be reached"),
+    (["--tracking-uri", "foo://bar"], "is not a tracking URI"),
+    (["--tracking-uri", "sqlite:///{tmp}/afile/mlflow.db"], "cannot be used"),
+    (["--sampler", "grid", "--space", "paper"], None),
+])
+def test_unusable_stores_are_refused_before_training(flags: list[str], message: str | None,
+                                                     tiny_data: Path, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "afile").write_text("a file where a folder should be")
+    flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
+    if message is None:  # grid over the paper space works: its params are all finite
+        space = study.load_space("paper")
+        assert len(study.make_sampler("grid", space, 0)._all_grids) == 16 * 4 * 2 * 5
+        return
+    started = time.perf_counter()
+    code = study.main([*flags, "--data", str(tiny_data), "--no-progress", "--trials", "1"])
+    line = one_line_error(capsys)
+    assert code == 2 and message in line
+    assert "s3cret" not in line
+    assert time.perf_counter() - started < 30
+    assert not list(Path("mlruns").glob("artifacts/*/*/artifacts/*.png"))  # nothing trained
+
+
+def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import allsearch.tracked as tracked_mod
+
+    real = tracked_mod.run_trial
+    calls = {"n": 0}
+
+    def interrupt_second(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracked_mod, "run_trial", interrupt_second)
+    with pytest.raises(KeyboardInterrupt):
+        study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+    client = MlflowClient(resolve_tracking_uri())
+    exp = client.get_experiment_by_name("tiny")
+    runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
+    assert runs["trial-0000"].info.status == "FINISHED"
+    assert runs["trial-0001"].info.status == "KILLED" and runs["trial-0001"].data.tags["state"] == "KILLED"
+    assert runs["tiny"].info.status == "KILLED"
+
+    resumed = study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+    states = [t.state.name for t in resumed.trials]
+    assert states.count("COMPLETE") == 3 and states[1] == "FAIL"  # the interrupted one is redone
+    assert study.counted_trials(resumed) == 3
+    parent = client.search_runs([exp.experiment_id], filter_string="tags.`allsearch.role` = 'parent'")
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+
+
+def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_file: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    from allsearch.tracking import TrialRun
+
+    real = TrialRun.log_result
+    calls = {"n": 0}
+
+    def full(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrialRun, "log_result", full)
+    code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
+                       "--no-progress"])
+    line = one_line_error(capsys)
+    assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
+    loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
+    assert loaded.trials[0].state.name == "COMPLETE"
+    assert len(loaded.trials) == 2  # stopped at the broken store instead of failing every trial
+
+
+@pytest.mark.slow
+def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, space_file: Path,
+                                                           tmp_path: Path) -> None:
+    env = {**os.environ, "ALLSEARCH_HEARTBEAT_S": "1", "ALLSEARCH_GRACE_S": "3",
+           "PYTHONUNBUFFERED": "1"}
+    slow_space = tmp_path / "slow.yaml"
+    slow_space.write_text(SPACE.replace("epochs: 1", "epochs: 40"))
+    command = [sys.executable, "-m", "allsearch.study", "--space", str(slow_space), "--data",
+               str(tiny_data), "--trials", "2", "--no-progress", "--pruner", "none"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    storage = f"sqlite:///{(tmp_path / 'mlruns' / 'optuna.db')}"
+    deadline = time.time() + 120
+    running = False
+    while time.time() < deadline and not running:
+        time.sleep(1)
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
+            running = any(t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id") for t in trials)
+        except Exception:  # the study does not exist yet
+            continue
+    time.sleep(3)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert running, "the worker never started a trial"
+    left = optuna.load_study(study_name="tiny", storage=storage)
+    assert study.counted_trials(left) == 0  # a RUNNING trial of a dead worker is no result
+
+    time.sleep(4)  # past the grace period: the heartbeat marks the dead trial failed
+    fast = subprocess.run([*command[:4], str(space_file), *command[5:]], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert fast.returncode == 0, fast.stderr[-2000:]
+    final = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state.name for t in final.trials]
+    assert states[0] == "FAIL" and states.count("COMPLETE") == 2
+    retried = [t for t in final.trials if t.system_attrs.get("failed_trial") == 0]
+    assert retried and retried[0].params == final.trials[0].params
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    killed = client.get_run(final.trials[0].user_attrs["mlflow_run_id"])
+    assert killed.info.status == "KILLED"
