@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -61,6 +62,7 @@ class StudyConfig:
     log_models: Literal["best", "all", "none"] = "best"
     precision: Literal["float32", "bfloat16"] = "float32"
     split_seed: int = 42
+    trials_per_process: int = 1
     progress: bool = True
 
     def validate(self) -> None:
@@ -68,6 +70,10 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+        value = self.trials_per_process
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"--trials-per-process must be 0 (all in this process) or a "
+                              f"positive integer, got {value!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS),
@@ -308,17 +314,28 @@ def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
         seed: int = 0, repeats: int = 1, workers: int = 1,
         log_models: Literal["best", "all", "none"] = "best",
         precision: Literal["float32", "bfloat16"] = "float32", split_seed: int = 42,
-        progress: bool = True) -> optuna.Study:
-    """Run (or resume) a study until it holds `trials` finished trials; returns the study."""
+        trials_per_process: int = 1, progress: bool = True,
+        trial_callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()
+        ) -> optuna.Study:
+    """Run (or resume) a study until it holds `trials` finished trials; returns the study.
+
+    Trials run in worker processes, a fresh one every `trials_per_process` trials, because
+    TensorFlow keeps tens of MB per model.fit that clear_session does not return (see
+    benchmarks/memory.py); `trials_per_process=0` with one worker runs every trial in this
+    process. `trial_callbacks` are Optuna callbacks called after each trial in this process
+    (only then).
+    """
     config = StudyConfig(trials=trials, timeout=timeout, space=space, data=data,
                          study_name=study_name, storage=storage, tracking_uri=tracking_uri,
                          sampler=sampler, pruner=pruner, seed=seed, repeats=repeats,
                          workers=workers, log_models=log_models, precision=precision,
-                         split_seed=split_seed, progress=progress)
-    return run_config(config)
+                         split_seed=split_seed, trials_per_process=trials_per_process,
+                         progress=progress)
+    return run_config(config, trial_callbacks=trial_callbacks)
 
 
-def run_config(config: StudyConfig) -> optuna.Study:
+def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., None]] = ()
+               ) -> optuna.Study:
     from allsearch.model import max_conv_layers
     from allsearch.tracking import Tracker
 
@@ -344,10 +361,11 @@ def run_config(config: StudyConfig) -> optuna.Study:
     status = "FINISHED"
     try:
         if remaining > 0:
-            if config.workers == 1:
+            if config.workers == 1 and config.trials_per_process == 0:
                 ctx = _Context(config, search_space, dataset, parent_id, tracker,
                                _model_name(config), _base_params(dataset))
-                _optimize(study, ctx, remaining, config.timeout, progress=config.progress)
+                _optimize(study, ctx, remaining, config.timeout, progress=config.progress,
+                          extra_callbacks=trial_callbacks)
             else:
                 _run_workers(config, study, remaining)
     except KeyboardInterrupt:
@@ -442,9 +460,9 @@ def _parent_run(study: optuna.Study, created: bool, tracker: Any, name: str,
 
 
 def _optimize(study: optuna.Study, ctx: _Context, n_trials: int, timeout: float | None, *,
-              progress: bool) -> None:
+              progress: bool, extra_callbacks: Sequence[Callable[..., None]] = ()) -> None:
     bar = _ProgressBar(study, ctx.config.trials) if progress else None
-    callbacks: list[Any] = [_StopAtTarget(ctx.config.trials)]
+    callbacks: list[Any] = [_StopAtTarget(ctx.config.trials), *extra_callbacks]
     if bar is not None:
         callbacks.append(bar.on_trial)
     try:
@@ -494,34 +512,52 @@ class _ProgressBar:
 
 
 def _run_workers(config: StudyConfig, study: optuna.Study, remaining: int) -> None:
-    """N processes on this machine share the study; each gets its share of the trials."""
+    """Keep `workers` processes busy until the study holds its trials; each process runs at
+    most `trials_per_process` trials, then a fresh one takes its place."""
     context = multiprocessing.get_context("spawn")
-    shares = [remaining // config.workers + (1 if i < remaining % config.workers else 0)
-              for i in range(config.workers)]
-    processes = [context.Process(target=_worker_main, args=(config, i, n), daemon=False)
-                 for i, n in enumerate(shares) if n > 0]
-    for process in processes:
-        process.start()
+    per_process = config.trials_per_process or remaining
+    started = time.monotonic()
+    running: list[tuple[Any, int, Any]] = []  # (process, trials assigned, trials done counter)
+    crashes: list[int] = []
     bar = _ProgressBar(study, config.trials) if config.progress else None
+    index = 0
     try:
-        while any(p.is_alive() for p in processes):
-            time.sleep(2)
+        while True:
+            for entry in [e for e in running if not e[0].is_alive()]:
+                running.remove(entry)
+                code = entry[0].exitcode
+                if code == 130:
+                    raise KeyboardInterrupt
+                crashes = crashes + [code] if code != 0 else []
+                if len(crashes) >= 3:
+                    raise StoreError(f"worker processes keep ending with an error (exit codes "
+                                     f"{crashes}); run with --trials-per-process 0 --debug to see it")
+            in_flight = sum(assigned - done.value for _, assigned, done in running)
+            need = config.trials - counted_trials(study) - in_flight
+            timed_out = config.timeout is not None and time.monotonic() - started > config.timeout
+            while need > 0 and len(running) < config.workers and not timed_out:
+                n = min(per_process, need)
+                done = context.Value("i", 0)
+                process = context.Process(target=_worker_main, args=(config, index, n, done))
+                process.start()
+                running.append((process, n, done))
+                index += 1
+                need -= n
+            if not running:
+                break
+            time.sleep(0.5)
             if bar is not None:
                 bar.refresh()
     except KeyboardInterrupt:
-        for process in processes:
-            process.join(timeout=30)  # workers got the same Ctrl-C and end their trial
+        for process, _, _ in running:
+            process.join(timeout=60)  # the workers got the same Ctrl-C and end their trial
         raise
     finally:
         if bar is not None:
             bar.close()
-    failed = [p.exitcode for p in processes if p.exitcode not in (0, None)]
-    if failed:
-        raise StoreError(f"{len(failed)} worker process(es) ended with an error "
-                         f"(exit codes {failed}); run with --workers 1 --debug to see it")
 
 
-def _worker_main(config: StudyConfig, index: int, n_trials: int) -> None:
+def _worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
     from allsearch import _cli
     from allsearch.tracking import Tracker
     from allsearch.trial import configure_threads
@@ -535,8 +571,12 @@ def _worker_main(config: StudyConfig, index: int, n_trials: int) -> None:
     dataset = _load_data(config, space)  # a cache hit: the main process decoded it
     ctx = _Context(config, space, dataset, study.user_attrs[PARENT_ATTR], tracker,
                    _model_name(config), _base_params(dataset))
+    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with done.get_lock():
+            done.value += 1
+
     try:
-        _optimize(study, ctx, n_trials, config.timeout, progress=False)
+        _optimize(study, ctx, n_trials, None, progress=False, extra_callbacks=[count])
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -712,6 +752,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "objective is the mean validation accuracy (default 1)")
     p.add_argument("--workers", type=int, default=1,
                    help="processes on this machine sharing the study (default 1)")
+    p.add_argument("--trials-per-process", type=int, default=1,
+                   help="trials a worker process runs before a fresh one replaces it "
+                        "(default 1: TensorFlow keeps memory after every fit); 0 runs every "
+                        "trial in this process (with --workers 1)")
     p.add_argument("--log-models", default="best", choices=LOG_MODELS,
                    help="log the Keras model of each new best trial (best, default), every "
                         "complete trial (all), or none")
@@ -734,7 +778,8 @@ def main(argv: list[str] | None = None) -> int:
                     tracking_uri=args.tracking_uri, sampler=args.sampler, pruner=args.pruner,
                     seed=args.seed, repeats=args.repeats, workers=args.workers,
                     log_models=args.log_models, precision=args.precision,
-                    split_seed=args.split_seed, progress=not args.no_progress)
+                    split_seed=args.split_seed, trials_per_process=args.trials_per_process,
+                    progress=not args.no_progress)
         print(summarize(study))
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0

@@ -8,6 +8,7 @@ run has the same shape.
 from __future__ import annotations
 
 import errno
+import resource
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -103,6 +104,8 @@ def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset:
         raise
 
     metrics = aggregate(results)
+    # The process's peak resident memory so far: flat across trials when nothing leaks.
+    metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wants_model = log_model(metrics["val_accuracy"]) if callable(log_model) else log_model
     run.log_curves(history, title=name)
     model_uri = run.log_result(results[0], dataset=dataset, log_model=wants_model, metrics=metrics)

@@ -295,7 +295,9 @@ class TrialRun:
         """Final metrics (or `metrics`, e.g. means over repeats) and artifacts; the model
         too when asked. Returns the logged model's URI."""
         tracker, run_id = self.tracker, self.run_id
-        tracker.log_metrics(run_id, result.final_metrics() if metrics is None else metrics)
+        # At the last epoch's step: the final val_accuracy shares its name with the curve's.
+        tracker.log_metrics(run_id, result.final_metrics() if metrics is None else metrics,
+                            step=max(0, result.epochs_run - 1))
         tracker.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
                            "confusion_matrix.png")
         tracker.client.log_dict(run_id, result.per_class_report(), "per_class_report.json")

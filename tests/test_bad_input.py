@@ -120,7 +120,8 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
 
     monkeypatch.setattr(tracked_mod, "run_trial", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
-        study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+        study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
+                  trials_per_process=0)
     client = MlflowClient(resolve_tracking_uri())
     exp = client.get_experiment_by_name("tiny")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
@@ -128,7 +129,8 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
     assert runs["trial-0001"].info.status == "KILLED" and runs["trial-0001"].data.tags["state"] == "KILLED"
     assert runs["tiny"].info.status == "KILLED"
 
-    resumed = study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+    resumed = study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
+                        trials_per_process=0)
     states = [t.state.name for t in resumed.trials]
     assert states.count("COMPLETE") == 3 and states[1] == "FAIL"  # the interrupted one is redone
     assert study.counted_trials(resumed) == 3
@@ -152,7 +154,7 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
 
     monkeypatch.setattr(TrialRun, "log_result", full)
     code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
-                       "--no-progress"])
+                       "--no-progress", "--trials-per-process", "0"])
     line = one_line_error(capsys)
     assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
@@ -169,7 +171,9 @@ def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, spac
     slow_space.write_text(SPACE.replace("epochs: 1", "epochs: 40"))
     command = [sys.executable, "-m", "allsearch.study", "--space", str(slow_space), "--data",
                str(tiny_data), "--trials", "2", "--no-progress", "--pruner", "none"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Its own session, so the kill takes the study and its worker process, as a dead machine would.
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
     storage = f"sqlite:///{(tmp_path / 'mlruns' / 'optuna.db')}"
     deadline = time.time() + 120
     running = False
@@ -181,7 +185,7 @@ def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, spac
         except Exception:  # the study does not exist yet
             continue
     time.sleep(3)
-    os.kill(process.pid, signal.SIGKILL)
+    os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert running, "the worker never started a trial"
     left = optuna.load_study(study_name="tiny", storage=storage)

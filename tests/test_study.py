@@ -47,14 +47,16 @@ def child_runs(client: MlflowClient, experiment: str):
 def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(study_mod, "make_pruner", lambda name, space: PruneOddTrials())
-    first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False)
+    first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
+                          trials_per_process=0)
     states = [t.state for t in first.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                       optuna.trial.TrialState.COMPLETE]
     assert first.trials[0].params == {"epochs": 2, "batch_size": 8, "loss": "categorical_crossentropy"}
     assert first.trials[0].user_attrs["baseline"] is True
 
-    resumed = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), progress=False)
+    resumed = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), progress=False,
+                            trials_per_process=0)
     assert len(resumed.trials) == 4 and resumed.trials[3].state == optuna.trial.TrialState.PRUNED
 
     client = MlflowClient(resolve_tracking_uri())
@@ -94,7 +96,7 @@ def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file
 
 def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> None:
     kwargs = dict(trials=3, space=str(space_file), data=str(tiny_data), seed=7, pruner="none",
-                  log_models="none", progress=False)
+                  log_models="none", progress=False, trials_per_process=0)
     a = study_mod.run(study_name="a", **kwargs)
     b = study_mod.run(study_name="b", **kwargs)
     assert [t.params for t in a.trials] == [t.params for t in b.trials]
@@ -117,7 +119,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
 
     monkeypatch.setattr(tracked_mod, "run_trial", flaky)
     result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
-                           log_models="none", progress=False)
+                           log_models="none", progress=False, trials_per_process=0)
     assert [t.state.name for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
     failed = [c for c in children if c.data.tags["state"] == "FAIL"]
@@ -127,10 +129,11 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
 
 def test_repeats_log_mean_and_spread(tiny_data: Path, space_file: Path) -> None:
     result = study_mod.run(trials=1, space=str(space_file), data=str(tiny_data), repeats=2,
-                           pruner="none", log_models="none", progress=False)
+                           pruner="none", log_models="none", progress=False)  # in a worker process
     _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
     metrics = children[0].data.metrics
     assert metrics["repeats"] == 2 and "val_accuracy_sd" in metrics and "test_accuracy_sd" in metrics
+    assert metrics["peak_rss_mb"] > 100
     history = MlflowClient(resolve_tracking_uri()).get_metric_history(children[0].info.run_id,
                                                                     "repeat_val_accuracy")
     assert [m.step for m in history] == [0, 1]
@@ -152,6 +155,7 @@ def test_two_local_workers_share_one_study(tiny_data: Path, space_file: Path) ->
 
 @pytest.mark.parametrize("argv, message", [
     (["--trials", "0"], "--trials must be a positive integer, got 0"),
+    (["--trials-per-process", "-1"], "--trials-per-process must be 0"),
     (["--repeats", "-1"], "--repeats must be a positive integer"),
     (["--workers", "0"], "--workers must be a positive integer"),
     (["--timeout", "0"], "--timeout must be a positive number"),
