@@ -37,7 +37,7 @@ def _import_tensorflow_silently() -> None:
             try:
                 import tensorflow as tf
 
-                tf.config.list_physical_devices("GPU")  # the CUDA probe logs here, once
+                tf.constant(0)  # starts the runtime: the CUDA probe logs here, once
             except ImportError:
                 pass  # the real import, later, reports it with its message
     finally:

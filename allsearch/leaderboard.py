@@ -89,10 +89,18 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
     flat["State"] = runs.get("tags.state", pd.Series("", index=runs.index)).fillna("")
     flat["Trial"] = runs.get("params.trial_number", pd.Series("", index=runs.index)).fillna("")
     flat["Run ID"] = runs["run_id"]
+    # What makes two runs of one configuration independent repeats rather than re-runs.
+    flat["_seed"] = [f"{a}/{b}" for a, b in zip(runs.get("params.seed", pd.Series("", index=runs.index)),
+                                               runs.get("params.split_seed", pd.Series("", index=runs.index)),
+                                               strict=True)]
     return flat
 
 
 def _group_row(group: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
+    trials = ",".join(str(t) for t in group["Trial"])
+    # A sampler may propose a configuration again; with the same seed that run is a copy,
+    # not a repeat, so only one run per seed counts towards mean, sd and n.
+    group = group.drop_duplicates("_seed")
     first = group.iloc[0]
     row: dict[str, Any] = {k: first[k] for k in keys}
     n_runs = len(group)
@@ -107,7 +115,7 @@ def _group_row(group: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
     repeats = first["repeats"]
     row["n"] = n_runs if n_runs > 1 else (int(repeats) if repeats == repeats else 1)
     row["State"] = first["State"]
-    row["Trial"] = ",".join(str(t) for t in group["Trial"]) if n_runs <= 3 else f"{n_runs} runs"
+    row["Trial"] = trials if len(trials) <= 20 else f"{trials.count(',') + 1} runs"
     row["Run ID"] = first["Run ID"]
     row["Δ Val vs paper"] = row["Validation Accuracy"] - PAPER_BEST["val_accuracy"]
     row["Δ Test vs paper"] = row["Test Accuracy"] - PAPER_BEST["test_accuracy"]

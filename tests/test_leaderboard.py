@@ -36,6 +36,7 @@ def study_runs() -> tuple[Tracker, str]:
     parent = tracker.start_parent("lb", {"space": "paper"})
     fake_run(tracker, parent, 0, {}, 0.80, 0.82)
     fake_run(tracker, parent, 1, {"batch_size": 32}, 0.86, 0.84)
+    fake_run(tracker, parent, 9, {"batch_size": 32}, 0.86, 0.84)  # proposed again, same seed: a copy
     fake_run(tracker, parent, 2, {"batch_size": 16}, 0.50, 0.40, state="PRUNED")
     # One configuration over three seeds: one row, mean ± sd.
     for seed, (v, t) in enumerate([(0.70, 0.72), (0.74, 0.76), (0.78, 0.80)]):
@@ -58,6 +59,7 @@ def test_rows_order_and_grouping(study_runs) -> None:
     repeated = table[table["epochs"] == 10].iloc[0]
     assert repeated["n"] == 3
     assert repeated["Validation Accuracy SD"] == pytest.approx(0.04)
+    assert table.iloc[0]["n"] == 1 and table.iloc[0]["Trial"] == "1,9"
     assert table.iloc[0]["Δ Val vs paper"] == pytest.approx(0.06)
     assert table.iloc[0]["Δ Test vs paper"] == pytest.approx(0.02)
 
