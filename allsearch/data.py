@@ -136,7 +136,11 @@ def _download_default() -> Path:
 
         kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(target))
     except Exception as exc:  # any failure (offline, credentials, quota) ends the same way
-        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        text = str(exc)
+        if any(k in text for k in ("NameResolution", "Max retries", "Connection", "timed out")):
+            reason = "no network connection to kaggle.com"
+        else:
+            reason = text.splitlines()[0][:160] if text else type(exc).__name__
         raise DataError(_manual_download_hint(f"downloading {KAGGLE_HANDLE} failed ({reason})")) \
             from None
     if DEFAULT_DATA.is_dir():

@@ -712,8 +712,8 @@ def summarize(study: optuna.Study) -> str:
                  f"  test_accuracy {PAPER_TABLE1_BEST['test_accuracy']:.2f}")
     parent = study.user_attrs.get(PARENT_ATTR)
     if parent:
-        lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; "
-                     f"browse with: python -m allsearch.ui")
+        lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; browse with: "
+                     f"mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
     return "\n".join(lines)
 
 
