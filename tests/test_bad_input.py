@@ -203,3 +203,13 @@ def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, spac
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     killed = client.get_run(final.trials[0].user_attrs["mlflow_run_id"])
     assert killed.info.status == "KILLED"
+
+
+@pytest.mark.parametrize("flag, value", [("--sampler", "annealing"), ("--pruner", "asha")])
+def test_unknown_sampler_or_pruner(flag: str, value: str, capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as info:
+        study.main([flag, value])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and f"invalid choice: '{value}'" in err and "Traceback" not in err
+    with pytest.raises(study.ConfigError, match=f"--{flag[2:]} must be one of"):
+        study.run(**{flag[2:]: value})
