@@ -97,7 +97,8 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _group_row(group: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
-    trials = ",".join(str(t) for t in group["Trial"])
+    trials = ",".join(sorted((str(t) for t in group["Trial"]),
+                             key=lambda t: (0, int(t)) if t.isdigit() else (1, t)))
     # A sampler may propose a configuration again; with the same seed that run is a copy,
     # not a repeat, so only one run per seed counts towards mean, sd and n.
     group = group.drop_duplicates("_seed")
