@@ -268,6 +268,11 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
 
     hparams = ctx.space.hparams({spec.name: suggest(trial, spec) for spec in ctx.space.params})
     config = ctx.config
+    trial.set_user_attr("seed", config.seed)
+    trial.set_user_attr("repeats", config.repeats)
+    previous = _same_configuration(trial, config)
+    if previous is not None:
+        return _reuse(ctx, trial, previous, hparams)
     # Pruning follows the first seed; later seeds of --repeats run to the end.
     pruning = ([KerasPruningCallback(trial, "val_accuracy")] if config.pruner != "none" else [])
     try:
@@ -297,6 +302,38 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
     if tracked.model_uri:
         trial.set_user_attr("model_uri", tracked.model_uri)
     return tracked.value
+
+
+def _same_configuration(trial: optuna.Trial, config: StudyConfig
+                        ) -> optuna.trial.FrozenTrial | None:
+    """A complete trial with these parameters, seed and repeats: training is deterministic on
+    the CPU for a seed, so training it again would only repeat the same numbers."""
+    for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if (other.params == trial.params and other.user_attrs.get("seed") == config.seed
+                and other.user_attrs.get("repeats") == config.repeats
+                and other.user_attrs.get("mlflow_run_id")):
+            return other
+    return None
+
+
+def _reuse(ctx: _Context, trial: optuna.Trial, previous: optuna.trial.FrozenTrial,
+           hparams: HParams) -> float:
+    """Record a proposal of an already evaluated configuration without training it again."""
+    source = previous.user_attrs.get("duplicate_of", previous.number)
+    run = ctx.tracker.start_trial(
+        parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+        params={**hparams.to_dict(), **ctx.base_params, "trial_number": trial.number,
+                "seed": ctx.config.seed},
+        tags={"trial_number": trial.number, "engine": ENGINE, "duplicate_of": source})
+    metrics = ctx.tracker.client.get_run(previous.user_attrs["mlflow_run_id"]).data.metrics
+    ctx.tracker.log_metrics(run.run_id, metrics)
+    run.end("COMPLETE")
+    trial.set_user_attr("mlflow_run_id", run.run_id)
+    trial.set_user_attr("duplicate_of", source)
+    if "test_accuracy" in previous.user_attrs:
+        trial.set_user_attr("test_accuracy", previous.user_attrs["test_accuracy"])
+    assert previous.value is not None
+    return previous.value
 
 
 def _best_value(study: optuna.Study) -> float:

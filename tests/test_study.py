@@ -169,3 +169,19 @@ def test_cli_mistakes_get_one_line(argv: list[str], message: str, tiny_data: Pat
     assert code == 2
     assert message in err and "Traceback" not in err
     assert err.strip().count("\n") == 0
+
+
+def test_a_configuration_proposed_again_is_not_trained_again(tiny_data: Path, tmp_path: Path) -> None:
+    space = tmp_path / "one.yaml"
+    space.write_text(SPACE.replace("choices: [8, 16]", "choices: [8]").replace(
+        "choices: [categorical_crossentropy, binary_crossentropy]", "choices: [categorical_crossentropy]"
+    ).replace("{type: int, low: 1, high: 2}", "{type: int, low: 2, high: 2}"))
+    result = study_mod.run(trials=3, space=str(space), data=str(tiny_data), pruner="none",
+                           log_models="none", progress=False, trials_per_process=0)
+    assert [t.value for t in result.trials] == [result.trials[0].value] * 3
+    assert [t.user_attrs.get("duplicate_of") for t in result.trials] == [None, 0, 0]
+    client = MlflowClient(resolve_tracking_uri())
+    copy = client.get_run(result.trials[2].user_attrs["mlflow_run_id"])
+    assert copy.data.tags["duplicate_of"] == "0" and copy.data.tags["state"] == "COMPLETE"
+    assert copy.data.metrics["test_accuracy"] == result.trials[0].user_attrs["test_accuracy"]
+    assert "train_time_s" in copy.data.metrics
