@@ -27,7 +27,7 @@ from optuna.trial import TrialState
 from allsearch.data import Dataset, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError
 from allsearch.space import HParams, ParamSpec, SearchSpace, load_space
-from allsearch.tracking import STORE_ERRORS
+from allsearch.tracking import STORE_ERRORS, _first_line
 
 __all__ = ["StudyConfig", "run", "summarize", "main", "DEFAULT_STORAGE", "PAPER_TABLE1_BEST"]
 
@@ -166,11 +166,6 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
         reason = _first_line(exc)[:200]
         raise StoreError(f"--storage '{_redact(url)}' cannot be opened ({_redact_text(reason, url)}); "
                          f"check the URL, that the server is up, and the credentials") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _heartbeat_settings() -> tuple[int, int]:
