@@ -63,6 +63,7 @@ class StudyConfig:
     precision: Literal["float32", "bfloat16"] = "float32"
     split_seed: int = 42
     trials_per_process: int = 1
+    retrain_duplicates: bool = False
     progress: bool = True
 
     def validate(self) -> None:
@@ -265,7 +266,7 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
     config = ctx.config
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
-    previous = _same_configuration(trial, config)
+    previous = None if config.retrain_duplicates else _same_configuration(trial, config)
     if previous is not None:
         return _reuse(ctx, trial, previous, hparams)
     # Pruning follows the first seed; later seeds of --repeats run to the end.
@@ -346,7 +347,7 @@ def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
         seed: int = 0, repeats: int = 1, workers: int = 1,
         log_models: Literal["best", "all", "none"] = "best",
         precision: Literal["float32", "bfloat16"] = "float32", split_seed: int = 42,
-        trials_per_process: int = 1, progress: bool = True,
+        trials_per_process: int = 1, retrain_duplicates: bool = False, progress: bool = True,
         trial_callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()
         ) -> optuna.Study:
     """Run (or resume) a study until it holds `trials` finished trials; returns the study.
@@ -362,7 +363,7 @@ def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
                          sampler=sampler, pruner=pruner, seed=seed, repeats=repeats,
                          workers=workers, log_models=log_models, precision=precision,
                          split_seed=split_seed, trials_per_process=trials_per_process,
-                         progress=progress)
+                         retrain_duplicates=retrain_duplicates, progress=progress)
     return run_config(config, trial_callbacks=trial_callbacks)
 
 
@@ -788,6 +789,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="trials a worker process runs before a fresh one replaces it "
                         "(default 1: TensorFlow keeps memory after every fit); 0 runs every "
                         "trial in this process (with --workers 1)")
+    p.add_argument("--retrain-duplicates", action="store_true",
+                   help="train a configuration again when the sampler proposes one that already "
+                        "completed with the same seed (by default its result is reused: training "
+                        "is deterministic on a CPU; use this where it is not, e.g. on a GPU)")
     p.add_argument("--log-models", default="best", choices=LOG_MODELS,
                    help="log the Keras model of each new best trial (best, default), every "
                         "complete trial (all), or none")
@@ -811,7 +816,7 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed, repeats=args.repeats, workers=args.workers,
                     log_models=args.log_models, precision=args.precision,
                     split_seed=args.split_seed, trials_per_process=args.trials_per_process,
-                    progress=not args.no_progress)
+                    retrain_duplicates=args.retrain_duplicates, progress=not args.no_progress)
         print(summarize(study))
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0

@@ -121,7 +121,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
     monkeypatch.setattr(tracked_mod, "run_trial", interrupt_second)
     with pytest.raises(KeyboardInterrupt):
         study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
-                  trials_per_process=0)
+                  trials_per_process=0, retrain_duplicates=True)
     client = MlflowClient(resolve_tracking_uri())
     exp = client.get_experiment_by_name("tiny")
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
@@ -130,7 +130,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
     assert runs["tiny"].info.status == "KILLED"
 
     resumed = study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
-                        trials_per_process=0)
+                        trials_per_process=0, retrain_duplicates=True)
     states = [t.state.name for t in resumed.trials]
     assert states.count("COMPLETE") == 3 and states[1] == "FAIL"  # the interrupted one is redone
     assert study.counted_trials(resumed) == 3
@@ -154,7 +154,7 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
 
     monkeypatch.setattr(TrialRun, "log_result", full)
     code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
-                       "--no-progress", "--trials-per-process", "0"])
+                       "--no-progress", "--trials-per-process", "0", "--retrain-duplicates"])
     line = one_line_error(capsys)
     assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")

@@ -48,7 +48,7 @@ def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(study_mod, "make_pruner", lambda name, space: PruneOddTrials())
     first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
-                          trials_per_process=0)
+                          trials_per_process=0, retrain_duplicates=True)
     states = [t.state for t in first.trials]
     assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                       optuna.trial.TrialState.COMPLETE]
@@ -56,7 +56,7 @@ def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file
     assert first.trials[0].user_attrs["baseline"] is True
 
     resumed = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), progress=False,
-                            trials_per_process=0)
+                            trials_per_process=0, retrain_duplicates=True)
     assert len(resumed.trials) == 4 and resumed.trials[3].state == optuna.trial.TrialState.PRUNED
 
     client = MlflowClient(resolve_tracking_uri())
@@ -119,7 +119,8 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
 
     monkeypatch.setattr(tracked_mod, "run_trial", flaky)
     result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
-                           log_models="none", progress=False, trials_per_process=0)
+                           log_models="none", progress=False, trials_per_process=0,
+                           retrain_duplicates=True)
     assert [t.state.name for t in result.trials] == ["COMPLETE", "FAIL", "COMPLETE"]
     _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
     failed = [c for c in children if c.data.tags["state"] == "FAIL"]
