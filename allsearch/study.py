@@ -252,7 +252,6 @@ class _Context:
     dataset: Dataset
     parent_id: str
     tracker: Any  # allsearch.tracking.Tracker
-    model_name: str
     base_params: dict[str, Any] = field(default_factory=dict)
     fatal: BaseException | None = None
 
@@ -396,7 +395,7 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
         if remaining > 0:
             if config.workers == 1 and config.trials_per_process == 0:
                 ctx = _Context(config, search_space, dataset, parent_id, tracker,
-                               _model_name(config), _base_params(dataset))
+                               _base_params(dataset))
                 _optimize(study, ctx, remaining, config.timeout, progress=config.progress,
                           extra_callbacks=trial_callbacks)
             else:
@@ -603,7 +602,7 @@ def _worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> N
     tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
     dataset = _load_data(config, space)  # a cache hit: the main process decoded it
     ctx = _Context(config, space, dataset, study.user_attrs[PARENT_ATTR], tracker,
-                   _model_name(config), _base_params(dataset))
+                   _base_params(dataset))
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         with done.get_lock():
             done.value += 1

@@ -65,3 +65,18 @@ def real_data() -> Path:
     if not (REAL_DATA / "Segmented").is_dir():
         pytest.skip("the team copy of the leukemia dataset is not here")
     return REAL_DATA
+
+
+def fail_on_call(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, call: int,
+                 error: BaseException) -> None:
+    """Make the `call`-th call of owner.name raise `error`; every other call goes through."""
+    real = getattr(owner, name)
+    calls = {"n": 0}
+
+    def wrapper(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise error
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapper)

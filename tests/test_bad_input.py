@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from allsearch import data, study
 from allsearch.data import load_dataset
 from allsearch.tracking import resolve_tracking_uri
-from conftest import write_dataset
+from conftest import fail_on_call, write_dataset
 
 SPACE = """
 name: tiny
@@ -109,16 +109,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import allsearch.tracked as tracked_mod
 
-    real = tracked_mod.run_trial
-    calls = {"n": 0}
-
-    def interrupt_second(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tracked_mod, "run_trial", interrupt_second)
+    fail_on_call(monkeypatch, tracked_mod, "run_trial", 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
         study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
                   trials_per_process=0, retrain_duplicates=True)
@@ -143,16 +134,8 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
                                                          capsys: pytest.CaptureFixture) -> None:
     from allsearch.tracking import TrialRun
 
-    real = TrialRun.log_result
-    calls = {"n": 0}
-
-    def full(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real(self, *args, **kwargs)
-
-    monkeypatch.setattr(TrialRun, "log_result", full)
+    fail_on_call(monkeypatch, TrialRun, "log_result", 2,
+                 OSError(errno.ENOSPC, "No space left on device"))
     code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
                        "--no-progress", "--trials-per-process", "0", "--retrain-duplicates"])
     line = one_line_error(capsys)

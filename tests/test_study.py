@@ -10,6 +10,7 @@ from mlflow.tracking import MlflowClient
 
 from allsearch import study as study_mod
 from allsearch.tracking import resolve_tracking_uri
+from conftest import fail_on_call
 
 SPACE = """
 name: tiny
@@ -108,16 +109,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import allsearch.tracked as tracked_mod
 
-    real = tracked_mod.run_trial
-    calls = {"n": 0}
-
-    def flaky(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise RuntimeError("simulated failure in training")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(tracked_mod, "run_trial", flaky)
+    fail_on_call(monkeypatch, tracked_mod, "run_trial", 2, RuntimeError("simulated failure in training"))
     result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
                            log_models="none", progress=False, trials_per_process=0,
                            retrain_duplicates=True)
