@@ -26,6 +26,7 @@ from optuna.trial import TrialState
 
 from allsearch.data import Dataset, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError
+from allsearch.hardware import PRECISIONS, resolve_precision
 from allsearch.space import HParams, ParamSpec, SearchSpace, load_space
 from allsearch.tracking import STORE_ERRORS, _first_line
 
@@ -60,7 +61,7 @@ class StudyConfig:
     repeats: int = 1
     workers: int = 1
     log_models: Literal["best", "all", "none"] = "best"
-    precision: Literal["float32", "bfloat16"] = "float32"
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
     split_seed: int = 42
     trials_per_process: int = 1
     retrain_duplicates: bool = False
@@ -78,7 +79,7 @@ class StudyConfig:
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS),
-                              ("log_models", LOG_MODELS), ("precision", ("float32", "bfloat16"))):
+                              ("log_models", LOG_MODELS), ("precision", PRECISIONS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} must be one of {list(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -345,7 +346,7 @@ def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
         tracking_uri: str | None = None, sampler: Sampler = "tpe", pruner: Pruner = "median",
         seed: int = 0, repeats: int = 1, workers: int = 1,
         log_models: Literal["best", "all", "none"] = "best",
-        precision: Literal["float32", "bfloat16"] = "float32", split_seed: int = 42,
+        precision: Literal["auto", "float32", "bfloat16"] = "auto", split_seed: int = 42,
         trials_per_process: int = 1, retrain_duplicates: bool = False, progress: bool = True,
         trial_callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()
         ) -> optuna.Study:
@@ -373,7 +374,10 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
 
     config.validate()
     search_space = load_space(config.space)
-    config = replace(config, study_name=config.study_name or search_space.name)
+    precision, precision_reason = resolve_precision(config.precision)
+    # Workers get the resolved precision: every trial of the study trains alike.
+    config = replace(config, study_name=config.study_name or search_space.name,
+                     precision=precision)
     # Everything a user can get wrong is checked before any training starts.
     study, created = open_study(config, search_space)
     tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
@@ -381,7 +385,7 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
     deepest = max_conv_layers(dataset.image_shape[0])
     _check_depth(search_space, deepest, dataset.image_shape[0])
 
-    settings = _settings(config, search_space, dataset)
+    settings = {**_settings(config, search_space, dataset), "precision_reason": precision_reason}
     parent_id = _parent_run(study, created, tracker, config.study_name, settings)
     tracker.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
                                  "pruner": config.pruner})
@@ -393,7 +397,10 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
     status = "FINISHED"
     try:
         if remaining > 0:
-            if config.workers == 1 and config.trials_per_process == 0:
+            # This process is still fresh: when it has no more trials to run than a worker
+            # would, it runs them itself and saves a worker's start (imports, data load).
+            if config.workers == 1 and (config.trials_per_process == 0
+                                        or remaining <= config.trials_per_process):
                 ctx = _Context(config, search_space, dataset, parent_id, tracker,
                                _base_params(dataset))
                 _optimize(study, ctx, remaining, config.timeout, progress=config.progress,
@@ -591,11 +598,12 @@ def _run_workers(config: StudyConfig, study: optuna.Study, remaining: int) -> No
 
 def _worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
     from allsearch import _cli
+    from allsearch.hardware import available_cores, configure_threads
     from allsearch.tracking import Tracker
-    from allsearch.trial import configure_threads
 
     _cli.quiet_libraries()
-    configure_threads(max(1, (os.cpu_count() or 1) // config.workers))
+    # Workers share the cores: more threads than cores per worker only adds switching.
+    configure_threads(max(1, available_cores() // config.workers))
     space = load_space(config.space)
     # Each worker samples from its own seeded stream, or all would propose the same trial.
     study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
@@ -795,8 +803,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-models", default="best", choices=LOG_MODELS,
                    help="log the Keras model of each new best trial (best, default), every "
                         "complete trial (all), or none")
-    p.add_argument("--precision", default="float32", choices=("float32", "bfloat16"),
-                   help="training precision (default float32)")
+    p.add_argument("--precision", default="auto", choices=PRECISIONS,
+                   help="training precision; auto (default): bfloat16 (mixed, output layer in "
+                        "float32) where the CPU computes bf16 natively, else float32")
     p.add_argument("--split-seed", type=int, default=42,
                    help="seed of the 70/15/15 split (default 42)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

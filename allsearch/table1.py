@@ -22,6 +22,7 @@ import pandas as pd
 import yaml
 
 from allsearch.errors import ConfigError, DataError, SpaceError
+from allsearch.hardware import PRECISIONS, resolve_precision
 from allsearch.space import SPACE_DIR, HParams
 
 __all__ = ["Table1Config", "load_table1", "run", "reproduce", "main", "DEFAULT_VARIANTS"]
@@ -97,7 +98,7 @@ def _variant_folders(data: str | None, variants: list[str] | None) -> list[Path]
 
 
 def run(*, data: str | None = None, variants: list[str] | None = None, seeds: int = 5,
-        tracking_uri: str | None = None, precision: str = "float32",
+        tracking_uri: str | None = None, precision: str = "auto",
         table_file: str | Path = SPACE_DIR / "table1.yaml", progress: bool = True) -> pd.DataFrame:
     """Train every missing (variant, configuration, seed) run, then return the table."""
     from allsearch.data import load_dataset
@@ -108,15 +109,18 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
     configs = load_table1(table_file)
     folders = _variant_folders(data, variants)
+    precision, precision_reason = resolve_precision(precision)
     tracker = Tracker(EXPERIMENT, tracking_uri=tracking_uri)
     todo = [(folder, i, s) for folder in folders for i in range(len(configs)) for s in range(seeds)]
     bar = _bar(len(todo), progress)
     parents: dict[str, str] = {}
     for folder in folders:
-        study = f"table1-{folder.name}"
+        # One parent per variant and precision: runs in bf16 and float32 are not pooled.
+        study = f"table1-{folder.name}-{precision}"
         parent = tracker.find_parent(study) or tracker.start_parent(
             study, {"study_name": study, "data": str(folder), "variant": folder.name,
-                    "table_file": str(table_file)})
+                    "table_file": str(table_file), "precision": precision,
+                    "precision_reason": precision_reason})
         tracker.resume_parent(parent, {})
         parents[folder.name] = parent
         done = _done(tracker, parent)
@@ -133,7 +137,7 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
                         run_tracked(
                             tracker, parent_id=parent, name=f"config{i + 1}-seed{seed}",
                             dataset=dataset, hparams=config.hparams, seeds=[seed],
-                            precision=precision,  # type: ignore[arg-type]
+                            precision=precision,
                             params={"engine": "table1", "config_index": i, "seed": seed,
                                     "split_seed": dataset.split_seed, "variant": dataset.variant,
                                     "data_fingerprint": dataset.fingerprint,
@@ -143,7 +147,7 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
         finally:
             tracker.end_run(parent)
     bar.close()
-    table = reproduce(tracker, parents, configs)
+    table = reproduce(tracker, parents, configs, precision=precision)
     for parent in parents.values():
         tracker.log_text(parent, render(table), "table1.md")
         tracker.log_text(parent, table.to_csv(index=False), "table1.csv")
@@ -174,7 +178,8 @@ def _bar(total: int, progress: bool) -> Any:
     return tqdm(total=total, unit="run", desc="table1", file=sys.stderr)
 
 
-def reproduce(tracker: Any, parents: dict[str, str], configs: list[Table1Config]) -> pd.DataFrame:
+def reproduce(tracker: Any, parents: dict[str, str], configs: list[Table1Config], *,
+              precision: str = "") -> pd.DataFrame:
     """Our mean ± sd and 95% CI per (variant, configuration), beside the paper's numbers."""
     from scipy import stats
 
@@ -188,7 +193,8 @@ def reproduce(tracker: Any, parents: dict[str, str], configs: list[Table1Config]
             h = config.hparams
             match = table[(table["State"] == "COMPLETE") & (table["epochs"] == h.epochs)
                           & (table["batch_size"] == h.batch_size) & (table["loss"] == h.loss)]
-            row: dict[str, Any] = {"Configuration": config.label, "Variant": variant}
+            row: dict[str, Any] = {"Configuration": config.label, "Variant": variant,
+                                   "Precision": precision}
             if match.empty:
                 rows.append({**row, "n": 0})
                 continue
@@ -264,7 +270,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="markdown", choices=("markdown", "csv", "json"))
     parser.add_argument("--out", default=None, help="also write the table to this file")
     parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
-    parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto (default): bfloat16 where the CPU computes it natively")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     _cli.add_debug_flag(parser)
 

@@ -75,7 +75,8 @@ def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset:
                  log_model: bool | Callable[[float], bool],
                  on_started: Callable[[TrialRun], None] | None) -> TrackedTrial:
     run = tracker.start_trial(parent_id=parent_id, name=name,
-                              params={**hparams.to_dict(), **params}, tags=tags)
+                              params={**hparams.to_dict(), "precision": precision, **params},
+                              tags=tags)
     if on_started is not None:
         on_started(run)
     history: dict[str, list[float]] = {}

@@ -11,7 +11,7 @@ import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
@@ -19,13 +19,13 @@ from sklearn.metrics import classification_report, confusion_matrix
 
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError
+from allsearch.hardware import Precision, configure_threads  # noqa: F401  (re-exported)
 from allsearch.model import HOG_PCA, PIXELS, build_cnn
 from allsearch.space import HParams
 
-__all__ = ["TrialResult", "run_trial", "model_inputs", "configure_threads", "EPOCH_METRICS",
-           "Precision"]
+__all__ = ["TrialResult", "run_trial", "model_inputs", "configure_threads", "timed_predict",
+           "latency_ms", "EPOCH_METRICS", "Precision"]
 
-Precision = Literal["float32", "bfloat16"]
 # Per-epoch metric names (step = epoch): a contract with tracking and the leaderboard.
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 LATENCY_WARMUP = 5
@@ -144,9 +144,9 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         train_time_s = time.perf_counter() - started
 
         _predict(model, _first(x_val, 2))  # trace the predict function outside the timings
-        val_probs, val_time = _timed_predict(model, x_val)
-        test_probs, test_time = _timed_predict(model, x_test)
-        p50, p95 = _latency_ms(model, x_test)
+        val_probs, val_time = timed_predict(model, x_val)
+        test_probs, test_time = timed_predict(model, x_test)
+        p50, p95 = latency_ms(model, x_test)
         return TrialResult(
             hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
             epochs_run=len(history.get("loss", [])), train_time_s=train_time_s,
@@ -159,17 +159,6 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")
-
-
-def configure_threads(n_threads: int) -> None:
-    """Threads TensorFlow may use in this process (call before the first trial)."""
-    import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n_threads)))
-    except RuntimeError:
-        pass  # already initialized: the settings of the first call stay
 
 
 def _fresh_session() -> None:
@@ -189,13 +178,13 @@ def _predict(model: keras.Model, inputs: Any) -> np.ndarray:
     return np.asarray(model.predict(inputs, verbose=0), dtype=np.float32)
 
 
-def _timed_predict(model: keras.Model, inputs: Any) -> tuple[np.ndarray, float]:
+def timed_predict(model: keras.Model, inputs: Any) -> tuple[np.ndarray, float]:
     started = time.perf_counter()
     probabilities = _predict(model, inputs)
     return probabilities, time.perf_counter() - started
 
 
-def _latency_ms(model: keras.Model, inputs: Any) -> tuple[float, float]:
+def latency_ms(model: keras.Model, inputs: Any) -> tuple[float, float]:
     """p50/p95 of one-image prediction, after a warm-up."""
     n = len(inputs[PIXELS] if isinstance(inputs, dict) else inputs)
     picks = [i % n for i in range(LATENCY_WARMUP + LATENCY_SAMPLES)]

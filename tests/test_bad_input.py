@@ -18,8 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from allsearch import data, study
 from allsearch.data import load_dataset
+from allsearch.synthetic import write_dataset
 from allsearch.tracking import resolve_tracking_uri
-from conftest import fail_on_call, write_dataset
+from conftest import fail_on_call
 
 SPACE = """
 name: tiny

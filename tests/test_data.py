@@ -14,7 +14,7 @@ from PIL import Image
 from allsearch import data
 from allsearch.data import image_to_array, load_dataset
 from allsearch.errors import DataError
-from conftest import write_dataset
+from allsearch.synthetic import write_dataset
 
 
 def load(path: Path, **kwargs):

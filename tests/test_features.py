@@ -10,7 +10,7 @@ import pytest
 
 from allsearch.data import load_dataset
 from allsearch.features import HogTransformer, add_hog_pca
-from conftest import write_dataset
+from allsearch.synthetic import write_dataset
 
 
 @pytest.fixture

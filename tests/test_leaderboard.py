@@ -115,7 +115,8 @@ configurations:
 def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) -> None:
     table_file = tmp_path / "t1.yaml"
     table_file.write_text(TABLE)
-    result = table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False)
+    result = table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
+                        precision="float32")
     assert list(result["n"]) == [2, 2]
     assert list(result["Variant"]) == ["tiny", "tiny"]
     row = result.iloc[0]
@@ -125,12 +126,14 @@ def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) 
     assert "| Configuration | Variant | n | Val Acc (ours) |" in text and "±" in text
 
     tracker = Tracker("table1")
-    parent = tracker.find_parent("table1-tiny")
+    parent = tracker.find_parent("table1-tiny-float32")
     runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")
     assert len(runs) == 4 and set(runs["params.engine"]) == {"table1"}
+    assert set(runs["params.precision"]) == {"float32"}
     assert sorted(runs["params.split_seed"].astype(int)) == [42, 42, 43, 43]
     # Running again trains nothing new.
-    table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False)
+    table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
+               precision="float32")
     assert len(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")) == 4
     artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
     assert {"table1.md", "table1.csv"} <= artifacts

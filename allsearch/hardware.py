@@ -1,0 +1,67 @@
+"""What this machine can do for training: native bf16, and how many threads to use.
+
+Imports nothing heavy: the study supervisor decides the precision before any worker loads
+TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from allsearch.errors import ConfigError
+
+__all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
+           "configure_threads"]
+
+Precision = Literal["float32", "bfloat16"]
+# What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
+PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+_BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def bf16_support() -> str:
+    """The CPU features that compute bfloat16 natively ('amx_bf16 avx512_bf16'), or ''.
+
+    Without them TensorFlow emulates bf16, which is slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[-1].split())
+                    return " ".join(f for f in _BF16_CPU_FLAGS if f in flags)
+    except OSError:
+        pass
+    return ""
+
+
+def resolve_precision(requested: str) -> tuple[Precision, str]:
+    """(precision to train in, why): 'auto' picks bfloat16 on a CPU with native bf16."""
+    if requested not in PRECISIONS:
+        raise ConfigError(f"--precision must be one of {list(PRECISIONS)}, got {requested!r}")
+    if requested != "auto":
+        return requested, "asked for"  # type: ignore[return-value]
+    support = bf16_support()
+    if support:
+        return "bfloat16", f"auto: the CPU has {support}"
+    return "float32", "auto: the CPU has no native bf16"
+
+
+def available_cores() -> int:
+    """Cores this process may run on (a container's or taskset's limit, not the host's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def configure_threads(n_threads: int) -> None:
+    """Threads TensorFlow may use in this process (call before the first trial)."""
+    import tensorflow as tf
+
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n_threads)))
+    except RuntimeError:
+        pass  # already initialized: the settings of the first call stay

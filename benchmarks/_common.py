@@ -1,0 +1,63 @@
+"""What the benchmark scripts share: synthetic data, the machine's description, timed
+subprocesses. Each benchmark prints its key figure as its last line."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PAPER_TEST_PREDICTION_S = 1.98   # the paper's Table 1, best row (one run)
+PAPER_VAL_ACCURACY = 0.80
+
+
+def quiet_env() -> dict[str, str]:
+    """The environment for child processes: TensorFlow's start-up chatter off."""
+    return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+
+def synthetic_data(root: Path, per_class: int) -> Path:
+    """A class-folder dataset of synthetic images (the real data is never shipped)."""
+    from allsearch.synthetic import write_dataset
+
+    if not root.is_dir():
+        write_dataset(root, per_class=per_class, duplicate=False, junk=False)
+    return root
+
+
+def machine() -> str:
+    """One line naming this machine: CPU model, cores, bf16 support, Python."""
+    model = platform.processor() or platform.machine()
+    flags: set[str] = set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"})
+    return (f"{model}, {os.cpu_count()} cores, bf16: {' '.join(bf16) or 'none'}; "
+            f"Python {platform.python_version()}")
+
+
+def timed_run(args: list[str], *, cwd: Path | None = None) -> float:
+    """Run `python args...` to the end; its wall time in seconds (fails loudly)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, *args], cwd=cwd, env=quiet_env(),
+                          capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"benchmark step failed: python {' '.join(args)}\n{done.stdout[-2000:]}"
+                 f"\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

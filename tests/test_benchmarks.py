@@ -1,0 +1,41 @@
+"""Every benchmark runs in its --quick mode and ends with its key figure (timings are not
+asserted: they belong to benchmarks/README.md, measured on a named machine)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+# benchmark -> what its last line must say
+KEY_FIGURES = {
+    "overhead": r"^overhead ratio allsearch / plain Keras \(median of 1\): \d+\.\d{3}$",
+    "data": r"^full dataset with HOG/PCA \(median of 1\): cold \d+\.\d+ s, warm \d+\.\d+ s",
+    "precision": r"^bfloat16 speed-up per epoch \(median of 1\): \d+\.\d+x",
+    "latency": r"^483 test images, batch 32, median of 1: float32 \d+\.\d+ s .*paper 1\.98 s$",
+    "pruning": r"^median pruner: \d+ epochs, best val \d\.\d{3}; no pruner: \d+ epochs",
+    "workers": r"^trials per hour: 1 worker \d+, 2 workers \d+ \(ratio \d+\.\d+\)$",
+    "memory": r"^peak RSS growth trial 1 -> 8 \(default, recycled\): [+-]\d+ MB$",
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", sorted(KEY_FIGURES))
+def test_benchmark_quick_mode_runs(name: str, tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=580,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = done.stdout.strip().splitlines()[-1]
+    assert re.search(KEY_FIGURES[name], last), last
+
+
+def test_every_benchmark_is_checked() -> None:
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_")}
+    assert scripts - {"plain_keras"} == set(KEY_FIGURES)
