@@ -12,22 +12,34 @@ from collections.abc import Callable
 from allsearch.errors import AllsearchError
 
 
-def quiet_libraries() -> None:
-    """Silence TensorFlow's C++ banner and library chatter a user cannot act on."""
+def quiet_libraries(threads: int | None = None) -> None:
+    """Silence TensorFlow's C++ banner and library chatter a user cannot act on.
+
+    `threads`: TensorFlow's thread count for this process; it can only be set before the
+    runtime starts, which happens here (default: $ALLSEARCH_THREADS, else every core).
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-    _import_tensorflow_silently()
+    if threads is None and os.environ.get("ALLSEARCH_THREADS"):
+        from allsearch.hardware import threads_per_worker
+
+        threads = threads_per_worker(1)
+    _import_tensorflow_silently(threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
     for name in ("mlflow", "alembic", "optuna", "absl", "tensorflow", "kagglehub"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _import_tensorflow_silently() -> None:
+def _import_tensorflow_silently(threads: int | None) -> None:
     """TensorFlow 2.21 writes its start-up INFO lines (oneDNN, CUDA probing) straight to
     file descriptor 2, ignoring TF_CPP_MIN_LOG_LEVEL; hide them while it starts."""
+    from allsearch.hardware import configure_threads
+
     if "tensorflow" in sys.modules:
+        if threads:
+            configure_threads(threads)  # applies only if the runtime has not started yet
         return
     sys.stderr.flush()
     saved = os.dup(2)
@@ -37,6 +49,8 @@ def _import_tensorflow_silently() -> None:
             try:
                 import tensorflow as tf
 
+                if threads:
+                    configure_threads(threads)
                 tf.constant(0)  # starts the runtime: the CUDA probe logs here, once
             except ImportError:
                 pass  # the real import, later, reports it with its message

@@ -12,7 +12,7 @@ from typing import Literal
 from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
-           "configure_threads"]
+           "threads_per_worker", "configure_threads"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -56,12 +56,25 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
-def configure_threads(n_threads: int) -> None:
-    """Threads TensorFlow may use in this process (call before the first trial)."""
+def threads_per_worker(workers: int) -> int:
+    """Threads for each of `workers` training processes on this machine: $ALLSEARCH_THREADS
+    when set (containers that share a host set it), else the cores split evenly."""
+    value = os.environ.get("ALLSEARCH_THREADS", "").strip()
+    if value:
+        if not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"ALLSEARCH_THREADS must be a positive integer, got {value!r}")
+        return int(value)
+    return max(1, available_cores() // max(1, workers))
+
+
+def configure_threads(n_threads: int) -> bool:
+    """Threads TensorFlow may use in this process; False when its runtime has already started
+    (the count cannot change then: set it before the first TensorFlow operation)."""
     import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(n_threads)
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, n_threads)))
     except RuntimeError:
-        pass  # already initialized: the settings of the first call stay
+        return False
+    return True

@@ -14,6 +14,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import socket
 import sys
 import time
 import warnings
@@ -42,6 +43,9 @@ PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 PARENT_ATTR = "mlflow_parent_run_id"
 ENGINE = "optuna"
+# Which process on which machine ran a trial (a user attr and a run tag): where to look when
+# a worker dies.
+WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,7 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
     config = ctx.config
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
+    trial.set_user_attr("worker", WORKER_ID)
     previous = None if config.retrain_duplicates else _same_configuration(trial, config)
     if previous is not None:
         return _reuse(ctx, trial, previous, hparams)
@@ -277,7 +282,8 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
             dataset=ctx.dataset, hparams=hparams,
             seeds=[config.seed + r for r in range(config.repeats)],
             params={**ctx.base_params, "trial_number": trial.number, "seed": config.seed},
-            tags={"trial_number": trial.number, "engine": ENGINE}, precision=config.precision,
+            tags={"trial_number": trial.number, "engine": ENGINE, "worker": WORKER_ID},
+            precision=config.precision,
             first_callbacks=pruning, pruned_exceptions=(optuna.TrialPruned,),
             log_model=lambda value: config.log_models == "all" or (
                 config.log_models == "best" and value > _best_value(trial.study)),
@@ -598,12 +604,11 @@ def _run_workers(config: StudyConfig, study: optuna.Study, remaining: int) -> No
 
 def _worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
     from allsearch import _cli
-    from allsearch.hardware import available_cores, configure_threads
+    from allsearch.hardware import threads_per_worker
     from allsearch.tracking import Tracker
 
-    _cli.quiet_libraries()
     # Workers share the cores: more threads than cores per worker only adds switching.
-    configure_threads(max(1, available_cores() // config.workers))
+    _cli.quiet_libraries(threads=threads_per_worker(config.workers))
     space = load_space(config.space)
     # Each worker samples from its own seeded stream, or all would propose the same trial.
     study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))

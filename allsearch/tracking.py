@@ -178,7 +178,9 @@ class Tracker:
 
     def _create_experiment(self, name: str) -> str:
         location = None
-        if self.tracking_uri.startswith("sqlite:") or "://" not in self.tracking_uri:
+        # A tracking server decides where artifacts go; a database we write directly does not,
+        # and MLflow would default to ./mlruns of whatever folder the worker runs in.
+        if not self.tracking_uri.startswith(("http:", "https:", "databricks")):
             root = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT))
             location = (root.resolve() / name).as_uri()
         try:

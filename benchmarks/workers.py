@@ -1,12 +1,14 @@
 """Trials per hour with one worker and with two on this machine.
 
     python benchmarks/workers.py [--quick] [--data PATH] [--epochs 3]
+                                 [--storage postgresql://...] [--tracking-uri http://...]
 
 Runs the same 8 configurations (a grid: conv layers 1-4 x the two losses, batch 64) as one
 study with --workers 1 and again with --workers 2 (each worker takes cores / workers threads),
 each worker process running 4 trials. The grid makes both runs train exactly the same models.
 --quick: synthetic images, 4 one-epoch configurations, 2 trials per process. Key figure, last
-line: trials per hour of each and their ratio.
+line: trials per hour of each and their ratio. By default the study lives in a temporary
+SQLite file; --storage/--tracking-uri run it against PostgreSQL and an MLflow server instead.
 """
 
 from __future__ import annotations
@@ -36,7 +38,12 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--storage", default=None, help="Optuna storage (default: temporary SQLite)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow tracking URI (default: temporary SQLite)")
     args = parser.parse_args()
+    import uuid
+
     from allsearch import study
 
     workdir = Path(tempfile.mkdtemp(prefix="allsearch-workers-"))
@@ -51,8 +58,10 @@ def main() -> None:
     for workers in (1, 2):
         started = time.perf_counter()
         done = study.run(trials=trials, space=str(space), data=data,
-                         study_name=f"workers-{workers}", storage=f"sqlite:///{workdir}/optuna.db",
-                         tracking_uri=f"sqlite:///{workdir}/mlflow.db", sampler="grid",
+                         study_name=f"workers-{workers}-{uuid.uuid4().hex[:6]}",
+                         storage=args.storage or f"sqlite:///{workdir}/optuna.db",
+                         tracking_uri=args.tracking_uri or f"sqlite:///{workdir}/mlflow.db",
+                         sampler="grid",
                          pruner="none", log_models="none", precision=args.precision,
                          workers=workers, trials_per_process=per_process, progress=False)
         elapsed = time.perf_counter() - started
@@ -63,8 +72,11 @@ def main() -> None:
         print(f"{workers} worker(s): {trials} trials in {elapsed:.0f} s = {rates[workers]:.0f} "
               f"trials/hour")
     print(f"machine: {machine()}")
+    from allsearch.tracking import _redact
+
+    stores = f"{_redact(args.storage)} + {args.tracking_uri}" if args.storage else "SQLite"
     print(f"data: {data}; {trials} configurations, {epochs} epoch(s) each, "
-          f"{per_process} trials per worker process")
+          f"{per_process} trials per worker process; stores: {stores}")
     print(f"trials per hour: 1 worker {rates[1]:.0f}, 2 workers {rates[2]:.0f} "
           f"(ratio {rates[2] / rates[1]:.2f})")
 

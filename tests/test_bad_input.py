@@ -197,3 +197,15 @@ def test_unknown_sampler_or_pruner(flag: str, value: str, capsys: pytest.Capture
     assert info.value.code == 2 and f"invalid choice: '{value}'" in err and "Traceback" not in err
     with pytest.raises(study.ConfigError, match=f"--{flag[2:]} must be one of"):
         study.run(**{flag[2:]: value})
+
+
+@pytest.mark.parametrize("flag, url", [
+    ("--storage", "postgresql://allsearch:hunter2@127.0.0.1:1/optuna"),
+    ("--tracking-uri", "http://allsearch:hunter2@127.0.0.1:1"),
+])
+def test_passwords_in_urls_are_never_printed(flag: str, url: str, tiny_data: Path,
+                                             capsys: pytest.CaptureFixture) -> None:
+    code = study.main(["--trials", "1", "--space", "smoke", "--data", str(tiny_data),
+                       "--no-progress", flag, url])
+    line = one_line_error(capsys)
+    assert code == 2 and "hunter2" not in line and "***" in line and "127.0.0.1:1" in line

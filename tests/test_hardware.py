@@ -45,3 +45,29 @@ def test_study_records_the_resolved_precision(tiny_data: Path, monkeypatch: pyte
     assert parent.data.params["precision_reason"] == "auto: the CPU has no native bf16"
     child = tracker.client.get_run(done.trials[0].user_attrs["mlflow_run_id"])
     assert child.data.params["precision"] == "float32"
+
+
+@pytest.mark.parametrize("env, expected", [({"ALLSEARCH_THREADS": "1"}, 1), ({}, None)])
+def test_thread_count_reaches_tensorflow(env: dict[str, str], expected: int | None) -> None:
+    """The count must be set before TensorFlow's runtime starts, or it is silently ignored."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from allsearch import _cli; _cli.quiet_libraries(); import tensorflow as tf; "
+            "print(tf.config.threading.get_intra_op_parallelism_threads())")
+    environment = {k: v for k, v in os.environ.items() if k != "ALLSEARCH_THREADS"}
+    done = subprocess.run([sys.executable, "-c", code], env={**environment, **env},
+                          capture_output=True, text=True, check=True)
+    assert int(done.stdout.split()[-1]) == (expected or 0)  # 0: TensorFlow picks (all cores)
+
+
+def test_threads_per_worker_splits_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ALLSEARCH_THREADS", raising=False)
+    monkeypatch.setattr(hardware, "available_cores", lambda: 8)
+    assert [hardware.threads_per_worker(w) for w in (1, 2, 3, 16)] == [8, 4, 2, 1]
+    monkeypatch.setenv("ALLSEARCH_THREADS", "3")
+    assert hardware.threads_per_worker(2) == 3
+    monkeypatch.setenv("ALLSEARCH_THREADS", "many")
+    with pytest.raises(ConfigError, match="ALLSEARCH_THREADS must be a positive integer"):
+        hardware.threads_per_worker(1)
