@@ -41,6 +41,8 @@ Pruner = Literal["median", "hyperband", "none"]
 SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
+ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
+TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
 PARENT_ATTR = "mlflow_parent_run_id"
 ENGINE = "optuna"
 # Which process on which machine ran a trial (a user attr and a run tag): where to look when
@@ -70,6 +72,8 @@ class StudyConfig:
     trials_per_process: int = 1
     retrain_duplicates: bool = False
     progress: bool = True
+    engine: Literal["optuna", "keras-tuner"] = "optuna"
+    tuner: Literal["hyperband", "bayesian", "random"] = "hyperband"
 
     def validate(self) -> None:
         for name in ("trials", "repeats", "workers"):
@@ -83,7 +87,8 @@ class StudyConfig:
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for name, allowed in (("sampler", SAMPLERS), ("pruner", PRUNERS),
-                              ("log_models", LOG_MODELS), ("precision", PRECISIONS)):
+                              ("log_models", LOG_MODELS), ("precision", PRECISIONS),
+                              ("engine", ENGINES), ("tuner", TUNERS)):
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"--{name.replace('_', '-')} must be one of {list(allowed)}, "
                                   f"got {getattr(self, name)!r}")
@@ -321,16 +326,16 @@ def _same_configuration(trial: optuna.Trial, config: StudyConfig
 def _reuse(ctx: _Context, trial: optuna.Trial, previous: optuna.trial.FrozenTrial,
            hparams: HParams) -> float:
     """Record a proposal of an already evaluated configuration without training it again."""
+    from allsearch.tracked import record_duplicate
+
     source = previous.user_attrs.get("duplicate_of", previous.number)
-    run = ctx.tracker.start_trial(
-        parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
-        params={**hparams.to_dict(), **ctx.base_params, "trial_number": trial.number,
-                "seed": ctx.config.seed},
-        tags={"trial_number": trial.number, "engine": ENGINE, "duplicate_of": source})
-    metrics = ctx.tracker.client.get_run(previous.user_attrs["mlflow_run_id"]).data.metrics
-    ctx.tracker.log_metrics(run.run_id, metrics)
-    run.end("COMPLETE")
-    trial.set_user_attr("mlflow_run_id", run.run_id)
+    run_id = record_duplicate(
+        ctx.tracker, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+        params={**hparams.to_dict(), "precision": ctx.config.precision, **ctx.base_params,
+                "trial_number": trial.number, "seed": ctx.config.seed},
+        tags={"trial_number": trial.number, "engine": ENGINE, "worker": WORKER_ID},
+        source_run_id=previous.user_attrs["mlflow_run_id"], source_trial=source)
+    trial.set_user_attr("mlflow_run_id", run_id)
     trial.set_user_attr("duplicate_of", source)
     if "test_accuracy" in previous.user_attrs:
         trial.set_user_attr("test_accuracy", previous.user_attrs["test_accuracy"])
@@ -354,27 +359,31 @@ def run(*, trials: int = 50, timeout: float | None = None, space: str = "paper",
         log_models: Literal["best", "all", "none"] = "best",
         precision: Literal["auto", "float32", "bfloat16"] = "auto", split_seed: int = 42,
         trials_per_process: int = 1, retrain_duplicates: bool = False, progress: bool = True,
+        engine: Literal["optuna", "keras-tuner"] = "optuna",
+        tuner: Literal["hyperband", "bayesian", "random"] = "hyperband",
         trial_callbacks: Sequence[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] = ()
-        ) -> optuna.Study:
+        ) -> Any:
     """Run (or resume) a study until it holds `trials` finished trials; returns the study.
 
     Trials run in worker processes, a fresh one every `trials_per_process` trials, because
     TensorFlow keeps tens of MB per model.fit that clear_session does not return (see
     benchmarks/memory.py); `trials_per_process=0` with one worker runs every trial in this
     process. `trial_callbacks` are Optuna callbacks called after each trial in this process
-    (only then).
+    (only then). Returns the Optuna study, or with engine="keras-tuner" (search/*.yaml run by
+    KerasTuner's `tuner`, see allsearch.kt_engine) a KerasTunerStudy.
     """
     config = StudyConfig(trials=trials, timeout=timeout, space=space, data=data,
                          study_name=study_name, storage=storage, tracking_uri=tracking_uri,
                          sampler=sampler, pruner=pruner, seed=seed, repeats=repeats,
                          workers=workers, log_models=log_models, precision=precision,
                          split_seed=split_seed, trials_per_process=trials_per_process,
-                         retrain_duplicates=retrain_duplicates, progress=progress)
+                         retrain_duplicates=retrain_duplicates, progress=progress,
+                         engine=engine, tuner=tuner)
     return run_config(config, trial_callbacks=trial_callbacks)
 
 
 def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., None]] = ()
-               ) -> optuna.Study:
+               ) -> Any:
     from allsearch.model import max_conv_layers
     from allsearch.tracking import Tracker
 
@@ -382,8 +391,10 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
     search_space = load_space(config.space)
     precision, precision_reason = resolve_precision(config.precision)
     # Workers get the resolved precision: every trial of the study trains alike.
-    config = replace(config, study_name=config.study_name or search_space.name,
+    config = replace(config, study_name=config.study_name or _default_name(config, search_space),
                      precision=precision)
+    if config.engine == "keras-tuner":
+        return _run_keras_tuner(config, search_space, precision_reason)
     # Everything a user can get wrong is checked before any training starts.
     study, created = open_study(config, search_space)
     tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
@@ -419,6 +430,100 @@ def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., N
     finally:
         _finish_parent(study, tracker, parent_id, config, status)
     return study
+
+
+def _default_name(config: StudyConfig, space: SearchSpace) -> str:
+    """The space's name; a KerasTuner study is named after its tuner too (paper-hyperband),
+    so that both engines' studies of one space sit side by side."""
+    return space.name if config.engine == "optuna" else f"{space.name}-{config.tuner}"
+
+
+def _run_keras_tuner(config: StudyConfig, space: SearchSpace, precision_reason: str) -> Any:
+    from allsearch import kt_engine
+    from allsearch.model import max_conv_layers
+    from allsearch.tracking import Tracker
+
+    assert config.study_name is not None
+    tracker = Tracker(config.study_name, tracking_uri=config.tracking_uri)
+    dataset = _load_data(config, space)
+    _check_depth(space, max_conv_layers(dataset.image_shape[0]), dataset.image_shape[0])
+    settings = {**_settings(config, space, dataset), "precision_reason": precision_reason,
+                "engine": kt_engine.ENGINE, "tuner": config.tuner,
+                "keras_tuner_dir": str(kt_engine.working_dir() / config.study_name)}
+    parent_id = tracker.find_parent(config.study_name)
+    if parent_id is None:
+        parent_id = tracker.start_parent(config.study_name, settings)
+    else:
+        tracker.resume_parent(parent_id, settings)
+    tracker.set_tags(parent_id, {"trials_target": config.trials, "engine": kt_engine.ENGINE,
+                                 "tuner": config.tuner})
+    status = "FINISHED"
+    try:
+        return kt_engine.run_keras_tuner(config, space, dataset, tracker, parent_id)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        _finish_keras_tuner_parent(tracker, parent_id, config, status)
+
+
+def _finish_keras_tuner_parent(tracker: Any, parent_id: str, config: StudyConfig,
+                               status: str) -> None:
+    """Counts, best trial, champion and leaderboard on the parent run, as for Optuna."""
+    from allsearch import leaderboard
+
+    try:
+        runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}'")
+        if not runs.empty:
+            states = runs["tags.state"].value_counts()
+            tracker.log_metrics(parent_id, {f"n_{s.lower()}": int(states.get(s, 0))
+                                            for s in ("COMPLETE", "PRUNED", "FAIL")})
+            complete = runs[runs["tags.state"] == "COMPLETE"]
+            if not complete.empty:
+                best = complete.loc[complete["metrics.val_accuracy"].idxmax()]
+                tracker.set_tags(parent_id, {"best.trial_number": best["tags.trial_number"],
+                                             "best.mlflow_run_id": best["run_id"]})
+                tracker.log_metrics(parent_id, {
+                    "best_val_accuracy": float(best["metrics.val_accuracy"]),
+                    "best_test_accuracy": float(best["metrics.test_accuracy"]),
+                    "best_trial": float(best["tags.trial_number"])})
+                model_uri = best.get("tags.model_uri")
+                if isinstance(model_uri, str) and model_uri:
+                    current = tracker.client.get_run(parent_id).data.tags.get("champion.model_uri")
+                    if current != model_uri:
+                        version = tracker.register_champion(model_uri, _model_name(config))
+                        tracker.set_tags(parent_id, {
+                            "champion.model_uri": model_uri,
+                            "champion": f"models:/{_model_name(config)}@champion (version {version})"})
+        table = leaderboard.study_table(tracker, parent_id)
+        if len(table):
+            tracker.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
+            tracker.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
+    except STORE_ERRORS as exc:
+        warnings.warn(f"could not write the study summary to MLflow ({_first_line(exc)})",
+                      stacklevel=2)
+        return
+    tracker.end_run(parent_id, status)
+
+
+def summarize_keras_tuner(result: Any) -> str:
+    """The closing lines of a KerasTuner study, read back from MLflow."""
+    runs = result.tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{result.parent_id}'")
+    states = runs["tags.state"].value_counts() if len(runs) else {}
+    table = result.table()
+    complete = table[table["State"] == "COMPLETE"] if len(table) else table
+    lines = [f"study '{result.name}' (keras-tuner {result.tuner}): {len(runs)} trials "
+             f"({states.get('COMPLETE', 0)} complete, {states.get('FAIL', 0)} failed)"]
+    if len(complete):
+        best = complete.iloc[0]
+        params = " ".join(f"{k}={best[k]}" for k in ("epochs", "batch_size", "loss", "conv_layers")
+                          if k in best)
+        lines.append(f"best trial #{best['Trial']}: val_accuracy {best['Validation Accuracy']:.3f}"
+                     f"  test_accuracy {best['Test Accuracy']:.3f}  {params}")
+    lines.append(f"paper's Table 1 (one run):  val_accuracy {PAPER_TABLE1_BEST['val_accuracy']:.2f}"
+                 f"  test_accuracy {PAPER_TABLE1_BEST['test_accuracy']:.2f}")
+    lines.append(f"MLflow: experiment '{result.name}', parent run {result.parent_id}")
+    return "\n".join(lines)
 
 
 def _load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
@@ -787,6 +892,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                         "sqlite:///mlruns/mlflow.db)")
+    p.add_argument("--engine", default="optuna", choices=ENGINES,
+                   help="optuna (default) or keras-tuner: the same space, trial code and MLflow "
+                        "layout through KerasTuner")
+    p.add_argument("--tuner", default="hyperband", choices=TUNERS,
+                   help="KerasTuner's search with --engine keras-tuner: hyperband (default), "
+                        "bayesian, random")
     p.add_argument("--sampler", default="tpe", choices=SAMPLERS,
                    help="tpe (default), random, grid, cmaes, gp (gp needs PyTorch)")
     p.add_argument("--pruner", default="median", choices=PRUNERS,
@@ -829,8 +940,9 @@ def main(argv: list[str] | None = None) -> int:
                     seed=args.seed, repeats=args.repeats, workers=args.workers,
                     log_models=args.log_models, precision=args.precision,
                     split_seed=args.split_seed, trials_per_process=args.trials_per_process,
-                    retrain_duplicates=args.retrain_duplicates, progress=not args.no_progress)
-        print(summarize(study))
+                    retrain_duplicates=args.retrain_duplicates, progress=not args.no_progress,
+                    engine=args.engine, tuner=args.tuner)
+        print(summarize(study) if isinstance(study, optuna.Study) else summarize_keras_tuner(study))
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0
 

@@ -127,3 +127,15 @@ def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
             metrics[f"{name}_sd"] = statistics.stdev(m[name] for m in per_run)
         metrics["repeats"] = float(len(results))
     return metrics
+
+
+def record_duplicate(tracker: Tracker, *, parent_id: str, name: str, params: dict[str, Any],
+                     tags: dict[str, Any], source_run_id: str, source_trial: Any) -> str:
+    """A child run for a configuration already trained with the same seed: its metrics are
+    copied from the earlier run (training is deterministic on a CPU) and it is tagged
+    `duplicate_of`, so the leaderboard counts it once. Returns the new run's id."""
+    run = tracker.start_trial(parent_id=parent_id, name=name, params=params,
+                              tags={**tags, "duplicate_of": source_trial})
+    tracker.log_metrics(run.run_id, tracker.client.get_run(source_run_id).data.metrics)
+    run.end("COMPLETE")
+    return run.run_id
