@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -102,6 +103,7 @@ def run_keras_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset,
     if config.workers != 1:
         raise ConfigError("--engine keras-tuner runs one worker; use --engine optuna for "
                           "--workers > 1")
+    started = time.monotonic()
     done = _finished_trials(tracker, parent_id)
     base_params = {**optuna_engine._base_params(dataset), "engine": ENGINE,
                    "tuner": config.tuner}
@@ -113,8 +115,9 @@ def run_keras_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset,
             _run_one(config, space, dataset, tracker, parent_id, base_params, number=0,
                      values=baseline, best=-math.inf)
     if tuner_trials > 0:
+        deadline = None if config.timeout is None else started + config.timeout
         tuner = _make_tuner(config, space, dataset, tracker, parent_id, base_params,
-                            max_trials=tuner_trials)
+                            max_trials=tuner_trials, deadline=deadline)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -191,8 +194,8 @@ def _same_configuration(tracker: Tracker, parent_id: str, hparams: Any,
 
 
 def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, tracker: Tracker,
-                parent_id: str, base_params: dict[str, Any], *, max_trials: int
-                ) -> keras_tuner.Tuner:
+                parent_id: str, base_params: dict[str, Any], *, max_trials: int,
+                deadline: float | None = None) -> keras_tuner.Tuner:
     import keras_tuner
 
     hp = hyperparameters(space, tuner=config.tuner)
@@ -229,6 +232,12 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, track
                 # broken store would fail every trial the same way, so stop the search.
                 raise keras_tuner.errors.FatalError(str(exc)) from exc
             return {OBJECTIVE: value}
+
+        def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
+            super().on_trial_end(trial)
+            if deadline is not None and time.monotonic() > deadline:
+                # --timeout: start no further trial (the oracle stops at max_trials).
+                self.oracle.max_trials = len(self.oracle.trials)
 
     return TrackedTuner(oracle=oracle, directory=str(working_dir()),
                         project_name=config.study_name, overwrite=False)

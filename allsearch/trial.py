@@ -161,10 +161,18 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         keras.mixed_precision.set_global_policy("float32")
 
 
+_trained_in_this_process = False
+
+
 def _fresh_session() -> None:
     # Without this, every trial's graph stays in memory and the process grows trial by trial.
-    keras.backend.clear_session()
-    gc.collect()
+    # The first trial of a process has nothing to clear (and a full collection after the
+    # imports costs a second or two).
+    global _trained_in_this_process
+    if _trained_in_this_process:
+        keras.backend.clear_session()
+        gc.collect()
+    _trained_in_this_process = True
 
 
 def _first(inputs: Any, n: int) -> Any:

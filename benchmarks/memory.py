@@ -7,7 +7,7 @@ Runs the same study of 1-epoch trials of the paper's network (search/smoke.yaml)
               and garbage collected between trials, yet TensorFlow keeps tens of MB per fit;
   recycled    the default: a fresh worker process per trial (--trials-per-process 1).
 Reports the peak resident memory (ru_maxrss) of the process that trained, after trial 1 and
-after the last trial. --quick: synthetic images, 8 trials. The key figure, printed last, is
+after the last trial. --quick: synthetic images, 4 trials. The key figure, printed last, is
 the growth of peak RSS from trial 1 to the last trial under the default.
 """
 
@@ -29,7 +29,7 @@ def peak_mb() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="synthetic data, 8 trials")
+    parser.add_argument("--quick", action="store_true", help="synthetic data, 4 trials")
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
@@ -44,7 +44,7 @@ def main() -> None:
         from conftest import write_dataset
 
         data = str(write_dataset(workdir / "synthetic", per_class=30, duplicate=False, junk=False))
-    trials = 8 if args.quick else args.trials
+    trials = 4 if args.quick else args.trials
     tracking = f"sqlite:///{workdir}/mlflow.db"
     common = dict(trials=trials, space="smoke", data=data, storage=f"sqlite:///{workdir}/optuna.db",
                   tracking_uri=tracking, pruner="none", log_models="none", progress=False)

@@ -5,7 +5,7 @@
 Builds the network with allsearch's factory (batch 64, categorical CE, 3 conv) and trains it
 on the training split (2,251 images on the real data; without --data, random images of the
 same count: speed does not depend on the pixels), alternating float32 and mixed_bfloat16 in
-one process. The first epoch of each fit (tracing) is left out. --quick: 600 images, 3 epochs,
+one process. The first epoch of each fit (tracing) is left out. --quick: 400 images, 3 epochs,
 one round. Key figure, last line: the bf16 speed-up per epoch.
 """
 
@@ -52,7 +52,7 @@ def seconds_per_epoch(x: np.ndarray, y: np.ndarray, precision: str, epochs: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="600 images, 3 epochs, one round")
+    parser.add_argument("--quick", action="store_true", help="400 images, 3 epochs, one round")
     parser.add_argument("--data", default=None, help="dataset folder (default: random images)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=4)
@@ -64,7 +64,7 @@ def main() -> None:
         dataset = load_dataset(args.data)
         x, labels, n_classes = dataset.x_train, dataset.y_train, dataset.n_classes
     else:
-        n = 600 if args.quick else 2251
+        n = 400 if args.quick else 2251
         rng = np.random.default_rng(0)
         x = rng.random((n, 100, 100, 1), dtype=np.float32)
         labels, n_classes = rng.integers(0, 4, n), 4

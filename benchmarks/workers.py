@@ -6,7 +6,7 @@
 Runs the same 8 configurations (a grid: conv layers 1-4 x the two losses, batch 64) as one
 study with --workers 1 and again with --workers 2 (each worker takes cores / workers threads),
 each worker process running 4 trials. The grid makes both runs train exactly the same models.
---quick: synthetic images, 4 one-epoch configurations, 2 trials per process. Key figure, last
+--quick: synthetic images, 4 one-epoch configurations, 4 trials per process. Key figure, last
 line: trials per hour of each and their ratio. By default the study lives in a temporary
 SQLite file; --storage/--tracking-uri run it against PostgreSQL and an MLflow server instead.
 """
@@ -44,12 +44,13 @@ def main() -> None:
     args = parser.parse_args()
     import uuid
 
-    from allsearch import study
+    from allsearch import _cli, study
 
+    _cli.quiet_libraries()
     workdir = Path(tempfile.mkdtemp(prefix="allsearch-workers-"))
     os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
                       ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"))
-    depths, epochs, per_process = ([1, 2], 1, 2) if args.quick else ([1, 2, 3, 4], args.epochs, 4)
+    depths, epochs, per_process = ([1, 2], 1, 4) if args.quick else ([1, 2, 3, 4], args.epochs, 4)
     trials = 2 * len(depths)
     space = workdir / "workers.yaml"
     space.write_text(SPACE.format(depths=depths, epochs=epochs))

@@ -20,6 +20,7 @@ KEY_FIGURES = {
     "latency": r"^483 test images, batch 32, median of 1: float32 \d+\.\d+ s .*paper 1\.98 s$",
     "pruning": r"^median pruner: \d+ epochs, best val \d\.\d{3}; no pruner: \d+ epochs",
     "workers": r"^trials per hour: 1 worker \d+, 2 workers \d+ \(ratio \d+\.\d+\)$",
+    "engines": r"^best validation accuracy: optuna-tpe-median \d\.\d{3}, kt-hyperband \d\.\d{3}, kt-random \d\.\d{3}$",
     "memory": r"^peak RSS growth trial 1 -> 8 \(default, recycled\): [+-]\d+ MB$",
 }
 
