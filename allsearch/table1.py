@@ -209,7 +209,9 @@ def reproduce(tracker: Any, parents: dict[str, str], configs: list[Table1Config]
                 "Validation Accuracy SD": float(m["Validation Accuracy SD"]),
                 "Validation Prediction Time (s)": float(m["Validation Prediction Time (s)"]),
                 "Test Accuracy": mean, "Test Accuracy SD": sd,
-                "Test Accuracy CI95 low": mean - half, "Test Accuracy CI95 high": mean + half,
+                # Accuracy is bounded: the t-interval is clipped to [0, 1].
+                "Test Accuracy CI95 low": mean - half if math.isnan(half) else max(0.0, mean - half),
+                "Test Accuracy CI95 high": mean + half if math.isnan(half) else min(1.0, mean + half),
                 "Test Prediction Time (s)": float(m["Test Prediction Time (s)"]),
                 "Paper Validation Accuracy": config.paper.get("val_accuracy", math.nan),
                 "Paper Test Accuracy": paper_test,

@@ -31,17 +31,32 @@ fixed: {loss: categorical_crossentropy, dense_units: 32}
 """
 
 
+def epochs_trained(study_name: str, tracking_uri: str) -> int:
+    """Epochs the study's trials trained, read from their MLflow runs (a pruned run logs the
+    epochs it ran; a re-proposed configuration, tagged duplicate_of, trained none)."""
+    from allsearch.tracking import Tracker
+
+    tracker = Tracker(study_name, tracking_uri=tracking_uri)
+    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{tracker.find_parent(study_name)}'")
+    if "tags.duplicate_of" in runs:
+        runs = runs[runs["tags.duplicate_of"].isna()]
+    return int(runs["metrics.epochs_run"].fillna(0).sum())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="synthetic data, 8 small trials")
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--workdir", default=None,
+                        help="folder of the stores (default: a new temporary one); the same "
+                             "folder again resumes both studies")
     args = parser.parse_args()
     from allsearch import _cli, study
 
     _cli.quiet_libraries()
-    workdir = Path(tempfile.mkdtemp(prefix="allsearch-pruning-"))
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="allsearch-pruning-"))
     os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
                       ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"))
     space = "paper"
@@ -58,8 +73,7 @@ def main() -> None:
                          tracking_uri=f"sqlite:///{workdir}/mlflow.db", pruner=pruner, seed=0,
                          log_models="none", precision=args.precision, trials_per_process=0,
                          progress=False)
-        epochs = sum(len(t.intermediate_values) for t in done.trials
-                     if "duplicate_of" not in t.user_attrs)
+        epochs = epochs_trained(f"pruning-{pruner}", f"sqlite:///{workdir}/mlflow.db")
         pruned = sum(t.state.name == "PRUNED" for t in done.trials)
         results[pruner] = (epochs, done.best_value, pruned, time.perf_counter() - started)
         print(f"pruner {pruner}: {epochs} epochs trained, {pruned} of {trials} trials pruned, "
