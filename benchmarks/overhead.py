@@ -39,7 +39,9 @@ def main() -> None:
     args = parser.parse_args()
     rounds, epochs = (1, 2) if args.quick else (args.rounds, args.epochs)
     workdir = Path(tempfile.mkdtemp(prefix="allsearch-overhead-"))
-    data = args.data or str(synthetic_data(workdir / "synthetic", per_class=60))
+    # Absolute: the timed commands run in the temporary folder.
+    data = str(Path(args.data).resolve()) if args.data else str(
+        synthetic_data(workdir / "synthetic", per_class=60))
     space = workdir / "overhead.yaml"
     space.write_text(SPACE.format(epochs=epochs))
     # Every store of the allsearch runs lives in the temporary folder.
