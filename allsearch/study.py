@@ -488,13 +488,8 @@ def _finish_keras_tuner_parent(tracker: Any, parent_id: str, config: StudyConfig
                     "best_test_accuracy": float(best["metrics.test_accuracy"]),
                     "best_trial": float(best["tags.trial_number"])})
                 model_uri = best.get("tags.model_uri")
-                if isinstance(model_uri, str) and model_uri:
-                    current = tracker.client.get_run(parent_id).data.tags.get("champion.model_uri")
-                    if current != model_uri:
-                        version = tracker.register_champion(model_uri, _model_name(config))
-                        tracker.set_tags(parent_id, {
-                            "champion.model_uri": model_uri,
-                            "champion": f"models:/{_model_name(config)}@champion (version {version})"})
+                _register_champion(tracker, model_uri if isinstance(model_uri, str) else None,
+                                   _model_name(config), parent_id)
         table = leaderboard.study_table(tracker, parent_id)
         if len(table):
             tracker.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
@@ -781,7 +776,8 @@ def _summarize_on_parent(study: optuna.Study, tracker: Any, parent_id: str,
                                         "best_test_accuracy": best.user_attrs.get(
                                             "test_accuracy", math.nan),
                                         "best_trial": best.number})
-        _register_champion(tracker, best, _model_name(config), parent_id)
+        _register_champion(tracker, best.user_attrs.get("model_uri"), _model_name(config),
+                           parent_id)
     _log_study_plots(study, tracker, parent_id)
     table = leaderboard.study_table(tracker, parent_id)
     if len(table):
@@ -796,9 +792,9 @@ def _best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
         return None
 
 
-def _register_champion(tracker: Any, best: optuna.trial.FrozenTrial, model_name: str,
+def _register_champion(tracker: Any, model_uri: str | None, model_name: str,
                        parent_id: str) -> None:
-    model_uri = best.user_attrs.get("model_uri")
+    """Point `models:/<name>@champion` at the best trial's model, unless it already does."""
     if not model_uri:
         return
     current = tracker.client.get_run(parent_id).data.tags.get("champion.model_uri")

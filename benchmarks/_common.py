@@ -8,6 +8,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -19,6 +20,17 @@ PAPER_VAL_ACCURACY = 0.80
 def quiet_env() -> dict[str, str]:
     """The environment for child processes: TensorFlow's start-up chatter off."""
     return {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONWARNINGS": "ignore"}
+
+
+def isolated_workdir(name: str, folder: str | None = None) -> Path:
+    """A folder for one benchmark's stores (a new temporary one unless given); this process's
+    caches, MLflow artifacts and KerasTuner files are pointed into it, so a benchmark never
+    writes into the repository's mlruns/."""
+    workdir = Path(folder or tempfile.mkdtemp(prefix=f"allsearch-{name}-"))
+    os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
+                      ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"),
+                      ALLSEARCH_KERAS_TUNER_DIR=str(workdir / "keras-tuner"))
+    return workdir
 
 
 def synthetic_data(root: Path, per_class: int) -> Path:

@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import PAPER_VAL_ACCURACY, machine, synthetic_data  # noqa: E402
+from _common import PAPER_VAL_ACCURACY, isolated_workdir, machine, synthetic_data  # noqa: E402
 
 QUICK_SPACE = """name: engines-quick
 objective: val_accuracy
@@ -58,10 +57,7 @@ def main() -> None:
     from allsearch.tracking import Tracker
 
     _cli.quiet_libraries()
-    workdir = Path(tempfile.mkdtemp(prefix="allsearch-engines-"))
-    os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
-                      ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"),
-                      ALLSEARCH_KERAS_TUNER_DIR=str(workdir / "keras-tuner"))
+    workdir = isolated_workdir("engines")
     space, budget = "paper", args.budget
     if args.quick:
         space, budget = str(workdir / "quick.yaml"), 40.0

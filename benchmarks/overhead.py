@@ -16,11 +16,9 @@ allsearch / plain (median over rounds).
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
-from _common import REPO, machine, median, synthetic_data, timed_run
+from _common import REPO, isolated_workdir, machine, median, synthetic_data, timed_run
 
 SPACE = """name: overhead
 objective: val_accuracy
@@ -38,15 +36,13 @@ def main() -> None:
     parser.add_argument("--precision", default="float32", choices=("float32", "bfloat16"))
     args = parser.parse_args()
     rounds, epochs = (1, 2) if args.quick else (args.rounds, args.epochs)
-    workdir = Path(tempfile.mkdtemp(prefix="allsearch-overhead-"))
+    # Every store of the allsearch runs lives in the temporary folder.
+    workdir = isolated_workdir("overhead")
     # Absolute: the timed commands run in the temporary folder.
     data = str(Path(args.data).resolve()) if args.data else str(
         synthetic_data(workdir / "synthetic", per_class=60))
     space = workdir / "overhead.yaml"
     space.write_text(SPACE.format(epochs=epochs))
-    # Every store of the allsearch runs lives in the temporary folder.
-    os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
-                      ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"))
     timed_run(["-m", "allsearch.data", data], cwd=workdir)  # warm the pixel cache
 
     plain_s: list[float] = []

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import machine, synthetic_data  # noqa: E402
+from _common import isolated_workdir, machine, synthetic_data  # noqa: E402
 
 QUICK_SPACE = """name: pruning-quick
 objective: val_accuracy
@@ -56,9 +55,7 @@ def main() -> None:
     from allsearch import _cli, study
 
     _cli.quiet_libraries()
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="allsearch-pruning-"))
-    os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
-                      ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"))
+    workdir = isolated_workdir("pruning", args.workdir)
     space = "paper"
     if args.quick:
         space = str(workdir / "quick.yaml")

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
-from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from _common import machine, synthetic_data  # noqa: E402
+from _common import isolated_workdir, machine, synthetic_data  # noqa: E402
 
 SPACE = """name: workers
 objective: val_accuracy
@@ -47,9 +45,7 @@ def main() -> None:
     from allsearch import _cli, study
 
     _cli.quiet_libraries()
-    workdir = Path(tempfile.mkdtemp(prefix="allsearch-workers-"))
-    os.environ.update(ALLSEARCH_CACHE_DIR=str(workdir / "cache"),
-                      ALLSEARCH_ARTIFACT_ROOT=str(workdir / "artifacts"))
+    workdir = isolated_workdir("workers")
     depths, epochs, per_process = ([1, 2], 1, 4) if args.quick else ([1, 2, 3, 4], args.epochs, 4)
     trials = 2 * len(depths)
     space = workdir / "workers.yaml"
