@@ -14,6 +14,7 @@ import argparse
 import math
 import multiprocessing
 import os
+import random
 import socket
 import sys
 import time
@@ -167,16 +168,39 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
         else:
             engine_kwargs["pool_pre_ping"] = True
         interval, grace = _heartbeat_settings()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return optuna.storages.RDBStorage(
-                url, engine_kwargs=engine_kwargs, heartbeat_interval=interval, grace_period=grace,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=1))
+        for attempt in range(SCHEMA_RACE_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return optuna.storages.RDBStorage(
+                        url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
+                        grace_period=grace,
+                        heartbeat_stale_trial_callback=(
+                            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
+            except Exception as exc:
+                if attempt + 1 == SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
+                    raise
+                # Workers started together on an empty database all create Optuna's tables;
+                # the losers fail on the winner's rows. Once the winner commits, they exist.
+                time.sleep(0.5 + random.random() * (attempt + 1))
+        raise AssertionError("unreachable")
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a down server
         reason = _first_line(exc)[:200]
         raise StoreError(f"--storage '{_redact(url)}' cannot be opened ({_redact_text(reason, url)}); "
                          f"check the URL, that the server is up, and the credentials") from None
+
+
+SCHEMA_RACE_ATTEMPTS = 5
+
+
+def _lost_schema_race(exc: BaseException) -> bool:
+    """Did creating Optuna's tables fail because another worker was creating them too?"""
+    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+
+    text = str(exc).lower()
+    if isinstance(exc, IntegrityError):
+        return True
+    return isinstance(exc, ProgrammingError | OperationalError) and "already exists" in text
 
 
 def _heartbeat_settings() -> tuple[int, int]:

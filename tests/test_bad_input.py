@@ -209,3 +209,36 @@ def test_passwords_in_urls_are_never_printed(flag: str, url: str, tiny_data: Pat
                        "--no-progress", flag, url])
     line = one_line_error(capsys)
     assert code == 2 and "hunter2" not in line and "***" in line and "127.0.0.1:1" in line
+
+
+def test_losing_the_schema_race_retries_other_errors_do_not(tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """Workers started together on an empty database race to create Optuna's tables; the
+    losers retry. A real fault (here a refused login) is reported at once, not retried."""
+    from sqlalchemy.exc import IntegrityError, OperationalError
+
+    real = optuna.storages.RDBStorage
+    calls: list[int] = []
+
+    def racing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:
+            raise IntegrityError("INSERT INTO pg_type", {}, Exception(
+                'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study.time, "sleep", lambda s: None)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
+    storage = study.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    assert isinstance(storage, real) and len(calls) == 3
+
+    calls.clear()
+
+    def refused(*args, **kwargs):
+        calls.append(1)
+        raise OperationalError("connect", {}, Exception("password authentication failed"))
+
+    monkeypatch.setattr(optuna.storages, "RDBStorage", refused)
+    with pytest.raises(study.StoreError, match="password authentication failed"):
+        study.open_storage("postgresql://u:pw@127.0.0.1:1/db")
+    assert len(calls) == 1

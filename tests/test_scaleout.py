@@ -147,3 +147,22 @@ def test_password_from_the_environment(tiny_data: Path, space: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     assert parts.password not in done.stdout + done.stderr
     assert len(optuna.load_study(study_name=name, storage=POSTGRES).trials) == 1
+
+
+def test_workers_started_together_on_an_empty_database_all_open_it() -> None:
+    """Every worker of a fresh cluster creates Optuna's tables at once; the ones that lose
+    that race must wait and go on, not exit (seen in CI: a UniqueViolation on pg_type)."""
+    import psycopg
+
+    database = f"race_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(POSTGRES, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {database}")
+    url = POSTGRES.rsplit("/", 1)[0] + "/" + database
+    start_at = time.time() + 8  # after every process has imported Optuna
+    opener = ("import sys, time; from allsearch.study import open_storage; "
+              "time.sleep(max(0, float(sys.argv[2]) - time.time())); open_storage(sys.argv[1])")
+    workers = [subprocess.Popen([sys.executable, "-c", opener, url, str(start_at)],
+                                stderr=subprocess.PIPE, text=True) for _ in range(6)]
+    errors = [w.communicate(timeout=120)[1] for w in workers]
+    assert [w.returncode for w in workers] == [0] * 6, "\n".join(errors)[-3000:]
+    assert optuna.get_all_study_summaries(storage=url) == []  # the schema is whole
