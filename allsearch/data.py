@@ -172,6 +172,27 @@ def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
     return np.asarray(gray, dtype=np.uint8)
 
 
+def to_network_input(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 grayscale -> (N, H, W, 1) float32 in [0, 1]: what every network takes,
+    in training and in prediction alike."""
+    return np.asarray(pixels).astype(np.float32)[..., None] / np.float32(255.0)
+
+
+def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An encoded image file's bytes (PNG, JPEG, BMP, TIFF, ...) -> (size, size) uint8
+    grayscale, through the same conversion as the training images; DataError if not an image."""
+    import io
+
+    if not data:
+        raise DataError("empty image (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image_to_array(image, size)
+    except Exception as exc:  # PIL raises many types for bad bytes
+        raise DataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
 def _to_8bit(image: Image.Image) -> Image.Image:
     """16-bit and float images scaled to 8 bits (PIL's convert('L') would clip them)."""
     if image.mode.startswith("I;16") or image.mode == "I":
@@ -306,7 +327,7 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
     report.split_sizes = {"train": len(train), "val": len(val), "test": len(test)}
     report.fingerprint = fingerprint[:16]
 
-    images = pixels.astype(np.float32)[..., None] / np.float32(255.0)
+    images = to_network_input(pixels)
     files = np.array(rels, dtype=object)
     report.load_time_s = round(time.perf_counter() - start, 3)
     return Dataset(

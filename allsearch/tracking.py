@@ -12,7 +12,6 @@ import importlib.metadata
 import json
 import os
 import platform
-import tempfile
 import time
 import traceback
 from dataclasses import dataclass
@@ -48,7 +47,10 @@ State = Literal["COMPLETE", "PRUNED", "FAIL", "KILLED"]
 _RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
 ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
 _PACKAGES = ("allsearch", "tensorflow", "keras", "optuna", "optuna-integration", "mlflow",
-             "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas")
+             "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas", "pillow", "joblib")
+# What the logged model needs where it is served (its own code travels with it).
+SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scikit-learn",
+                    "scikit-image", "pillow", "joblib")
 
 
 def _store_errors() -> tuple[type[BaseException], ...]:
@@ -163,7 +165,9 @@ class Tracker:
         self.experiment_name = experiment
         check_tracking_uri(self.tracking_uri)
         try:
-            self.client = MlflowClient(tracking_uri=self.tracking_uri)
+            # The registry lives in the same store; never in whatever the process set globally.
+            self.client = MlflowClient(tracking_uri=self.tracking_uri,
+                                       registry_uri=self.tracking_uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:
                 self.experiment_id = self._create_experiment(experiment)
@@ -271,6 +275,7 @@ class Tracker:
         import io
 
         mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own
             version = mlflow.register_model(model_uri, model_name)
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
@@ -311,38 +316,20 @@ class TrialRun:
         return None
 
     def log_model(self, result: TrialResult, dataset: Dataset | None) -> str:
-        """The Keras model with its signature (and the fitted HOG/PCA pipeline it needs)."""
-        from mlflow.models import infer_signature
+        """The network with the preprocessing it needs (the fitted HOG/PCA pipeline too), as
+        an MLflow pyfunc that takes image files (allsearch.serving)."""
+        from allsearch.serving import log_classifier
 
-        from allsearch.trial import model_inputs
-
-        model = result.model
-        assert model is not None
-        example = None
-        if dataset is not None:
-            example = model_inputs(dataset, "test", result.hparams.features)
-            example = ({k: v[:2] for k, v in example.items()} if isinstance(example, dict)
-                       else example[:2])
-        signature = (infer_signature(example, np.asarray(model.predict(example, verbose=0)))
-                     if example is not None else None)
+        assert result.model is not None
         versions = package_versions()
-        requirements = [f"{name}=={versions[name]}" for name in
-                        ("tensorflow", "keras", "numpy", "scikit-learn", "scikit-image")
-                        if name in versions]
+        requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
+        pipeline = (dataset.features.pipeline
+                    if dataset is not None and dataset.features is not None else None)
         mlflow.set_tracking_uri(self.tracker.tracking_uri)
         with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.keras.log_model(model, name="model", signature=signature,
-                                          pip_requirements=requirements,
-                                          metadata={"class_names": list(result.class_names),
-                                                    "hparams": result.hparams.to_dict()})
-        if dataset is not None and dataset.features is not None and result.hparams.features != "pixels":
-            import joblib
-
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "feature_pipeline.joblib"
-                joblib.dump(dataset.features.pipeline, path)
-                self.tracker.client.log_artifact(self.run_id, str(path))
-        return info.model_uri
+            return log_classifier(network=result.model, class_names=result.class_names,
+                                  hparams=result.hparams.to_dict(), pipeline=pipeline,
+                                  requirements=requirements)
 
     def end(self, state: State, *, error: BaseException | None = None) -> None:
         tags: dict[str, Any] = {STATE: state}

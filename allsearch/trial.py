@@ -107,7 +107,14 @@ def model_inputs(dataset: Dataset, split: str, features: str) -> Any:
     if dataset.features is None:
         raise ConfigError(f"features={features!r} needs the HOG/PCA features: call "
                           f"allsearch.features.add_hog_pca(dataset) before run_trial")
-    components = dataset.features.split(split)
+    return network_inputs(images, dataset.features.split(split), features)
+
+
+def network_inputs(images: np.ndarray, components: np.ndarray | None, features: str) -> Any:
+    """The network's inputs from (N, H, W, 1) images and their HOG/PCA components: the one
+    place that knows how each feature mode feeds the network (training and serving)."""
+    if features == "pixels":
+        return images
     return components if features == "hog_pca" else {PIXELS: images, HOG_PCA: components}
 
 

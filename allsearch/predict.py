@@ -1,0 +1,242 @@
+"""The champion (or any logged allsearch model) on new images.
+
+    python -m allsearch.predict IMAGE_OR_FOLDER... [--model URI] [--format table|csv|json]
+
+The model is the MLflow pyfunc a study logged (allsearch.serving): it applies the training
+preprocessing itself, HOG/PCA included, so this module only finds the images, sends their
+files to the model and prints one row per image. A folder of class folders (as the training
+data) is read as labelled: the true class is printed beside the prediction, with the accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from allsearch.data import IMAGE_EXTENSIONS, decode_image_bytes
+from allsearch.errors import DataError, ModelError, StoreError
+
+__all__ = ["ImageFile", "resolve_model_uri", "load_classifier", "collect_images",
+           "predict_files", "main"]
+
+FORMATS = ("table", "csv", "json")
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass(frozen=True)
+class ImageFile:
+    path: Path
+    true_class: str | None = None  # the class folder it sits in, when the input is labelled
+
+
+# ------------------------------------------------------------------------------ the model
+
+
+def resolve_model_uri(model: str | None = None, *, study: str | None = None,
+                      tracking_uri: str | None = None) -> str:
+    """An MLflow model URI: `model` as given (a bare run id means that run's model), else
+    the champion of `study`, else the most recently updated champion in the store."""
+    from allsearch.tracking import CHAMPION_ALIAS, resolve_tracking_uri
+
+    if model:
+        return f"runs:/{model}/model" if _RUN_ID.match(model) else model
+    if study:
+        return f"models:/allsearch-{study}@{CHAMPION_ALIAS}"
+    from mlflow.tracking import MlflowClient
+
+    uri = resolve_tracking_uri(tracking_uri)
+    try:
+        registered = MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+    except Exception as exc:  # a store that cannot be read
+        raise StoreError(f"cannot read the model registry of '{_redact(uri)}' "
+                         f"({str(exc).splitlines()[0][:160]}); check --tracking-uri") from None
+    champions = [m for m in registered if CHAMPION_ALIAS in (m.aliases or {})]
+    if not champions:
+        raise ModelError(f"no champion model in '{_redact(uri)}': run a study first "
+                         f"(python -m allsearch.study), or pass --model URI (models:/NAME@ALIAS, "
+                         f"runs:/RUN_ID/model, or a run id)")
+    latest = max(champions, key=lambda m: m.last_updated_timestamp or 0)
+    return f"models:/{latest.name}@{CHAMPION_ALIAS}"
+
+
+def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
+    """The pyfunc behind `model_uri`, checked to be an allsearch image classifier."""
+    import mlflow
+
+    from allsearch.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            loaded = mlflow.pyfunc.load_model(model_uri)
+    except Exception as exc:  # MLflow raises many types for a missing or unreadable model
+        reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model '{model_uri}' cannot be loaded from '{_redact(uri)}' ({reason}); "
+                         f"check --model (models:/NAME@champion, runs:/RUN_ID/model or a run "
+                         f"id) and --tracking-uri") from None
+    metadata = loaded.metadata.metadata or {}
+    if "allsearch_classifier" not in metadata or not metadata.get("class_names"):
+        raise ModelError(f"model '{model_uri}' is not an allsearch image classifier (it has no "
+                         f"class names; models logged before allsearch 0.1's pyfunc take "
+                         f"arrays): pass a model logged by a current study")
+    return loaded
+
+
+def model_classes(loaded) -> list[str]:
+    return list(loaded.metadata.metadata["class_names"])
+
+
+# ------------------------------------------------------------------------------ the images
+
+
+def collect_images(inputs: list[str | Path], *, labelled: bool = True) -> list[ImageFile]:
+    """The image files named or found under the folders named, in a stable order.
+
+    A file named on the command line must be a readable image (DataError otherwise); inside a
+    folder, hidden files and non-images are skipped with a warning, as in training. A folder
+    whose images all sit in sub-folders is read as a folder of class folders (`labelled`)."""
+    found: list[ImageFile] = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise DataError(f"'{path}' does not exist; pass image files or folders of images")
+        if path.is_file():
+            _check_image_file(path)
+            found.append(ImageFile(path))
+            continue
+        found.extend(_images_in_folder(path, labelled=labelled))
+    if not found:
+        raise DataError(f"no images in {', '.join(repr(str(i)) for i in inputs)} "
+                        f"(looked for {', '.join(sorted(IMAGE_EXTENSIONS))})")
+    return found
+
+
+def _check_image_file(path: Path) -> None:
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise DataError(f"'{path}' is not an image file ({path.suffix or 'no extension'}); "
+                        f"pass {', '.join(sorted(IMAGE_EXTENSIONS))} files or folders of them")
+    try:
+        decode_image_bytes(path.read_bytes())
+    except DataError as exc:
+        raise DataError(f"'{path}' is {exc}; pass a PNG, JPEG, BMP or TIFF image") from None
+
+
+def _images_in_folder(folder: Path, *, labelled: bool) -> list[ImageFile]:
+    files, skipped = [], []
+    for p in sorted(folder.rglob("*")):
+        rel = p.relative_to(folder)
+        if not p.is_file():
+            continue
+        if any(part.startswith(".") for part in rel.parts):
+            skipped.append(f"{p}: hidden file")
+        elif p.suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append(f"{p}: not an image ({p.suffix or 'no extension'})")
+        else:
+            try:
+                decode_image_bytes(p.read_bytes())
+            except DataError as exc:
+                skipped.append(f"{p}: {exc}")
+                continue
+            files.append(rel)
+    for line in skipped:
+        warnings.warn(f"skipped {line}", stacklevel=3)
+    by_class = labelled and files and all(len(rel.parts) >= 2 for rel in files)
+    return [ImageFile(folder / rel, rel.parts[0] if by_class else None) for rel in files]
+
+
+# ------------------------------------------------------------------------------ predicting
+
+
+def predict_files(loaded, images: list[ImageFile], *, batch_size: int = 256) -> pd.DataFrame:
+    """One row per image: file, (true_class,) class, confidence, p_<class>..."""
+    from allsearch.serving import encode_image, images_frame
+
+    classes = model_classes(loaded)
+    truths = {i.true_class for i in images if i.true_class is not None}
+    unknown = sorted(truths - set(classes))
+    if unknown:
+        raise ModelError(f"the model was trained on classes {classes}; the input's class "
+                         f"folder(s) {unknown} are not among them: use a model trained on these "
+                         f"classes, or pass --unlabelled to predict the images anyway")
+    frames = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        frame = loaded.predict(images_frame([encode_image(i.path.read_bytes()) for i in chunk]))
+        frames.append(pd.DataFrame(frame))
+    result = pd.concat(frames, ignore_index=True)
+    if len(result.columns) != 2 + len(classes):
+        raise ModelError(f"the model returned {len(result.columns)} columns for {len(classes)} "
+                         f"classes; it is not an allsearch image classifier")
+    result.insert(0, "file", [str(i.path) for i in images])
+    if truths:
+        result.insert(1, "true_class", [i.true_class for i in images])
+    return result
+
+
+def format_predictions(frame: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return frame.to_csv(index=False, float_format="%.6f").rstrip("\n")
+    if fmt == "json":
+        return json.dumps(frame.to_dict(orient="records"), indent=1)
+    return frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def _redact(uri: str) -> str:
+    from allsearch.tracking import _redact as redact
+
+    return redact(uri)
+
+
+# ------------------------------------------------------------------------------ command line
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allsearch import _cli
+
+    parser = argparse.ArgumentParser(
+        prog="python -m allsearch.predict",
+        description="Predict the class of new images with the champion (or any logged "
+                    "allsearch model), through the training preprocessing.")
+    parser.add_argument("inputs", nargs="+", metavar="IMAGE_OR_FOLDER",
+                        help="image files and/or folders of images (a folder of class folders "
+                             "is read as labelled)")
+    parser.add_argument("--model", default=None,
+                        help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, "
+                             "runs:/RUN_ID/model) or a run id (default: the newest champion)")
+    parser.add_argument("--study", default=None,
+                        help="use this study's champion, models:/allsearch-STUDY@champion")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store holding the model (default: $MLFLOW_TRACKING_URI, "
+                             "else sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
+    parser.add_argument("--unlabelled", action="store_true",
+                        help="do not read class-folder names as true classes")
+    _cli.add_debug_flag(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        images = collect_images(args.inputs, labelled=not args.unlabelled)
+        uri = resolve_model_uri(args.model, study=args.study, tracking_uri=args.tracking_uri)
+        loaded = load_classifier(uri, tracking_uri=args.tracking_uri)
+        frame = predict_files(loaded, images)
+        print(f"model: {uri}; {len(frame)} image(s)", file=sys.stderr)
+        print(format_predictions(frame, args.format))
+        if "true_class" in frame:
+            correct = int((frame["true_class"] == frame["class"]).sum())
+            print(f"accuracy: {correct}/{len(frame)} = {correct / len(frame):.3f}", file=sys.stderr)
+        return 0
+
+    return _cli.main_wrapper(run, parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

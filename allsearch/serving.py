@@ -1,0 +1,154 @@
+"""The logged model: an MLflow pyfunc that takes image files and returns class probabilities.
+
+A trial's Keras network alone is not a usable model: it needs the training preprocessing in
+front of it (decode, grayscale, 100x100, scale to [0, 1], and for `hog_pca`/`both` the HOG ->
+PCA pipeline fitted on that trial's train split). `ImageClassifier` carries all of it, so
+`mlflow models serve`, `mlflow.pyfunc.load_model` and `python -m allsearch.predict` run exactly
+the code training ran (allsearch/ is logged with the model as its code).
+
+Input: a DataFrame with one string column `image`, each value an image file (PNG, JPEG, BMP,
+TIFF, ...) encoded in base64. Output: one row per image: `class` (the predicted class name),
+`confidence` (its probability) and `p_<class>` for every class the model knows.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+
+from allsearch.errors import DataError
+
+__all__ = ["IMAGE_COLUMN", "ImageClassifier", "log_classifier", "encode_image", "images_frame",
+           "probability_column"]
+
+IMAGE_COLUMN = "image"
+MODEL_FILE = "model.keras"
+PIPELINE_FILE = "feature_pipeline.joblib"
+CONFIG_FILE = "classifier.json"
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def probability_column(class_name: str) -> str:
+    return f"p_{class_name}"
+
+
+def encode_image(data: bytes) -> str:
+    """An image file's bytes as the model's input value (base64 text, JSON-safe)."""
+    return base64.b64encode(data).decode("ascii")
+
+
+def images_frame(encoded: Sequence[str]) -> pd.DataFrame:
+    return pd.DataFrame({IMAGE_COLUMN: list(encoded)})
+
+
+class ImageClassifier(mlflow.pyfunc.PythonModel):
+    """Image files in, class and probabilities out, through the training preprocessing."""
+
+    def load_context(self, context: Any) -> None:
+        import joblib
+        import keras
+
+        artifacts = context.artifacts
+        self.config = json.loads(Path(artifacts["config"]).read_text())
+        self.class_names: list[str] = list(self.config["class_names"])
+        self.network = keras.saving.load_model(artifacts["network"], compile=False)
+        self.pipeline = (joblib.load(artifacts["feature_pipeline"])
+                         if "feature_pipeline" in artifacts else None)
+
+    # No type hints here: MLflow would read them as a schema; the signature is the schema.
+    def predict(self, context, model_input, params=None):
+        from allsearch.data import decode_image_bytes, to_network_input
+        from allsearch.trial import network_inputs
+
+        values = _image_values(model_input)
+        pixels = []
+        for index, value in enumerate(values):
+            try:
+                pixels.append(decode_image_bytes(_as_bytes(value), self.config["image_size"]))
+            except DataError as exc:
+                raise DataError(f"image {index}: {exc}") from None
+        images = to_network_input(np.stack(pixels))
+        components = self.pipeline.transform(images) if self.pipeline is not None else None
+        inputs = network_inputs(images, components, self.config["features"])
+        probabilities = np.asarray(self.network.predict(inputs, verbose=0), dtype=np.float64)
+        best = probabilities.argmax(axis=1)
+        frame = pd.DataFrame({"class": [self.class_names[i] for i in best],
+                              "confidence": probabilities[np.arange(len(best)), best]})
+        for i, name in enumerate(self.class_names):
+            frame[probability_column(name)] = probabilities[:, i]
+        return frame
+
+
+def _image_values(model_input: Any) -> list[Any]:
+    if isinstance(model_input, pd.DataFrame):
+        if IMAGE_COLUMN not in model_input.columns:
+            raise DataError(f"the input needs a column {IMAGE_COLUMN!r} of base64-encoded image "
+                            f"files; got columns {list(model_input.columns)}")
+        values = model_input[IMAGE_COLUMN].tolist()
+    elif isinstance(model_input, dict):
+        values = list(np.atleast_1d(model_input.get(IMAGE_COLUMN, [])))
+    else:
+        values = list(np.atleast_1d(model_input))
+    if not values:
+        raise DataError("no images in the input")
+    return values
+
+
+def _as_bytes(value: Any) -> bytes:
+    if isinstance(value, bytes | bytearray):
+        return bytes(value)
+    try:
+        return base64.b64decode(str(value), validate=True)
+    except (binascii.Error, ValueError):
+        raise DataError("not base64 text (encode each image file with base64)") from None
+
+
+def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[str, Any],
+                   pipeline: Any | None, requirements: Sequence[str]) -> str:
+    """Log the pyfunc in the active MLflow run; returns the model's URI."""
+    import joblib
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    features = str(hparams.get("features", "pixels"))
+    config = {"class_names": list(class_names), "features": features,
+              "image_size": _image_size(network),
+              "hparams": hparams, "input": f"column {IMAGE_COLUMN!r}: base64 image files"}
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
+        outputs=Schema([ColSpec("string", "class"), ColSpec("double", "confidence")]
+                       + [ColSpec("double", probability_column(c)) for c in class_names]))
+    with tempfile.TemporaryDirectory() as tmp:
+        artifacts = {"network": str(Path(tmp) / MODEL_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
+        network.save(artifacts["network"])
+        Path(artifacts["config"]).write_text(json.dumps(config, indent=1))
+        if pipeline is not None and features != "pixels":
+            artifacts["feature_pipeline"] = str(Path(tmp) / PIPELINE_FILE)
+            joblib.dump(pipeline, artifacts["feature_pipeline"])
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=ImageClassifier(), artifacts=artifacts,
+            code_paths=[str(PACKAGE_DIR)], signature=signature,
+            pip_requirements=list(requirements),
+            metadata={"class_names": list(class_names), "hparams": hparams,
+                      "allsearch_classifier": 1})
+    return info.model_uri
+
+
+def _image_size(network: Any) -> int:
+    """Side of the pixel input (a HOG/PCA-only network still takes 100x100 images upstream)."""
+    from allsearch.data import IMAGE_SIZE
+    from allsearch.model import PIXELS
+
+    for tensor in network.inputs:
+        if tensor.name.startswith(PIXELS) or len(tensor.shape) == 4:
+            return int(tensor.shape[1])
+    return IMAGE_SIZE

@@ -1,0 +1,187 @@
+"""The MLflow UI on the study store, bound to this machine only (and optuna-dashboard beside it).
+
+    python -m allsearch.ui [--port 5000] [--tracking-uri URI] [--storage URL]
+
+Runs MLflow's own server on the tracking store (default sqlite:///mlruns/mlflow.db): every
+study is an experiment, every trial a child run of its study's parent run, with its curves,
+plots, confusion matrix, predictions and model. When optuna-dashboard is installed
+(`pip install -e .[dashboard]`), it serves the Optuna storage on the next port. Ctrl-C stops
+both. Binding to 127.0.0.1 keeps the runs private; use an SSH tunnel from another machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from allsearch.errors import ConfigError, StoreError
+
+__all__ = ["UiServers", "start_ui", "main"]
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 5000
+# optuna-dashboard's public entry point (its package has no __main__).
+_DASHBOARD = ("import sys, optuna_dashboard; "
+              "optuna_dashboard.run_server(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]))")
+
+
+@dataclass
+class UiServers:
+    """The running servers; `stop()` ends them and every process they started."""
+
+    mlflow_url: str
+    dashboard_url: str | None = None
+    processes: list[subprocess.Popen] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    continue
+        for process in self.processes:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+    def __enter__(self) -> UiServers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _child_env() -> dict[str, str]:
+    # MLflow starts uvicorn/gunicorn by name: this interpreter's bin/ goes first on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path}
+
+
+def _spawn(command: list[str]) -> subprocess.Popen:
+    """A server in its own process group (stopping it stops its workers), its log in a file
+    (a pipe nobody reads would fill up and stall it)."""
+    log = tempfile.TemporaryFile(mode="w+")
+    process = subprocess.Popen(command, env=_child_env(), stdout=log, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    process.log = log  # type: ignore[attr-defined]
+    return process
+
+
+def _wait_until_up(process: subprocess.Popen, url: str, what: str, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if process.poll() is not None:
+            log = process.log  # type: ignore[attr-defined]
+            log.seek(0)
+            lines = [line for line in log.read().splitlines() if line.strip()]
+            raise StoreError(f"{what} exited at start ({lines[-1][-300:] if lines else 'no output'})")
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            time.sleep(0.5)
+    raise StoreError(f"{what} did not answer on {url} within {timeout_s:.0f} s")
+
+
+def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
+             storage: str | None = None, dashboard: bool = True,
+             timeout_s: float = 120) -> UiServers:
+    """Start the MLflow UI (and optuna-dashboard when installed and `dashboard`) on loopback."""
+    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, _redact, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise StoreError(f"no MLflow store at '{uri}': run a study first "
+                         f"(python -m allsearch.study), or pass --tracking-uri")
+    if uri.startswith(("http://", "https://")):
+        raise ConfigError(f"'{_redact(uri)}' is already a tracking server: open it in a browser")
+    if not _port_free(port):
+        raise ConfigError(f"port {port} on {HOST} is in use; pass --port with a free one")
+    artifacts = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)).resolve()
+    servers = UiServers(mlflow_url=f"http://{HOST}:{port}")
+    mlflow_server = _spawn(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+         "--default-artifact-root", artifacts.as_uri(), "--host", HOST, "--port", str(port),
+         "--workers", "1"])
+    servers.processes.append(mlflow_server)
+    try:
+        _wait_until_up(mlflow_server, f"{servers.mlflow_url}/health", "the MLflow UI", timeout_s)
+        if dashboard and importlib.util.find_spec("optuna_dashboard") is not None:
+            from allsearch.study import DEFAULT_STORAGE
+            from allsearch.tracking import absolute_sqlite
+
+            url = storage or os.environ.get("ALLSEARCH_STORAGE") or DEFAULT_STORAGE
+            if url.startswith("sqlite:///"):
+                url = absolute_sqlite(url)
+            dashboard_port = next(p for p in range(port + 1, port + 50) if _port_free(p))
+            process = _spawn([sys.executable, "-c", _DASHBOARD, url, HOST, str(dashboard_port)])
+            servers.processes.append(process)
+            servers.dashboard_url = f"http://{HOST}:{dashboard_port}"
+            _wait_until_up(process, servers.dashboard_url, "optuna-dashboard", timeout_s)
+    except BaseException:
+        servers.stop()
+        raise
+    return servers
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allsearch import _cli
+
+    parser = argparse.ArgumentParser(prog="python -m allsearch.ui",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT,
+                        help=f"port of the MLflow UI on {HOST} (default {DEFAULT_PORT})")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow store (default: $MLFLOW_TRACKING_URI, else "
+                             "sqlite:///mlruns/mlflow.db)")
+    parser.add_argument("--storage", default=None,
+                        help="Optuna storage for optuna-dashboard (default: $ALLSEARCH_STORAGE, "
+                             "else sqlite:///mlruns/optuna.db)")
+    parser.add_argument("--no-dashboard", action="store_true",
+                        help="do not start optuna-dashboard even when it is installed")
+    _cli.add_debug_flag(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        with start_ui(port=args.port, tracking_uri=args.tracking_uri, storage=args.storage,
+                      dashboard=not args.no_dashboard) as servers:
+            print(f"MLflow UI: {servers.mlflow_url}", flush=True)
+            if servers.dashboard_url:
+                print(f"optuna-dashboard: {servers.dashboard_url}", flush=True)
+            elif not args.no_dashboard:
+                print("(optuna-dashboard is not installed: pip install -e .[dashboard])",
+                      flush=True)
+            print("Ctrl-C stops", flush=True)
+            try:
+                while all(p.poll() is None for p in servers.processes):
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                return 0
+        raise StoreError("a UI server stopped by itself; run with --debug to see why")
+
+    return _cli.main_wrapper(run, parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

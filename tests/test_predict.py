@@ -1,0 +1,194 @@
+"""The logged model on new images: the pyfunc (allsearch.serving), `python -m allsearch.predict`,
+and the model served by `mlflow models serve`."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+
+from allsearch import predict, serving, study
+from allsearch.data import load_dataset
+from allsearch.features import add_hog_pca
+from allsearch.space import HParams
+from allsearch.tracking import Tracker, resolve_tracking_uri
+from allsearch.trial import run_trial
+
+SPACE = """
+name: tiny
+params:
+  batch_size: {type: categorical, choices: [8, 16]}
+fixed: {epochs: 2, conv_layers: 2, dense_units: 32, features: FEATURES}
+baseline: {batch_size: 8}
+"""
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def tiny_study(tiny_data: Path, tmp_path: Path, features: str = "both") -> str:
+    """A two-trial study whose champion is registered; returns its name."""
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE.replace("FEATURES", features))
+    code = study.main(["--space", str(space), "--data", str(tiny_data), "--trials", "2",
+                       "--study-name", "served", "--no-progress", "--trials-per-process", "0",
+                       "--precision", "float32", "--pruner", "none"])
+    assert code == 0
+    return "served"
+
+
+@pytest.mark.parametrize("features", ["pixels", "both"])
+def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path, features: str
+                                                                ) -> None:
+    """The pyfunc on the raw test files (48x48 PNGs, resized on the way in) gives the
+    probabilities the trial computed on the training pipeline's arrays: same preprocessing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dataset = add_hog_pca(load_dataset(tiny_data), n_components=8)
+    result = run_trial(dataset, HParams(epochs=2, batch_size=8, conv_layers=2, dense_units=32,
+                                        features=features), seed=0)
+    run = Tracker("serving").start_trial(parent_id=None, name="t", params={})
+    uri = run.log_model(result, dataset)
+    mlflow.set_tracking_uri(resolve_tracking_uri())
+    loaded = mlflow.pyfunc.load_model(uri)
+    files = [tiny_data / rel for rel in result.test_files[:5]]
+    frame = loaded.predict(serving.images_frame(
+        [serving.encode_image(f.read_bytes()) for f in files]))
+    columns = [serving.probability_column(c) for c in dataset.class_names]
+    assert list(frame.columns) == ["class", "confidence", *columns]
+    np.testing.assert_allclose(frame[columns].to_numpy(), result.test_probabilities[:5], atol=1e-5)
+    assert list(frame["class"]) == [dataset.class_names[i]
+                                    for i in result.test_probabilities[:5].argmax(1)]
+    with pytest.raises(Exception, match="image 1: not base64"):
+        loaded.predict(serving.images_frame([serving.encode_image(files[0].read_bytes()), "%%"]))
+    with pytest.raises(Exception, match="image 0: not a readable image"):
+        loaded.predict(serving.images_frame([serving.encode_image(b"plain text, not a PNG")]))
+
+
+def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    tiny_study(tiny_data, tmp_path)
+    capsys.readouterr()
+    one = tiny_data / "Benign" / sorted(p.name for p in (tiny_data / "Benign").glob("*.png"))[0]
+    assert predict.main([str(one), "--format", "json"]) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)
+    assert len(rows) == 1 and rows[0]["file"] == str(one)
+    assert rows[0]["class"] in {"Benign", "Early", "Pre", "Pro"}
+    assert sum(rows[0][f"p_{c}"] for c in ("Benign", "Early", "Pre", "Pro")) == pytest.approx(1, abs=1e-4)
+    assert "models:/allsearch-served@champion" in out.err
+
+    # A folder of class folders is labelled: true class beside the prediction, and accuracy.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # its .DS_Store and notes.txt are skipped
+        assert predict.main([str(tiny_data), "--format", "csv", "--study", "served"]) == 0
+    out = capsys.readouterr()
+    lines = out.out.splitlines()
+    assert lines[0].startswith("file,true_class,class,confidence,p_Benign")
+    assert len(lines) == 1 + len(list(tiny_data.glob("*/*.png")))  # duplicates too
+    assert "accuracy: " in out.err
+
+    # The same through the command line, as a user runs it.
+    done = subprocess.run([sys.executable, "-m", "allsearch.predict", str(one)],
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert str(one) in done.stdout and "confidence" in done.stdout
+
+
+def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture) -> None:
+    image = next((tiny_data / "Pre").glob("*.png"))
+    assert predict.main([str(image)]) == 2  # nothing trained yet
+    assert "no champion model" in one_line_error(capsys)
+
+    tiny_study(tiny_data, tmp_path, features="pixels")
+    capsys.readouterr()
+    text = tmp_path / "notes.txt"
+    text.write_text("not an image")
+    assert predict.main([str(text)]) == 2
+    assert "is not an image file" in one_line_error(capsys)
+    fake = tmp_path / "fake.png"
+    fake.write_text("not an image either")
+    assert predict.main([str(fake)]) == 2
+    assert "not a readable image" in one_line_error(capsys)
+    assert predict.main([str(tmp_path / "missing.png")]) == 2
+    assert "does not exist" in one_line_error(capsys)
+    assert predict.main([str(image), "--model", "models:/no-such-model@champion"]) == 2
+    assert "cannot be loaded" in one_line_error(capsys)
+
+    other = tmp_path / "other"  # class folders the model never saw
+    for name in ("Healthy", "Sick"):
+        (other / name).mkdir(parents=True)
+        shutil.copy(image, other / name / "a.png")
+    assert predict.main([str(other)]) == 2
+    line = one_line_error(capsys)
+    assert "trained on classes ['Benign', 'Early', 'Pre', 'Pro']" in line and "Healthy" in line
+    assert predict.main([str(other), "--unlabelled"]) == 0  # predicted anyway when asked
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) -> None:
+    """The registered champion served by MLflow's own scoring server, on loopback."""
+    tiny_study(tiny_data, tmp_path)
+    port = _free_port()
+    # MLflow starts uvicorn by name: the venv's bin/ must be on PATH, as when it is activated.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(),
+           "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": path}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/allsearch-served@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        start_new_session=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            assert server.poll() is None, server.stderr.read()[-3000:]
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                time.sleep(1)
+        image = next((tiny_data / "Early").glob("*.png"))
+        body = json.dumps({"dataframe_records": [
+            {"image": base64.b64encode(image.read_bytes()).decode()}]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    (row,) = answer["predictions"]
+    assert row["class"] in {"Benign", "Early", "Pre", "Pro"}
+    assert sum(row[f"p_{c}"] for c in ("Benign", "Early", "Pre", "Pro")) == pytest.approx(1, abs=1e-4)
+    # The same image through allsearch.predict gives the same answer.
+    loaded = predict.load_classifier("models:/allsearch-served@champion")
+    local = predict.predict_files(loaded, [predict.ImageFile(image)])
+    assert local["class"][0] == row["class"]
+    assert local["confidence"][0] == pytest.approx(row["confidence"], abs=1e-5)
+

@@ -1,0 +1,96 @@
+"""`python -m allsearch.ui`: MLflow's UI (and optuna-dashboard) on the study store, on loopback."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from allsearch import study, ui
+
+SPACE = """
+name: tiny
+params:
+  batch_size: {type: categorical, choices: [8, 16]}
+fixed: {epochs: 1, conv_layers: 2, dense_units: 32}
+baseline: {batch_size: 8}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def api(base: str, path: str, body: dict | None = None) -> dict:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{base}/api/2.0/mlflow/{path}", data=data,
+                                     headers={"Content-Type": "application/json"})
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
+
+@pytest.mark.slow
+def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -> None:
+    space = tmp_path / "tiny.yaml"
+    space.write_text(SPACE)
+    assert study.main(["--space", str(space), "--data", str(tiny_data), "--trials", "2",
+                       "--study-name", "browsed", "--no-progress", "--trials-per-process", "0",
+                       "--pruner", "none"]) == 0
+    port = free_port()
+    command = [sys.executable, "-m", "allsearch.ui", "--port", str(port)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    try:
+        first = process.stdout.readline()  # printed once the server answers
+        assert first.strip() == f"MLflow UI: http://127.0.0.1:{port}", process.stderr.read()
+        second = process.stdout.readline().strip()
+        base = f"http://127.0.0.1:{port}"
+        experiment = api(base, "experiments/get-by-name?experiment_name=browsed")["experiment"]
+        runs = api(base, "runs/search", {"experiment_ids": [experiment["experiment_id"]],
+                                         "max_results": 100})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        parents = [r for r, t in zip(runs, tags, strict=True) if t.get("allsearch.role") == "parent"]
+        children = [t for t in tags if "mlflow.parentRunId" in t]
+        assert len(parents) == 1 and len(children) == 2
+        assert {c["mlflow.parentRunId"] for c in children} == {parents[0]["info"]["run_id"]}
+        # The artifacts the UI renders are served too: a child's PNG plot.
+        child = next(r for r, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" in t)
+        listed = api(base, f"artifacts/list?run_id={child['info']['run_id']}")
+        assert "confusion_matrix.png" in {f["path"] for f in listed["files"]}
+        png = urllib.request.urlopen(f"{base}/get-artifact?path=confusion_matrix.png&run_uuid="
+                                     f"{child['info']['run_id']}", timeout=30).read()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n"
+        # optuna-dashboard on the study's storage (the test extra installs it).
+        assert second.startswith("optuna-dashboard: http://127.0.0.1:")
+        dashboard = second.split(": ", 1)[1]
+        studies = json.loads(urllib.request.urlopen(f"{dashboard}/api/studies", timeout=30).read())
+        assert "browsed" in {s["study_name"] for s in studies["study_summaries"]}
+    finally:
+        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
+        process.wait(timeout=60)
+    assert process.returncode == 0
+    time.sleep(1)
+    with pytest.raises(OSError):  # both servers are gone with it
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+
+
+def test_ui_mistakes_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert ui.main(["--port", str(free_port())]) == 2  # no study yet in this folder
+    err = capsys.readouterr().err
+    assert "no MLflow store at" in err and "Traceback" not in err
+    (tmp_path / "mlruns").mkdir(exist_ok=True)
+    (tmp_path / "mlruns" / "mlflow.db").touch()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        assert ui.main(["--port", str(busy.getsockname()[1])]) == 2
+    assert "is in use" in capsys.readouterr().err
