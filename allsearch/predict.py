@@ -171,7 +171,9 @@ def predict_files(loaded, images: list[ImageFile], *, batch_size: int = 256) -> 
     frames = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        frame = loaded.predict(images_frame([encode_image(i.path.read_bytes()) for i in chunk]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # MLflow's advice on type hints
+            frame = loaded.predict(images_frame([encode_image(i.path.read_bytes()) for i in chunk]))
         frames.append(pd.DataFrame(frame))
     result = pd.concat(frames, ignore_index=True)
     if len(result.columns) != 2 + len(classes):

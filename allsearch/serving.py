@@ -17,6 +17,7 @@ import base64
 import binascii
 import json
 import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,9 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.pipeline = (joblib.load(artifacts["feature_pipeline"])
                          if "feature_pipeline" in artifacts else None)
 
-    # No type hints here: MLflow would read them as a schema; the signature is the schema.
-    def predict(self, context, model_input, params=None):
+    # A DataFrame hint: what MLflow accepts without reading a second schema from the hints
+    # (the signature is the schema) and without warning about missing hints.
+    def predict(self, context, model_input: pd.DataFrame, params=None):
         from allsearch.data import decode_image_bytes, to_network_input
         from allsearch.trial import network_inputs
 
@@ -134,12 +136,16 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
         if pipeline is not None and features != "pixels":
             artifacts["feature_pipeline"] = str(Path(tmp) / PIPELINE_FILE)
             joblib.dump(pipeline, artifacts["feature_pipeline"])
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=ImageClassifier(), artifacts=artifacts,
-            code_paths=[str(PACKAGE_DIR)], signature=signature,
-            pip_requirements=list(requirements),
-            metadata={"class_names": list(class_names), "hparams": hparams,
-                      "allsearch_classifier": 1})
+        with warnings.catch_warnings():
+            # "no input example": on purpose, a base64 image would bloat every logged model;
+            # the signature and the README document the input.
+            warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=ImageClassifier(), artifacts=artifacts,
+                code_paths=[str(PACKAGE_DIR)], signature=signature,
+                pip_requirements=list(requirements),
+                metadata={"class_names": list(class_names), "hparams": hparams,
+                          "allsearch_classifier": 1})
     return info.model_uri
 
 

@@ -883,7 +883,7 @@ def summarize(study: optuna.Study) -> str:
     parent = study.user_attrs.get(PARENT_ATTR)
     if parent:
         lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; browse with: "
-                     f"mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db")
+                     f"python -m allsearch.ui")
     return "\n".join(lines)
 
 

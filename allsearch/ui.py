@@ -66,6 +66,8 @@ class UiServers:
 
 def _port_free(port: int) -> bool:
     with socket.socket() as s:
+        # As the servers do: a port whose last connections linger in TIME_WAIT is free.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((HOST, port))
         except OSError:
