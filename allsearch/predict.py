@@ -86,9 +86,9 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
                          f"id) and --tracking-uri") from None
     metadata = loaded.metadata.metadata or {}
     if "allsearch_classifier" not in metadata or not metadata.get("class_names"):
-        raise ModelError(f"model '{model_uri}' is not an allsearch image classifier (it has no "
-                         f"class names; models logged before allsearch 0.1's pyfunc take "
-                         f"arrays): pass a model logged by a current study")
+        raise ModelError(f"model '{model_uri}' is not an allsearch image classifier (it was "
+                         f"logged without the image preprocessing, e.g. as a bare Keras model "
+                         f"by an older allsearch): pass a model logged by a current study")
     return loaded
 
 
