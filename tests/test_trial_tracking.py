@@ -6,12 +6,12 @@ import json
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch.data import load_dataset
 from allsearch.features import add_hog_pca
+from allsearch.serving import encode_image, images_frame
 from allsearch.space import HParams
 from allsearch.tracking import Tracker, resolve_tracking_uri
 from allsearch.trial import EPOCH_METRICS, run_trial
@@ -83,8 +83,9 @@ def test_tracked_trial_has_params_metrics_and_artifacts(dataset, isolated_store:
     mlflow.set_tracking_uri(resolve_tracking_uri())
     loaded = mlflow.pyfunc.load_model(model_uri)
     assert loaded.metadata.signature is not None
-    probs = np.asarray(loaded.predict(dataset.x_test[:3]))
-    assert probs.shape == (3, 4)
+    files = [dataset.report.root + "/" + rel for rel in result.test_files[:3]]
+    frame = loaded.predict(images_frame([encode_image(Path(f).read_bytes()) for f in files]))
+    assert frame.shape == (3, 2 + 4)  # class, confidence, one probability per class
 
 
 def test_failed_trial_records_its_error(dataset) -> None:
