@@ -86,7 +86,11 @@ def _declare(hp: keras_tuner.HyperParameters, spec: ParamSpec) -> None:
         if len(kinds) > 1:
             raise ConfigError(f"{spec.name}: KerasTuner needs choices of one type, got "
                               f"{list(spec.choices)}")
-        hp.Choice(spec.name, list(spec.choices))
+        if all(isinstance(c, bool) for c in spec.choices):
+            # KerasTuner's Choice turns booleans into 0/1; Boolean keeps them true/false.
+            hp.Boolean(spec.name, default=bool(spec.choices[0]))
+        else:
+            hp.Choice(spec.name, list(spec.choices))
     elif spec.type == "int":
         # KerasTuner reads `step` as a factor under log sampling: leave it out there.
         step = None if spec.log else int(spec.step or 1)

@@ -63,7 +63,8 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
     if hparams.features in ("pixels", "both"):
         image = keras.Input(shape=tuple(input_shape), name=PIXELS)
         inputs.append(image)
-        branches.append(_conv_branch(image, hparams.conv_layers, int(input_shape[0])))
+        x = _augmentation(image) if hparams.augment else image
+        branches.append(_conv_branch(x, hparams, int(input_shape[0])))
     if hparams.features in ("hog_pca", "both"):
         components = keras.Input(shape=(n_features,), name=HOG_PCA)
         inputs.append(components)
@@ -88,7 +89,23 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
     return model
 
 
-def _conv_branch(image: keras.KerasTensor, conv_layers: int, image_size: int) -> keras.KerasTensor:
+def _augmentation(image: keras.KerasTensor) -> keras.KerasTensor:
+    """Random flips, rotations up to 10 degrees, brightness and contrast changes of 10%.
+
+    Keras' preprocessing layers act only while training (model.fit), so the validation and
+    test splits, and every prediction, see the images unchanged. A blood cell has no up or
+    left, so every flip and small rotation is still a valid image of its class.
+    """
+    x = layers.RandomFlip("horizontal_and_vertical", name="augment_flip", dtype="float32")(image)
+    x = layers.RandomRotation(0.028, fill_mode="reflect", name="augment_rotate",
+                              dtype="float32")(x)
+    x = layers.RandomBrightness(0.1, value_range=(0.0, 1.0), name="augment_brightness",
+                                dtype="float32")(x)
+    return layers.RandomContrast(0.1, name="augment_contrast", dtype="float32")(x)
+
+
+def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int) -> keras.KerasTensor:
+    conv_layers = hparams.conv_layers
     deepest = max_conv_layers(image_size)
     if not 1 <= conv_layers <= deepest:
         raise ModelError(f"conv_layers={conv_layers} does not fit a {image_size}x{image_size} "
@@ -96,6 +113,16 @@ def _conv_branch(image: keras.KerasTensor, conv_layers: int, image_size: int) ->
                          f"feature map; sizes would be {_feature_map_sizes(conv_layers, image_size)})")
     x = image
     for i, (filters, kernel) in enumerate(conv_blocks(conv_layers), start=1):
-        x = layers.Conv2D(filters, kernel, activation="relu", name=f"conv{i}")(x)
+        width = max(1, round(filters * hparams.filter_multiplier))
+        if hparams.batch_norm:
+            # Normalize before the nonlinearity; the convolution's bias is then redundant.
+            x = layers.Conv2D(width, kernel, use_bias=False, name=f"conv{i}")(x)
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+            x = layers.Activation("relu", name=f"relu{i}")(x)
+        else:
+            x = layers.Conv2D(width, kernel, activation="relu", name=f"conv{i}")(x)
         x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    if hparams.pooling == "gap":
+        # One value per filter: far fewer weights in the dense layer than flattening.
+        return layers.GlobalAveragePooling2D(name="gap")(x)
     return layers.Flatten(name="flatten")(x)

@@ -17,14 +17,16 @@ import yaml
 from allsearch.errors import SpaceError
 
 __all__ = [
-    "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES",
-    "PAPER_BEST", "SPACE_DIR",
+    "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES", "POOLINGS",
+    "CLASS_WEIGHTS", "PAPER_BEST", "SPACE_DIR",
 ]
 
 Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
 FeatureMode = Literal["pixels", "hog_pca", "both"]
 LOSSES: tuple[str, ...] = ("categorical_crossentropy", "binary_crossentropy")
 FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
+POOLINGS: tuple[str, ...] = ("flatten", "gap")
+CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search"
 
 
@@ -40,6 +42,12 @@ class HParams:
     dropout: float = 0.5
     dense_units: int = 128
     features: FeatureMode = "pixels"
+    # The wide space's knobs (search/wide.yaml); each default is the paper's network.
+    filter_multiplier: float = 1.0  # every conv block's filters times this
+    batch_norm: bool = False  # batch normalization after every convolution
+    pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
+    augment: bool = False  # random flips, rotations, brightness/contrast, training only
+    class_weights: Literal["none", "balanced"] = "none"  # loss weights per class
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1, 10_000)
@@ -55,6 +63,21 @@ class HParams:
         if self.loss not in LOSSES:
             raise SpaceError(f"The 'loss' hyperparameter must be one of {list(LOSSES)}. "
                              f"Got {self.loss!r} instead.")
+        if (isinstance(self.filter_multiplier, bool)
+                or not isinstance(self.filter_multiplier, (int, float))
+                or not 0.1 <= self.filter_multiplier <= 8):
+            raise SpaceError(f"The 'filter_multiplier' hyperparameter must be a float in "
+                             f"[0.1, 8]. Got {self.filter_multiplier!r} instead.")
+        for name in ("batch_norm", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                raise SpaceError(f"The '{name}' hyperparameter must be true or false. "
+                                 f"Got {getattr(self, name)!r} instead.")
+        if self.pooling not in POOLINGS:
+            raise SpaceError(f"The 'pooling' hyperparameter must be one of {list(POOLINGS)}. "
+                             f"Got {self.pooling!r} instead.")
+        if self.class_weights not in CLASS_WEIGHTS:
+            raise SpaceError(f"The 'class_weights' hyperparameter must be one of "
+                             f"{list(CLASS_WEIGHTS)}. Got {self.class_weights!r} instead.")
         if self.features not in FEATURE_MODES:
             raise SpaceError(f"The 'features' hyperparameter must be one of {list(FEATURE_MODES)}. "
                              f"Got {self.features!r} instead.")

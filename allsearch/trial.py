@@ -118,6 +118,19 @@ def network_inputs(images: np.ndarray, components: np.ndarray | None, features: 
     return components if features == "hog_pca" else {PIXELS: images, HOG_PCA: components}
 
 
+def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, float] | None:
+    """Keras class weights: None, or 'balanced' (n / (k * count), scikit-learn's rule), so a
+    rarer class (Benign has half the images of Early here) weighs as much in the loss."""
+    if mode == "none":
+        return None
+    from sklearn.utils.class_weight import compute_class_weight
+
+    present = np.unique(labels)
+    weights = compute_class_weight("balanced", classes=present, y=labels)
+    found = dict(zip(present.tolist(), weights.tolist(), strict=True))
+    return {i: float(found.get(i, 1.0)) for i in range(n_classes)}
+
+
 def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
               precision: Precision = "float32", callbacks: Sequence[keras.callbacks.Callback] = (),
               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
@@ -147,6 +160,8 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         started = time.perf_counter()
         model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
                   validation_data=(x_val, y_val), shuffle=True, verbose=0,
+                  class_weight=class_weights(dataset.y_train, dataset.n_classes,
+                                             hparams.class_weights),
                   callbacks=[recorder, *callbacks])
         train_time_s = time.perf_counter() - started
 

@@ -54,3 +54,39 @@ def test_accuracy_is_categorical_under_both_losses(loss: str) -> None:
     scores = model.evaluate(np.zeros((4, 5)), np.eye(4), verbose=0, return_dict=True)
     # 1 of 4 rows right: categorical accuracy 0.25; binary accuracy would say 0.625.
     assert scores["accuracy"] == pytest.approx(0.25)
+
+
+def test_wide_space_knobs_change_the_network_as_named() -> None:
+    narrow = build_cnn(HParams(filter_multiplier=0.5), 4)
+    assert [narrow.get_layer(f"conv{i}").filters for i in (1, 2, 3)] == [32, 16, 64]
+    normed = build_cnn(HParams(batch_norm=True), 4)
+    assert [layer.name for layer in normed.layers if layer.name.startswith("bn")] == ["bn1", "bn2", "bn3"]
+    assert not normed.get_layer("conv1").use_bias
+    gap = build_cnn(HParams(pooling="gap"), 4)
+    assert gap.get_layer("gap").output.shape == (None, 128)
+    assert gap.count_params() < 1_728_932 / 10  # the dense layer sees 128 values, not 18,432
+
+
+def test_augmentation_acts_in_training_only() -> None:
+    model = build_cnn(HParams(augment=True), 4, compile=False)
+    names = ["augment_flip", "augment_rotate", "augment_brightness", "augment_contrast"]
+    assert [layer.name for layer in model.layers[1:5]] == names
+    images = np.random.default_rng(0).random((4, 100, 100, 1)).astype("float32")
+    x = images
+    for name in names:
+        layer = model.get_layer(name)
+        np.testing.assert_array_equal(np.asarray(layer(x, training=False)), x)
+    changed = np.asarray(model.get_layer("augment_rotate")(images, training=True))
+    assert not np.allclose(changed, images)
+    # Prediction (inference) is deterministic: the same images give the same output.
+    np.testing.assert_array_equal(model.predict(images, verbose=0), model.predict(images, verbose=0))
+
+
+def test_balanced_class_weights() -> None:
+    from allsearch.trial import class_weights
+
+    labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
+    weights = class_weights(labels, 4, "balanced")
+    assert weights[0] == pytest.approx(60 / (3 * 10)) and weights[1] == pytest.approx(60 / (3 * 30))
+    assert weights[3] == 1.0  # a class absent from the train split: neutral
+    assert class_weights(labels, 4, "none") is None

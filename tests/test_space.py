@@ -65,3 +65,11 @@ def test_table1_file_holds_the_papers_four_rows() -> None:
     assert rows[0].paper == {"val_accuracy": 0.80, "val_prediction_time_s": 2.13,
                              "test_accuracy": 0.82, "test_prediction_time_s": 1.98}
     assert all(r.hparams.conv_layers == 3 for r in rows)
+
+
+def test_wide_space_covers_every_knob_and_starts_from_the_paper() -> None:
+    space = load_space("wide")
+    assert {p.name for p in space.params} == set(HParams.names())
+    assert space.hparams(space.baseline) == HParams()  # trial 0 is the paper's network
+    assert space.param("learning_rate").log
+    assert space.param("features").choices == ("pixels", "hog_pca", "both")

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -98,3 +99,13 @@ def test_failed_trial_records_its_error(dataset) -> None:
     logged = tracker.client.get_run(run.run_id)
     assert logged.info.status == "FAILED" and logged.data.tags["state"] == "FAIL"
     assert "out of memory (simulated)" in logged.data.tags["error"]
+
+
+def test_every_wide_space_knob_trains(dataset) -> None:
+    hparams = HParams(epochs=2, batch_size=8, conv_layers=2, dense_units=32, features="both",
+                      filter_multiplier=0.5, batch_norm=True, pooling="gap", augment=True,
+                      class_weights="balanced", learning_rate=0.003, dropout=0.1)
+    result = run_trial(dataset, hparams, seed=0)
+    assert result.epochs_run == 2 and 0.0 <= result.val_accuracy <= 1.0
+    assert result.model.get_layer("conv1").filters == 32
+    assert np.isfinite(result.history["loss"]).all()
