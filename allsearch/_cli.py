@@ -64,10 +64,13 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
-                 argv: list[str] | None = None) -> int:
-    """Parse, run, and turn user mistakes into one line and a non-zero exit."""
+                 argv: list[str] | None = None, *, tensorflow: bool = True) -> int:
+    """Parse, run, and turn user mistakes into one line and a non-zero exit.
+
+    `tensorflow=False`: a command that never trains or predicts starts no TensorFlow runtime.
+    """
     args = parser.parse_args(argv)
-    if not args.debug:
+    if not args.debug and tensorflow:
         quiet_libraries()
     try:
         return run(args)

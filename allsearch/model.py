@@ -94,14 +94,17 @@ def _augmentation(image: keras.KerasTensor) -> keras.KerasTensor:
 
     Keras' preprocessing layers act only while training (model.fit), so the validation and
     test splits, and every prediction, see the images unchanged. A blood cell has no up or
-    left, so every flip and small rotation is still a valid image of its class.
+    left, so every flip and small rotation is still a valid image of its class. Only the
+    pixel branch is augmented: the HOG/PCA components are computed once, from the unaugmented
+    images (so `augment` changes nothing under features=hog_pca).
     """
     x = layers.RandomFlip("horizontal_and_vertical", name="augment_flip", dtype="float32")(image)
     x = layers.RandomRotation(0.028, fill_mode="reflect", name="augment_rotate",
                               dtype="float32")(x)
     x = layers.RandomBrightness(0.1, value_range=(0.0, 1.0), name="augment_brightness",
                                 dtype="float32")(x)
-    return layers.RandomContrast(0.1, name="augment_contrast", dtype="float32")(x)
+    return layers.RandomContrast(0.1, value_range=(0.0, 1.0), name="augment_contrast",
+                                 dtype="float32")(x)
 
 
 def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int) -> keras.KerasTensor:

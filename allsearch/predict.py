@@ -53,11 +53,13 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
 
     uri = resolve_tracking_uri(tracking_uri)
     try:
-        registered = MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models()
+        registered = MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(
+            filter_string="name LIKE 'allsearch-%'", max_results=1000)
     except Exception as exc:  # a store that cannot be read
         raise StoreError(f"cannot read the model registry of '{_redact(uri)}' "
                          f"({str(exc).splitlines()[0][:160]}); check --tracking-uri") from None
-    champions = [m for m in registered if CHAMPION_ALIAS in (m.aliases or {})]
+    champions = [m for m in registered
+                 if m.name.startswith("allsearch-") and CHAMPION_ALIAS in (m.aliases or {})]
     if not champions:
         raise ModelError(f"no champion model in '{_redact(uri)}': run a study first "
                          f"(python -m allsearch.study), or pass --model URI (models:/NAME@ALIAS, "
@@ -189,7 +191,8 @@ def format_predictions(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False, float_format="%.6f").rstrip("\n")
     if fmt == "json":
-        return json.dumps(frame.to_dict(orient="records"), indent=1)
+        records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+        return json.dumps(records, indent=1)  # a missing true class is null, never NaN
     return frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
@@ -233,8 +236,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"model: {uri}; {len(frame)} image(s)", file=sys.stderr)
         print(format_predictions(frame, args.format))
         if "true_class" in frame:
-            correct = int((frame["true_class"] == frame["class"]).sum())
-            print(f"accuracy: {correct}/{len(frame)} = {correct / len(frame):.3f}", file=sys.stderr)
+            labelled = frame[frame["true_class"].notna()]
+            correct = int((labelled["true_class"] == labelled["class"]).sum())
+            print(f"accuracy: {correct}/{len(labelled)} = {correct / len(labelled):.3f} "
+                  f"(images in class folders)", file=sys.stderr)
         return 0
 
     return _cli.main_wrapper(run, parser, argv)

@@ -3,8 +3,10 @@
 A trial's Keras network alone is not a usable model: it needs the training preprocessing in
 front of it (decode, grayscale, 100x100, scale to [0, 1], and for `hog_pca`/`both` the HOG ->
 PCA pipeline fitted on that trial's train split). `ImageClassifier` carries all of it, so
-`mlflow models serve`, `mlflow.pyfunc.load_model` and `python -m allsearch.predict` run exactly
-the code training ran (allsearch/ is logged with the model as its code).
+`mlflow models serve`, `mlflow.pyfunc.load_model` and `python -m allsearch.predict` apply the
+training preprocessing through allsearch's own functions (allsearch/ is logged with the model
+as its code, for environments where the package is not installed; where it is, MLflow imports
+the installed one).
 
 Input: a DataFrame with one string column `image`, each value an image file (PNG, JPEG, BMP,
 TIFF, ...) encoded in base64. Output: one row per image: `class` (the predicted class name),
@@ -68,16 +70,24 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     # A DataFrame hint: what MLflow accepts without reading a second schema from the hints
     # (the signature is the schema) and without warning about missing hints.
     def predict(self, context, model_input: pd.DataFrame, params=None):
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
         from allsearch.data import decode_image_bytes, to_network_input
         from allsearch.trial import network_inputs
 
-        values = _image_values(model_input)
+        # An MlflowException reaches an HTTP client of the scoring server with its message.
+        try:
+            values = _image_values(model_input)
+        except DataError as exc:
+            raise MlflowException(str(exc), error_code=INVALID_PARAMETER_VALUE) from None
         pixels = []
         for index, value in enumerate(values):
             try:
                 pixels.append(decode_image_bytes(_as_bytes(value), self.config["image_size"]))
             except DataError as exc:
-                raise DataError(f"image {index}: {exc}") from None
+                raise MlflowException(f"image {index}: {exc}",
+                                      error_code=INVALID_PARAMETER_VALUE) from None
         images = to_network_input(np.stack(pixels))
         components = self.pipeline.transform(images) if self.pipeline is not None else None
         inputs = network_inputs(images, components, self.config["features"])
@@ -108,8 +118,12 @@ def _image_values(model_input: Any) -> list[Any]:
 def _as_bytes(value: Any) -> bytes:
     if isinstance(value, bytes | bytearray):
         return bytes(value)
+    text = str(value).strip()
+    if text.startswith("data:") and "," in text:  # a data URL: data:image/png;base64,....
+        text = text.split(",", 1)[1]
     try:
-        return base64.b64decode(str(value), validate=True)
+        # Wrapped base64 (76-column lines, as `base64` writes by default) is fine too.
+        return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
         raise DataError("not base64 text (encode each image file with base64)") from None
 
@@ -122,6 +136,9 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
     from mlflow.types import ColSpec, Schema
 
     features = str(hparams.get("features", "pixels"))
+    if features != "pixels" and pipeline is None:
+        raise ValueError(f"a features={features} network needs its fitted HOG/PCA pipeline "
+                         f"to be logged with it")
     config = {"class_names": list(class_names), "features": features,
               "image_size": _image_size(network),
               "hparams": hparams, "input": f"column {IMAGE_COLUMN!r}: base64 image files"}

@@ -200,7 +200,8 @@ def _lost_schema_race(exc: BaseException) -> bool:
     text = str(exc).lower()
     if isinstance(exc, IntegrityError):
         return True
-    return isinstance(exc, ProgrammingError | OperationalError) and "already exists" in text
+    return isinstance(exc, ProgrammingError | OperationalError) and (
+        "already exists" in text or "deadlock detected" in text)
 
 
 def _heartbeat_settings() -> tuple[int, int]:

@@ -326,10 +326,14 @@ class TrialRun:
         pipeline = (dataset.features.pipeline
                     if dataset is not None and dataset.features is not None else None)
         mlflow.set_tracking_uri(self.tracker.tracking_uri)
-        with mlflow.start_run(run_id=self.run_id):
-            return log_classifier(network=result.model, class_names=result.class_names,
-                                  hparams=result.hparams.to_dict(), pipeline=pipeline,
-                                  requirements=requirements)
+        try:
+            with mlflow.start_run(run_id=self.run_id):
+                return log_classifier(network=result.model, class_names=result.class_names,
+                                      hparams=result.hparams.to_dict(), pipeline=pipeline,
+                                      requirements=requirements)
+        finally:
+            # Leaving the fluent run marks it ended; the trial is not over until end().
+            self.tracker.client.update_run(self.run_id, status="RUNNING")
 
     def end(self, state: State, *, error: BaseException | None = None) -> None:
         tags: dict[str, Any] = {STATE: state}

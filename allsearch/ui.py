@@ -31,8 +31,8 @@ __all__ = ["UiServers", "start_ui", "main"]
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 # optuna-dashboard's public entry point (its package has no __main__).
-_DASHBOARD = ("import sys, optuna_dashboard; "
-              "optuna_dashboard.run_server(sys.argv[1], host=sys.argv[2], port=int(sys.argv[3]))")
+_DASHBOARD = ("import os, sys, optuna_dashboard; optuna_dashboard.run_server("
+              "os.environ['ALLSEARCH_DASHBOARD_STORAGE'], host=sys.argv[1], port=int(sys.argv[2]))")
 
 
 @dataclass
@@ -44,24 +44,29 @@ class UiServers:
     processes: list[subprocess.Popen] = field(default_factory=list)
 
     def stop(self) -> None:
+        # The whole group, even when its leader has exited: its workers may not have.
         for process in self.processes:
-            if process.poll() is None:
-                try:
-                    os.killpg(process.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    continue
+            _kill_group(process, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                process.kill()
                 process.wait()
+            _kill_group(process, signal.SIGKILL)
 
     def __enter__(self) -> UiServers:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _kill_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _port_free(port: int) -> bool:
@@ -81,17 +86,19 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PATH": path}
 
 
-def _spawn(command: list[str]) -> subprocess.Popen:
+def _spawn(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
     """A server in its own process group (stopping it stops its workers), its log in a file
     (a pipe nobody reads would fill up and stall it)."""
     log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(command, env=_child_env(), stdout=log, stderr=subprocess.STDOUT,
-                               text=True, start_new_session=True)
+    process = subprocess.Popen(command, env={**_child_env(), **(env or {})}, stdout=log,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
     process.log = log  # type: ignore[attr-defined]
     return process
 
 
 def _wait_until_up(process: subprocess.Popen, url: str, what: str, timeout_s: float) -> None:
+    # Straight to loopback: an http_proxy in the environment must not carry this request.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if process.poll() is not None:
@@ -100,7 +107,7 @@ def _wait_until_up(process: subprocess.Popen, url: str, what: str, timeout_s: fl
             lines = [line for line in log.read().splitlines() if line.strip()]
             raise StoreError(f"{what} exited at start ({lines[-1][-300:] if lines else 'no output'})")
         try:
-            urllib.request.urlopen(url, timeout=2)
+            opener.open(url, timeout=2)
             return
         except OSError:
             time.sleep(0.5)
@@ -123,10 +130,12 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
         raise ConfigError(f"port {port} on {HOST} is in use; pass --port with a free one")
     artifacts = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)).resolve()
     servers = UiServers(mlflow_url=f"http://{HOST}:{port}")
+    # Store URLs travel in the environment, not the command line: `ps` shows command lines,
+    # and a PostgreSQL URL carries its password.
     mlflow_server = _spawn(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-         "--default-artifact-root", artifacts.as_uri(), "--host", HOST, "--port", str(port),
-         "--workers", "1"])
+        [sys.executable, "-m", "mlflow", "server", "--default-artifact-root",
+         artifacts.as_uri(), "--host", HOST, "--port", str(port), "--workers", "1"],
+        env={"MLFLOW_BACKEND_STORE_URI": uri})
     servers.processes.append(mlflow_server)
     try:
         _wait_until_up(mlflow_server, f"{servers.mlflow_url}/health", "the MLflow UI", timeout_s)
@@ -138,7 +147,8 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
             if url.startswith("sqlite:///"):
                 url = absolute_sqlite(url)
             dashboard_port = next(p for p in range(port + 1, port + 50) if _port_free(p))
-            process = _spawn([sys.executable, "-c", _DASHBOARD, url, HOST, str(dashboard_port)])
+            process = _spawn([sys.executable, "-c", _DASHBOARD, HOST, str(dashboard_port)],
+                             env={"ALLSEARCH_DASHBOARD_STORAGE": url})
             servers.processes.append(process)
             servers.dashboard_url = f"http://{HOST}:{dashboard_port}"
             _wait_until_up(process, servers.dashboard_url, "optuna-dashboard", timeout_s)
@@ -146,6 +156,10 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
         servers.stop()
         raise
     return servers
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     _cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
+        # `kill`, a closed terminal or an IDE's stop button end the servers too, as Ctrl-C does.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _interrupt)
         with start_ui(port=args.port, tracking_uri=args.tracking_uri, storage=args.storage,
                       dashboard=not args.no_dashboard) as servers:
             print(f"MLflow UI: {servers.mlflow_url}", flush=True)
@@ -182,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         raise StoreError("a UI server stopped by itself; run with --debug to see why")
 
-    return _cli.main_wrapper(run, parser, argv)
+    return _cli.main_wrapper(run, parser, argv, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ def tiny_study(tiny_data: Path, tmp_path: Path, features: str = "both") -> str:
     return "served"
 
 
-@pytest.mark.parametrize("features", ["pixels", "both"])
+@pytest.mark.parametrize("features", ["pixels", "hog_pca", "both"])
 def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path, features: str
                                                                 ) -> None:
     """The pyfunc on the raw test files (48x48 PNGs, resized on the way in) gives the
@@ -77,6 +77,12 @@ def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path,
     np.testing.assert_allclose(frame[columns].to_numpy(), result.test_probabilities[:5], atol=1e-5)
     assert list(frame["class"]) == [dataset.class_names[i]
                                     for i in result.test_probabilities[:5].argmax(1)]
+    # base64 as `base64` writes it (76-column lines) and as a data URL are read too.
+    wrapped = base64.encodebytes(files[0].read_bytes()).decode()
+    data_url = "data:image/png;base64," + serving.encode_image(files[0].read_bytes())
+    again = loaded.predict(serving.images_frame([wrapped, data_url]))
+    np.testing.assert_allclose(again[columns].to_numpy(), frame[columns].to_numpy()[[0, 0]],
+                               atol=1e-6)
     with pytest.raises(Exception, match="image 1: not base64"):
         loaded.predict(serving.images_frame([serving.encode_image(files[0].read_bytes()), "%%"]))
     with pytest.raises(Exception, match="image 0: not a readable image"):
@@ -105,6 +111,16 @@ def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path
     assert lines[0].startswith("file,true_class,class,confidence,p_Benign")
     assert len(lines) == 1 + len(list(tiny_data.glob("*/*.png")))  # duplicates too
     assert "accuracy: " in out.err
+
+    # A loose file beside a labelled folder: no true class (null in JSON), not counted.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert predict.main([str(tiny_data), str(one), "--format", "json"]) == 0
+    out = capsys.readouterr()
+    rows = json.loads(out.out)  # valid JSON: no NaN
+    assert rows[-1]["file"] == str(one) and rows[-1]["true_class"] is None
+    n_labelled = len(rows) - 1
+    assert f"/{n_labelled} = " in out.err
 
     # The same through the command line, as a user runs it.
     done = subprocess.run([sys.executable, "-m", "allsearch.predict", str(one)],
@@ -160,15 +176,18 @@ def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) 
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(),
            "TF_CPP_MIN_LOG_LEVEL": "3", "PATH": path}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/allsearch-served@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-        start_new_session=True)
+    log = tmp_path / "serve.log"
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m",
+             "models:/allsearch-served@champion", "--env-manager", "local", "--host", "127.0.0.1",
+             "--port", str(port)],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.time() + 180
-        while time.time() < deadline:
-            assert server.poll() is None, server.stderr.read()[-3000:]
+        while True:
+            assert server.poll() is None, log.read_text()[-3000:]
+            assert time.time() < deadline, "the scoring server did not answer in 180 s"
             try:
                 urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
                 break
@@ -182,7 +201,11 @@ def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) 
         answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
     (row,) = answer["predictions"]
     assert row["class"] in {"Benign", "Early", "Pre", "Pro"}
     assert sum(row[f"p_{c}"] for c in ("Benign", "Early", "Pre", "Pro")) == pytest.approx(1, abs=1e-4)

@@ -47,11 +47,14 @@ def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -
                        "--pruner", "none"]) == 0
     port = free_port()
     command = [sys.executable, "-m", "allsearch.ui", "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    errors = tmp_path / "ui.err"
+    with open(errors, "w") as err_file:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                                   start_new_session=True)
+    dashboard = None
     try:
         first = process.stdout.readline()  # printed once the server answers
-        assert first.strip() == f"MLflow UI: http://127.0.0.1:{port}", process.stderr.read()
+        assert first.strip() == f"MLflow UI: http://127.0.0.1:{port}", errors.read_text()[-2000:]
         second = process.stdout.readline().strip()
         base = f"http://127.0.0.1:{port}"
         experiment = api(base, "experiments/get-by-name?experiment_name=browsed")["experiment"]
@@ -75,12 +78,17 @@ def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -
         studies = json.loads(urllib.request.urlopen(f"{dashboard}/api/studies", timeout=30).read())
         assert "browsed" in {s["study_name"] for s in studies["study_summaries"]}
     finally:
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C
-        process.wait(timeout=60)
-    assert process.returncode == 0
+        process.send_signal(signal.SIGTERM)  # `kill`: stops the servers as Ctrl-C does
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    assert process.returncode == 0, errors.read_text()[-2000:]
     time.sleep(1)
-    with pytest.raises(OSError):  # both servers are gone with it
-        urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
+    for url in (f"http://127.0.0.1:{port}/health", dashboard):  # both servers are gone with it
+        with pytest.raises(OSError):
+            urllib.request.urlopen(url, timeout=2)
 
 
 def test_ui_mistakes_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
