@@ -7,7 +7,7 @@ complete trials by validation accuracy through the tracking REST API, and saves
   ui-compare.png    those trials compared: the paper's knobs against val/test accuracy
   ui-runs.png       the study's parent run with its child runs (one per trial)
   ui-artifacts.png  the best trial's artifacts (confusion matrix, curves, model, ...)
-Needs Playwright (`pip install playwright`) and a Chromium binary (Debian: apt-get install
+Needs Playwright (`pip install -e ".[docs]"`) and a Chromium binary (Debian: apt-get install
 chromium; Playwright's own download works too).
 """
 
