@@ -22,6 +22,7 @@ import pandas as pd
 
 from allsearch.data import IMAGE_EXTENSIONS, decode_image_bytes
 from allsearch.errors import DataError, ModelError, StoreError
+from allsearch.tracking import CHAMPION_ALIAS, _redact, resolve_tracking_uri
 
 __all__ = ["ImageFile", "resolve_model_uri", "load_classifier", "collect_images",
            "predict_files", "main"]
@@ -43,8 +44,6 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
                       tracking_uri: str | None = None) -> str:
     """An MLflow model URI: `model` as given (a bare run id means that run's model), else
     the champion of `study`, else the most recently updated champion in the store."""
-    from allsearch.tracking import CHAMPION_ALIAS, resolve_tracking_uri
-
     if model:
         return f"runs:/{model}/model" if _RUN_ID.match(model) else model
     if study:
@@ -58,8 +57,7 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
     except Exception as exc:  # a store that cannot be read
         raise StoreError(f"cannot read the model registry of '{_redact(uri)}' "
                          f"({str(exc).splitlines()[0][:160]}); check --tracking-uri") from None
-    champions = [m for m in registered
-                 if m.name.startswith("allsearch-") and CHAMPION_ALIAS in (m.aliases or {})]
+    champions = [m for m in registered if CHAMPION_ALIAS in (m.aliases or {})]
     if not champions:
         raise ModelError(f"no champion model in '{_redact(uri)}': run a study first "
                          f"(python -m allsearch.study), or pass --model URI (models:/NAME@ALIAS, "
@@ -71,8 +69,6 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
 def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
     """The pyfunc behind `model_uri`, checked to be an allsearch image classifier."""
     import mlflow
-
-    from allsearch.tracking import resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
@@ -173,9 +169,7 @@ def predict_files(loaded, images: list[ImageFile], *, batch_size: int = 256) -> 
     frames = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # MLflow's advice on type hints
-            frame = loaded.predict(images_frame([encode_image(i.path.read_bytes()) for i in chunk]))
+        frame = loaded.predict(images_frame([encode_image(i.path.read_bytes()) for i in chunk]))
         frames.append(pd.DataFrame(frame))
     result = pd.concat(frames, ignore_index=True)
     if len(result.columns) != 2 + len(classes):
@@ -194,12 +188,6 @@ def format_predictions(frame: pd.DataFrame, fmt: str) -> str:
         records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
         return json.dumps(records, indent=1)  # a missing true class is null, never NaN
     return frame.to_string(index=False, float_format=lambda v: f"{v:.3f}")
-
-
-def _redact(uri: str) -> str:
-    from allsearch.tracking import _redact as redact
-
-    return redact(uri)
 
 
 # ------------------------------------------------------------------------------ command line

@@ -11,6 +11,7 @@ parent, and running the same command again resumes the study.
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import multiprocessing
 import os
@@ -168,7 +169,7 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
         else:
             engine_kwargs["pool_pre_ping"] = True
         interval, grace = _heartbeat_settings()
-        for attempt in range(SCHEMA_RACE_ATTEMPTS):
+        for attempt in itertools.count(1):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -178,12 +179,11 @@ def open_storage(url: str | None) -> optuna.storages.RDBStorage:
                         heartbeat_stale_trial_callback=(
                             optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
             except Exception as exc:
-                if attempt + 1 == SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
+                if attempt == SCHEMA_RACE_ATTEMPTS or not _lost_schema_race(exc):
                     raise
                 # Workers started together on an empty database all create Optuna's tables;
                 # the losers fail on the winner's rows. Once the winner commits, they exist.
-                time.sleep(0.5 + random.random() * (attempt + 1))
-        raise AssertionError("unreachable")
+                time.sleep(0.5 + random.random() * attempt)
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a down server
         reason = _first_line(exc)[:200]
         raise StoreError(f"--storage '{_redact(url)}' cannot be opened ({_redact_text(reason, url)}); "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import warnings
 from pathlib import Path
 
@@ -51,3 +52,18 @@ def fail_on_call(monkeypatch: pytest.MonkeyPatch, owner: object, name: str, call
         return real(*args, **kwargs)
 
     monkeypatch.setattr(owner, name, wrapper)
+
+
+def one_line_error(capsys: pytest.CaptureFixture) -> str:
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for servers a test starts)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

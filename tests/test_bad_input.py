@@ -20,7 +20,7 @@ from allsearch import data, study
 from allsearch.data import load_dataset
 from allsearch.synthetic import write_dataset
 from allsearch.tracking import resolve_tracking_uri
-from conftest import fail_on_call
+from conftest import fail_on_call, one_line_error
 
 SPACE = """
 name: tiny
@@ -37,14 +37,6 @@ def space_file(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(SPACE)
     return path
-
-
-def one_line_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def test_folder_names_with_spaces_and_non_ascii(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -26,6 +25,7 @@ from allsearch.features import add_hog_pca
 from allsearch.space import HParams
 from allsearch.tracking import Tracker, resolve_tracking_uri
 from allsearch.trial import run_trial
+from conftest import free_port, one_line_error
 
 SPACE = """
 name: tiny
@@ -34,14 +34,6 @@ params:
 fixed: {epochs: 2, conv_layers: 2, dense_units: 32, features: FEATURES}
 baseline: {batch_size: 8}
 """
-
-
-def one_line_error(capsys: pytest.CaptureFixture) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def tiny_study(tiny_data: Path, tmp_path: Path, features: str = "both") -> str:
@@ -161,17 +153,11 @@ def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
     assert predict.main([str(other), "--unlabelled"]) == 0  # predicted anyway when asked
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) -> None:
     """The registered champion served by MLflow's own scoring server, on loopback."""
     tiny_study(tiny_data, tmp_path)
-    port = _free_port()
+    port = free_port()
     # MLflow starts uvicorn by name: the venv's bin/ must be on PATH, as when it is activated.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri(),

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from allsearch import study, ui
+from conftest import free_port
 
 SPACE = """
 name: tiny
@@ -23,12 +24,6 @@ params:
 fixed: {epochs: 1, conv_layers: 2, dense_units: 32}
 baseline: {batch_size: 8}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def api(base: str, path: str, body: dict | None = None) -> dict:
