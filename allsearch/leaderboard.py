@@ -17,10 +17,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from allsearch.space import HParams
+from allsearch.errors import ConfigError
+from allsearch.space import HParams, fixed_space_text
 
-__all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "PAPER_BEST", "FORMATS",
-           "METRIC_COLUMNS", "main"]
+__all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "best_configuration",
+           "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "main"]
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
 Format = Literal["markdown", "csv", "html", "latex", "json"]
@@ -37,9 +38,13 @@ METRIC_COLUMNS = (
     ("latency_ms_p50", "Latency p50 (ms)"),
     ("epochs_run", "Epochs Run"),
 )
-# Columns whose spread over seeds is shown as mean ± sd.
+# Columns whose spread over seeds is shown as mean ± sd (and every per-class recall).
 SPREAD = ("Validation Accuracy", "Test Accuracy")
 SD = " SD"
+# Per-class test recall metrics: allsearch.trial.RECALL_PREFIX + class (not imported from
+# there: trial.py loads Keras, the leaderboard should not). Shown as "Recall <class>".
+RECALL_PREFIX = "test_recall_"
+RECALL_TITLE = "Recall "
 
 
 def study_table(tracker: Any, parent_id: str) -> pd.DataFrame:
@@ -61,11 +66,15 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else [])
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
-    rows = [_group_row(group, keys) for _, group in complete.groupby(keys, dropna=False, sort=False)]
-    rows += [_group_row(other.loc[[i]], keys) for i in other.index]
+    metric_columns = METRIC_COLUMNS + tuple(
+        (m, RECALL_TITLE + m[len(RECALL_PREFIX):]) for m in _recall_metrics(flat))
+    spread = SPREAD + tuple(title for m, title in metric_columns if m.startswith(RECALL_PREFIX))
+    rows = [_group_row(group, keys, metric_columns, spread)
+            for _, group in complete.groupby(keys, dropna=False, sort=False)]
+    rows += [_group_row(other.loc[[i]], keys, metric_columns, spread) for i in other.index]
     table = pd.DataFrame(rows)
-    columns = keys + [c for _, title in METRIC_COLUMNS for c in
-                      ((title, title + SD) if title in SPREAD else (title,))]
+    columns = keys + [c for _, title in metric_columns for c in
+                      ((title, title + SD) if title in spread else (title,))]
     columns += ["n", "State", "Trial", "Run ID", "Δ Val vs paper", "Δ Test vs paper"]
     table = table.reindex(columns=columns)
     # Complete results first, best validation accuracy first; then pruned, failed, running.
@@ -81,7 +90,9 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
         if f"params.{name}" in runs:
             flat[name] = runs[f"params.{name}"].map(_number)
     flat["Variant"] = runs.get("params.variant", pd.Series("", index=runs.index)).fillna("")
-    for metric, _ in METRIC_COLUMNS:
+    recalls = [c[len("metrics."):] for c in runs.columns
+               if c.startswith("metrics." + RECALL_PREFIX) and not c.endswith("_sd")]
+    for metric in [m for m, _ in METRIC_COLUMNS] + sorted(recalls):
         for suffix in ("", "_sd"):
             column = f"metrics.{metric}{suffix}"
             flat[metric + suffix] = runs[column].astype(float) if column in runs else np.nan
@@ -96,7 +107,12 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
-def _group_row(group: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
+def _recall_metrics(flat: pd.DataFrame) -> list[str]:
+    return [c for c in flat.columns if c.startswith(RECALL_PREFIX) and not c.endswith("_sd")]
+
+
+def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple[str, str], ...],
+               spread: tuple[str, ...]) -> dict[str, Any]:
     trials = ",".join(sorted((str(t) for t in group["Trial"]),
                              key=lambda t: (0, int(t)) if t.isdigit() else (1, t)))
     # A sampler may propose a configuration again; with the same seed that run is a copy,
@@ -105,10 +121,10 @@ def _group_row(group: pd.DataFrame, keys: list[str]) -> dict[str, Any]:
     first = group.iloc[0]
     row: dict[str, Any] = {k: first[k] for k in keys}
     n_runs = len(group)
-    for metric, title in METRIC_COLUMNS:
+    for metric, title in metric_columns:
         values = group[metric].dropna()
         row[title] = float(values.mean()) if len(values) else math.nan
-        if title in SPREAD:
+        if title in spread:
             if n_runs > 1:
                 row[title + SD] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
             else:
@@ -135,6 +151,40 @@ def _number(value: Any) -> Any:
     return value
 
 
+def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any]]:
+    """The complete configuration with the best validation accuracy (the mean over its seeds
+    where it was repeated), and the leaderboard row it heads."""
+    table = runs_to_table(runs)
+    if table.empty or table["State"].iloc[0] != "COMPLETE":
+        raise ConfigError("the study has no complete trial yet; run it (or let it finish) first")
+    row = table.iloc[0].to_dict()
+    run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
+    values = {name: str(run[f"params.{name}"]) for name in HParams.names()
+              if isinstance(run.get(f"params.{name}"), str)}
+    return HParams.from_text(values, where=f"run {row['Run ID']}"), row
+
+
+def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[HParams, dict[str, Any]]:
+    """Write the study's best configuration as a search space that samples nothing
+    (search/best.yaml style): `--space FILE --trials 1 --repeats K` re-trains it over K seeds."""
+    hparams, row = best_configuration(runs)
+    best_run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
+    variant = f" on {best_run['params.variant']}" if isinstance(best_run.get("params.variant"), str) else ""
+    comments = (
+        f"The best configuration of study '{study}'{variant}: trial {row['Trial']}, run {row['Run ID']},",
+        f"validation accuracy {row['Validation Accuracy']:.3f} (n={row['n']}), test {row['Test Accuracy']:.3f};",
+        "chosen by validation accuracy only. Written by `python -m allsearch.leaderboard --study "
+        f"{study} --save-space FILE`.",
+        "It samples nothing: `python -m allsearch.study --space FILE --trials 1 --repeats 3 --data ...`",
+        "trains it over 3 seeds.",
+    )
+    text = fixed_space_text(hparams, name=Path(path).stem,
+                            description=f"The best configuration found by study '{study}'.",
+                            comments=comments)
+    Path(path).write_text(text, encoding="utf-8")
+    return hparams, row
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
@@ -154,10 +204,9 @@ def render(table: pd.DataFrame, fmt: Format = "markdown", *, digits: int = 3) ->
 
 def _display(table: pd.DataFrame, digits: int) -> pd.DataFrame:
     shown = table.copy()
-    for title in SPREAD:
-        if title in shown and title + SD in shown:
-            shown[title] = [_mean_sd(m, s, digits) for m, s in zip(shown[title], shown[title + SD], strict=True)]
-            shown = shown.drop(columns=[title + SD])
+    for title in [c for c in table.columns if c + SD in table.columns]:
+        shown[title] = [_mean_sd(m, s, digits) for m, s in zip(shown[title], shown[title + SD], strict=True)]
+        shown = shown.drop(columns=[title + SD])
     for column in shown.columns:
         if shown[column].dtype.kind == "f":
             places = 1 if column in ("Epochs Run",) else digits
@@ -204,13 +253,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="markdown", choices=FORMATS, help="output format")
     parser.add_argument("--top", type=int, default=None, help="only the K best rows")
     parser.add_argument("--out", default=None, help="write to this file instead of stdout")
+    parser.add_argument("--save-space", default=None, metavar="FILE",
+                        help="also write the best configuration (by validation accuracy) as a "
+                             "search space that samples nothing, e.g. search/best.yaml")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     _cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from allsearch.errors import ConfigError
-
         if args.top is not None and args.top < 1:
             raise ConfigError(f"--top must be a positive integer, got {args.top}")
         name, runs = load_study_runs(args.study, tracking_uri=args.tracking_uri)
@@ -218,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.top is not None:
             table = table.head(args.top)
         text = render(table, args.format)
+        if args.save_space:
+            hparams, row = save_best_space(name, runs, args.save_space)
+            print(f"study '{name}': trial {row['Trial']} (validation {row['Validation Accuracy']:.3f}) "
+                  f"written to {args.save_space} as a space that samples nothing", file=sys.stderr)
         if args.out:
             Path(args.out).write_text(text, encoding="utf-8")
             print(f"study '{name}': {len(table)} rows written to {args.out}", file=sys.stderr)

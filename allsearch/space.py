@@ -18,7 +18,7 @@ from allsearch.errors import SpaceError
 
 __all__ = [
     "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES", "POOLINGS",
-    "CLASS_WEIGHTS", "PAPER_BEST", "SPACE_DIR",
+    "CLASS_WEIGHTS", "PAPER_BEST", "SPACE_DIR", "fixed_space_text",
 ]
 
 Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
@@ -96,6 +96,24 @@ class HParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_text(cls, values: dict[str, str], *, where: str = "hyperparameters") -> HParams:
+        """From text values as MLflow stores params ("64", "0.001", "True"), typed by field."""
+        types = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        parsed: dict[str, Any] = {}
+        for name, text in values.items():
+            kind = types.get(name, str)
+            try:
+                if kind is bool:
+                    if text not in ("True", "False", "true", "false"):
+                        raise ValueError(text)
+                    parsed[name] = text in ("True", "true")
+                else:
+                    parsed[name] = kind(text)
+            except ValueError:
+                raise SpaceError(f"{where}: {name}={text!r} cannot be read as {kind.__name__}") from None
+        return cls.from_dict(parsed, where=where)
 
 
 def _check_int(hp: HParams, name: str, low: int, high: int) -> None:
@@ -299,3 +317,13 @@ def _cast(space: SearchSpace, name: str, value: Any) -> Any:
     if spec.type == "float" and math.isfinite(value):
         return float(value)
     return value
+
+
+def fixed_space_text(hparams: HParams, *, name: str, description: str,
+                     comments: tuple[str, ...] = ()) -> str:
+    """A search-space file that samples nothing: every trial trains `hparams` (with
+    --repeats K, over K seeds). load_space reads it back to the same HParams."""
+    lines = [f"# {c}".rstrip() for c in comments]
+    body = {"name": name, "description": description, "objective": "val_accuracy",
+            "params": {}, "fixed": hparams.to_dict(), "baseline": {}}
+    return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(body, sort_keys=False)

@@ -18,7 +18,7 @@ from allsearch.data import Dataset
 from allsearch.errors import StoreError
 from allsearch.space import HParams
 from allsearch.tracking import STORE_ERRORS, Tracker, TrialRun, _first_line
-from allsearch.trial import Precision, TrialResult, run_trial
+from allsearch.trial import RECALL_PREFIX, Precision, TrialResult, run_trial
 
 __all__ = ["TrackedTrial", "run_tracked", "aggregate"]
 
@@ -119,12 +119,16 @@ def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset:
 
 
 def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
-    """Final metrics averaged over repeats, with the spread of the accuracies."""
+    """Final metrics averaged over repeats, with the spread of the accuracies and recalls."""
     per_run = [r.final_metrics() for r in results]
-    metrics = {k: statistics.fmean(m[k] for m in per_run) for k in per_run[0]}
+    # A class can be missing from a test split, so a recall may be missing from a run.
+    names = dict.fromkeys(k for m in per_run for k in m)
+    metrics = {k: statistics.fmean(m[k] for m in per_run if k in m) for k in names}
     if len(results) > 1:
-        for name in ("val_accuracy", "test_accuracy"):
-            metrics[f"{name}_sd"] = statistics.stdev(m[name] for m in per_run)
+        for name in names:
+            values = [m[name] for m in per_run if name in m]
+            if (name.endswith("_accuracy") or name.startswith(RECALL_PREFIX)) and len(values) > 1:
+                metrics[f"{name}_sd"] = statistics.stdev(values)
         metrics["repeats"] = float(len(results))
     return metrics
 

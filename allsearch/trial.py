@@ -8,6 +8,7 @@ train, evaluate and time models the same way. trial.py never touches MLflow: cal
 from __future__ import annotations
 
 import gc
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,10 +25,12 @@ from allsearch.model import HOG_PCA, PIXELS, build_cnn
 from allsearch.space import HParams
 
 __all__ = ["TrialResult", "run_trial", "model_inputs", "configure_threads", "timed_predict",
-           "latency_ms", "EPOCH_METRICS", "Precision"]
+           "latency_ms", "recall_metric", "EPOCH_METRICS", "RECALL_PREFIX", "Precision"]
 
 # Per-epoch metric names (step = epoch): a contract with tracking and the leaderboard.
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Per-class test recall is logged as RECALL_PREFIX + the class name (recall_metric).
+RECALL_PREFIX = "test_recall_"
 LATENCY_WARMUP = 5
 LATENCY_SAMPLES = 50
 
@@ -79,7 +82,20 @@ class TrialResult:
             "latency_ms_p95": self.latency_ms_p95,
             "epochs_run": float(self.epochs_run),
             "train_time_s": self.train_time_s,
+            **self.recalls(),
         }
+
+    def recalls(self) -> dict[str, float]:
+        """Test recall per class (a class absent from the test split has none)."""
+        matrix = self.confusion()
+        return {recall_metric(name): float(matrix[i, i] / matrix[i].sum())
+                for i, name in enumerate(self.class_names) if matrix[i].sum()}
+
+
+def recall_metric(class_name: str) -> str:
+    """The metric name of one class's test recall; characters MLflow refuses in a metric name
+    (it takes ASCII letters, digits, `_ - . /` and spaces) become `_`."""
+    return RECALL_PREFIX + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)
 
 
 class _EpochRecorder(keras.callbacks.Callback):

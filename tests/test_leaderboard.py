@@ -11,6 +11,7 @@ import pytest
 
 from allsearch import leaderboard, table1
 from allsearch.leaderboard import METRIC_COLUMNS, render, runs_to_table
+from allsearch.space import HParams, load_space
 from allsearch.tracking import Tracker
 
 PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Accuracy",
@@ -18,7 +19,7 @@ PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Ac
 
 
 def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, test: float,
-             state: str = "COMPLETE", seed: int = 0) -> None:
+             state: str = "COMPLETE", seed: int = 0, recalls: dict | None = None) -> None:
     run = tracker.start_trial(parent_id=parent, name=f"trial-{number}",
                               params={"epochs": 15, "batch_size": 64, "loss": "categorical_crossentropy",
                                       "conv_layers": 3, "learning_rate": 0.001, "dropout": 0.5,
@@ -26,7 +27,8 @@ def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, t
                                       "trial_number": number, "seed": seed, "variant": "tiny"})
     tracker.log_metrics(run.run_id, {"val_accuracy": val, "test_accuracy": test,
                                      "val_prediction_time_s": 1.5, "test_prediction_time_s": 1.4,
-                                     "latency_ms_p50": 3.0, "epochs_run": 15})
+                                     "latency_ms_p50": 3.0, "epochs_run": 15,
+                                     **{f"test_recall_{c}": r for c, r in (recalls or {}).items()}})
     run.end(state)
 
 
@@ -137,3 +139,46 @@ def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) 
     assert len(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")) == 4
     artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
     assert {"table1.md", "table1.csv"} <= artifacts
+
+
+def test_per_class_recall_columns_mean_and_sd(tmp_path: Path) -> None:
+    tracker = Tracker("recall")
+    parent = tracker.start_parent("recall", {"space": "paper"})
+    for seed, benign in enumerate([0.6, 0.8]):
+        fake_run(tracker, parent, seed, {}, 0.8, 0.8, seed=seed, recalls={"Benign": benign, "Pro": 1.0})
+    tracker.end_run(parent)
+    table = leaderboard.study_table(tracker, parent)
+    columns = list(table.columns)
+    assert columns.index("Recall Benign") > columns.index("Epochs Run")
+    assert table["Recall Benign"].iloc[0] == pytest.approx(0.7)
+    assert table["Recall Benign SD"].iloc[0] == pytest.approx(0.1414, abs=1e-4)
+    assert "0.700 ± 0.141" in render(table, "markdown")
+    assert "Recall Pro SD" in pd.read_csv(io.StringIO(render(table, "csv"))).columns
+
+
+def test_save_space_writes_the_best_configuration_as_a_fixed_space(tmp_path: Path, capsys) -> None:
+    tracker = Tracker("widey")
+    parent = tracker.start_parent("widey", {"space": "wide"})
+    wide = {"learning_rate": 0.00042, "batch_norm": True, "filter_multiplier": 1.5,
+            "pooling": "gap", "augment": True, "features": "both", "class_weights": "balanced"}
+    fake_run(tracker, parent, 0, {}, 0.70, 0.71)
+    fake_run(tracker, parent, 1, {**wide, "epochs": 27, "batch_size": 32}, 0.93, 0.91)
+    fake_run(tracker, parent, 2, {"epochs": 40}, 0.99, 0.99, state="PRUNED")  # not complete: never chosen
+    tracker.end_run(parent)
+    out = tmp_path / "best.yaml"
+    assert leaderboard.main(["--study", "widey", "--save-space", str(out), "--top", "1"]) == 0
+    assert "trial 1 (validation 0.930) written to" in capsys.readouterr().err
+    space = load_space(out)
+    assert space.params == () and space.name == "best"
+    assert space.hparams({}) == HParams(epochs=27, batch_size=32, **wide)
+    assert "study 'widey'" in out.read_text() and "run " in out.read_text()
+
+
+def test_save_space_needs_a_complete_trial(tmp_path: Path, capsys) -> None:
+    tracker = Tracker("nothing")
+    parent = tracker.start_parent("nothing", {"space": "paper"})
+    fake_run(tracker, parent, 0, {}, 0.5, 0.5, state="PRUNED")
+    tracker.end_run(parent)
+    assert leaderboard.main(["--save-space", str(tmp_path / "b.yaml")]) == 2
+    assert "no complete trial" in capsys.readouterr().err
+    assert not (tmp_path / "b.yaml").exists()

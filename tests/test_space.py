@@ -73,3 +73,13 @@ def test_wide_space_covers_every_knob_and_starts_from_the_paper() -> None:
     assert space.hparams(space.baseline) == HParams()  # trial 0 is the paper's network
     assert space.param("learning_rate").log
     assert space.param("features").choices == ("pixels", "hog_pca", "both")
+
+
+def test_hparams_from_mlflow_text_round_trips_and_names_a_bad_value() -> None:
+    hp = HParams(epochs=27, learning_rate=0.00042, batch_norm=True, filter_multiplier=1.5,
+                 pooling="gap", features="both")
+    assert HParams.from_text({k: str(v) for k, v in hp.to_dict().items()}) == hp
+    with pytest.raises(SpaceError, match=r"run x: batch_norm='maybe' cannot be read as bool"):
+        HParams.from_text({"batch_norm": "maybe"}, where="run x")
+    with pytest.raises(SpaceError, match=r"epochs='1.5' cannot be read as int"):
+        HParams.from_text({"epochs": "1.5"})

@@ -126,6 +126,8 @@ def test_repeats_log_mean_and_spread(tiny_data: Path, space_file: Path) -> None:
     _, children = child_runs(MlflowClient(resolve_tracking_uri()), "tiny")
     metrics = children[0].data.metrics
     assert metrics["repeats"] == 2 and "val_accuracy_sd" in metrics and "test_accuracy_sd" in metrics
+    recalls = [m for m in metrics if m.startswith("test_recall_") and not m.endswith("_sd")]
+    assert len(recalls) == 4 and all(f"{m}_sd" in metrics for m in recalls)
     assert metrics["peak_rss_mb"] > 100
     history = MlflowClient(resolve_tracking_uri()).get_metric_history(children[0].info.run_id,
                                                                     "repeat_val_accuracy")

@@ -15,7 +15,7 @@ from allsearch.features import add_hog_pca
 from allsearch.serving import encode_image, images_frame
 from allsearch.space import HParams
 from allsearch.tracking import Tracker, resolve_tracking_uri
-from allsearch.trial import EPOCH_METRICS, run_trial
+from allsearch.trial import EPOCH_METRICS, recall_metric, run_trial
 
 
 @pytest.fixture
@@ -41,6 +41,16 @@ def test_run_trial_returns_plain_results(dataset, features: str) -> None:
     # Accuracy is computed from the same predictions that were timed.
     assert metrics["test_accuracy"] == pytest.approx(
         float((result.test_probabilities.argmax(1) == dataset.y_test).mean()))
+    # Per-class recall, one metric per class, from the same predictions.
+    predicted = result.test_probabilities.argmax(1)
+    for index, name in enumerate(dataset.class_names):
+        in_class = dataset.y_test == index
+        assert metrics[recall_metric(name)] == pytest.approx(float((predicted[in_class] == index).mean()))
+
+
+def test_recall_metric_names_are_ones_mlflow_takes() -> None:
+    assert recall_metric("Benign") == "test_recall_Benign"
+    assert recall_metric("Früh phase (1)") == "test_recall_Fr_h phase _1_"
 
 
 def test_learns_the_synthetic_task(dataset) -> None:
@@ -68,7 +78,8 @@ def test_tracked_trial_has_params_metrics_and_artifacts(dataset, isolated_store:
     assert params["epochs"] == "2" and params["loss"] == "categorical_crossentropy"
     assert params["data_fingerprint"] == dataset.fingerprint and params["seed"] == "3"
     for name in ("val_accuracy", "test_accuracy", "val_prediction_time_s", "test_prediction_time_s",
-                 "latency_ms_p50", "latency_ms_p95", "epochs_run", "train_time_s"):
+                 "latency_ms_p50", "latency_ms_p95", "epochs_run", "train_time_s",
+                 *(recall_metric(c) for c in dataset.class_names)):
         assert name in logged.data.metrics, name
     curve = client.get_metric_history(run.run_id, "val_accuracy")
     assert [m.step for m in curve][:2] == [0, 1]
