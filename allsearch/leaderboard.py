@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +21,7 @@ import pandas as pd
 from allsearch.errors import ConfigError
 from allsearch.space import HParams, fixed_space_text
 
-__all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "best_configuration",
+__all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
            "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "main"]
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
@@ -151,6 +152,26 @@ def _number(value: Any) -> Any:
     return value
 
 
+def filter_runs(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
+    """Only the runs whose hyperparameters match every NAME=VALUE in `where`."""
+    for condition in where:
+        name, sep, value = condition.partition("=")
+        name = name.strip()
+        if not sep or name not in HParams.names():
+            raise ConfigError(f"--where {condition!r}: expected NAME=VALUE with NAME one of "
+                              f"{list(HParams.names())}, e.g. --where features=hog_pca")
+        column = runs.get(f"params.{name}")
+        if column is None:
+            return runs.iloc[0:0]
+        runs = runs[column.map(_comparable) == _comparable(value.strip())]
+    return runs
+
+
+def _comparable(value: Any) -> Any:
+    number = _number(value)
+    return number.lower() if isinstance(number, str) else number  # "true" matches "True"
+
+
 def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any]]:
     """The complete configuration with the best validation accuracy (the mean over its seeds
     where it was repeated), and the leaderboard row it heads."""
@@ -253,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", default="markdown", choices=FORMATS, help="output format")
     parser.add_argument("--top", type=int, default=None, help="only the K best rows")
     parser.add_argument("--out", default=None, help="write to this file instead of stdout")
+    parser.add_argument("--where", action="append", default=[], metavar="NAME=VALUE",
+                        help="only trials with this hyperparameter value, e.g. features=hog_pca "
+                             "(repeatable)")
     parser.add_argument("--save-space", default=None, metavar="FILE",
                         help="also write the best configuration (by validation accuracy) as a "
                              "search space that samples nothing, e.g. search/best.yaml")
@@ -264,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.top is not None and args.top < 1:
             raise ConfigError(f"--top must be a positive integer, got {args.top}")
         name, runs = load_study_runs(args.study, tracking_uri=args.tracking_uri)
+        runs = filter_runs(runs, args.where)
+        if runs.empty and args.where:
+            raise ConfigError(f"no trial of study '{name}' has {' and '.join(args.where)}")
         table = runs_to_table(runs)
         if args.top is not None:
             table = table.head(args.top)

@@ -182,3 +182,25 @@ def test_save_space_needs_a_complete_trial(tmp_path: Path, capsys) -> None:
     assert leaderboard.main(["--save-space", str(tmp_path / "b.yaml")]) == 2
     assert "no complete trial" in capsys.readouterr().err
     assert not (tmp_path / "b.yaml").exists()
+
+
+def test_where_keeps_matching_trials_and_names_a_bad_condition(tmp_path: Path, capsys) -> None:
+    tracker = Tracker("modes")
+    parent = tracker.start_parent("modes", {"space": "wide"})
+    fake_run(tracker, parent, 0, {"features": "pixels", "batch_norm": False}, 0.90, 0.90)
+    fake_run(tracker, parent, 1, {"features": "hog_pca", "batch_norm": True}, 0.70, 0.71)
+    fake_run(tracker, parent, 2, {"features": "hog_pca", "batch_norm": False}, 0.60, 0.61)
+    tracker.end_run(parent)
+    out = tmp_path / "best-hog.yaml"
+    assert leaderboard.main(["--where", "features=hog_pca", "--format", "csv",
+                             "--save-space", str(out)]) == 0
+    parsed = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(parsed["Validation Accuracy"]) == pytest.approx([0.70, 0.60])
+    assert load_space(out).hparams({}).features == "hog_pca"
+    assert leaderboard.main(["--where", "features=hog_pca", "--where", "batch_norm=true",
+                             "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 1
+    assert leaderboard.main(["--where", "colour=red"]) == 2
+    assert "--where 'colour=red': expected NAME=VALUE" in capsys.readouterr().err
+    assert leaderboard.main(["--where", "features=both"]) == 2
+    assert "no trial of study 'modes' has features=both" in capsys.readouterr().err
