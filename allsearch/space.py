@@ -48,12 +48,16 @@ class HParams:
     pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
     augment: bool = False  # random flips, rotations, brightness/contrast, training only
     class_weights: Literal["none", "balanced"] = "none"  # loss weights per class
+    # 0: train every epoch and keep the last weights (the paper). k > 0: stop once validation
+    # accuracy has not improved for k epochs and keep the best epoch's weights.
+    patience: int = 0
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1, 10_000)
         _check_int(self, "batch_size", 1, 65_536)
         _check_int(self, "conv_layers", 0, 64)
         _check_int(self, "dense_units", 1, 65_536)
+        _check_int(self, "patience", 0, 10_000)
         if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 10:
             raise SpaceError(f"The 'learning_rate' hyperparameter must be a float in (0, 10). "
                              f"Got {self.learning_rate!r} instead.")

@@ -55,6 +55,7 @@ class TrialResult:
     test_probabilities: np.ndarray
     test_files: tuple[str, ...]
     precision: str = "float32"
+    kept_epoch: int = 0  # the epoch (1-based) whose weights were evaluated
     model: keras.Model | None = field(default=None, repr=False)
 
     @property
@@ -81,6 +82,7 @@ class TrialResult:
             "latency_ms_p50": self.latency_ms_p50,
             "latency_ms_p95": self.latency_ms_p95,
             "epochs_run": float(self.epochs_run),
+            "kept_epoch": float(self.kept_epoch or self.epochs_run),
             "train_time_s": self.train_time_s,
             **self.recalls(),
         }
@@ -173,13 +175,21 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
 
         history = {} if history is None else history
         recorder = _EpochRecorder(history, on_epoch)
+        early_stop = [] if not hparams.patience else [keras.callbacks.EarlyStopping(
+            monitor="val_accuracy", mode="max", patience=hparams.patience,
+            restore_best_weights=True)]  # restores at the end whether or not it stopped
         started = time.perf_counter()
         model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
                   validation_data=(x_val, y_val), shuffle=True, verbose=0,
                   class_weight=class_weights(dataset.y_train, dataset.n_classes,
                                              hparams.class_weights),
-                  callbacks=[recorder, *callbacks])
+                  callbacks=[recorder, *early_stop, *callbacks])
         train_time_s = time.perf_counter() - started
+        epochs_run = len(history.get("loss", []))
+        # The epoch whose weights the model keeps: the last, or the best one under patience
+        # (EarlyStopping keeps the first epoch that reached the best validation accuracy).
+        kept_epoch = (int(np.argmax(history["val_accuracy"])) + 1
+                      if hparams.patience and history.get("val_accuracy") else epochs_run)
 
         _predict(model, _first(x_val, 2))  # trace the predict function outside the timings
         val_probs, val_time = timed_predict(model, x_val)
@@ -187,7 +197,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         p50, p95 = latency_ms(model, x_test)
         return TrialResult(
             hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
-            epochs_run=len(history.get("loss", [])), train_time_s=train_time_s,
+            epochs_run=epochs_run, kept_epoch=kept_epoch, train_time_s=train_time_s,
             val_accuracy=float((val_probs.argmax(1) == dataset.y_val).mean()),
             test_accuracy=float((test_probs.argmax(1) == dataset.y_test).mean()),
             val_prediction_time_s=val_time, test_prediction_time_s=test_time,

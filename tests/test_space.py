@@ -83,3 +83,9 @@ def test_hparams_from_mlflow_text_round_trips_and_names_a_bad_value() -> None:
         HParams.from_text({"batch_norm": "maybe"}, where="run x")
     with pytest.raises(SpaceError, match=r"epochs='1.5' cannot be read as int"):
         HParams.from_text({"epochs": "1.5"})
+
+
+def test_patience_must_be_a_non_negative_int() -> None:
+    with pytest.raises(SpaceError, match=r"'patience' hyperparameter must be an int in \[0, 10000\]"):
+        HParams(patience=-1)
+    assert load_space("wide").param("patience").choices == (0, 5, 10)

@@ -6,6 +6,7 @@ import json
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -51,6 +52,28 @@ def test_run_trial_returns_plain_results(dataset, features: str) -> None:
 def test_recall_metric_names_are_ones_mlflow_takes() -> None:
     assert recall_metric("Benign") == "test_recall_Benign"
     assert recall_metric("Früh phase (1)") == "test_recall_Fr_h phase _1_"
+
+
+class _ZeroWeightsAfterFirstEpoch(keras.callbacks.Callback):
+    """Wrecks the network from epoch 2 on: only a restored first epoch can score well."""
+
+    def on_epoch_begin(self, epoch: int, logs=None) -> None:
+        if epoch >= 1:
+            self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
+
+
+def test_patience_keeps_the_best_epoch_and_stops_early(dataset) -> None:
+    hp = HParams(epochs=8, batch_size=8, patience=2)
+    result = run_trial(dataset, hp, seed=2, callbacks=[_ZeroWeightsAfterFirstEpoch()])
+    val_curve = result.history["val_accuracy"]
+    assert val_curve[0] > max(val_curve[1:])  # the first epoch was the best one
+    assert result.epochs_run == 3 and result.kept_epoch == 1  # stopped 2 epochs after it
+    # The model evaluated after fit is the first epoch's, not the wrecked last one's.
+    assert result.val_accuracy == pytest.approx(val_curve[0], abs=1e-6)
+    last = run_trial(dataset, HParams(epochs=3, batch_size=8), seed=2,
+                     callbacks=[_ZeroWeightsAfterFirstEpoch()])
+    assert last.kept_epoch == last.epochs_run == 3 and last.final_metrics()["kept_epoch"] == 3
+    assert last.val_accuracy == pytest.approx(last.history["val_accuracy"][-1], abs=1e-6)
 
 
 def test_learns_the_synthetic_task(dataset) -> None:
