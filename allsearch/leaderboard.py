@@ -229,7 +229,10 @@ def _display(table: pd.DataFrame, digits: int) -> pd.DataFrame:
         shown[title] = [_mean_sd(m, s, digits) for m, s in zip(shown[title], shown[title + SD], strict=True)]
         shown = shown.drop(columns=[title + SD])
     for column in shown.columns:
-        if shown[column].dtype.kind == "f":
+        if column in HParams.names() and shown[column].dtype.kind == "f":
+            # A hyperparameter as it was set (a learning rate of 0.00022 is not "0.000").
+            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
+        elif shown[column].dtype.kind == "f":
             places = 1 if column in ("Epochs Run",) else digits
             signed = column.startswith("Δ")
             shown[column] = shown[column].map(

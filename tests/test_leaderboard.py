@@ -168,6 +168,8 @@ def test_save_space_writes_the_best_configuration_as_a_fixed_space(tmp_path: Pat
     out = tmp_path / "best.yaml"
     assert leaderboard.main(["--study", "widey", "--save-space", str(out), "--top", "1"]) == 0
     assert "trial 1 (validation 0.930) written to" in capsys.readouterr().err
+    markdown = leaderboard.render(leaderboard.study_table(tracker, parent), "markdown")
+    assert "| 0.00042 |" in markdown and "| 0.001 |" in markdown  # hyperparameters as set
     space = load_space(out)
     assert space.params == () and space.name == "best"
     assert space.hparams({}) == HParams(epochs=27, batch_size=32, **wide)
