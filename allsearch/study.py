@@ -226,8 +226,10 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
     """Create the study, or load it when it exists; says which."""
     storage = open_storage(config.storage)
     name = config.study_name or space.name
-    sampler = make_sampler(config.sampler, space,
-                           config.seed if sampler_seed is None else sampler_seed)
+    # A grid sampler shuffles the grid by its seed and stores grid ids: every process must
+    # share that seed, or an id names another point in each process (duplicates, gaps).
+    seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
+    sampler = make_sampler(config.sampler, space, seed)
     pruner = make_pruner(config.pruner, space)
     from allsearch.tracking import STORE_ERRORS, _redact
 

@@ -9,6 +9,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study as study_mod
+from allsearch.space import load_space
 from allsearch.tracking import resolve_tracking_uri
 from conftest import fail_on_call
 
@@ -180,3 +181,20 @@ def test_a_configuration_proposed_again_is_not_trained_again(tiny_data: Path, tm
     assert copy.data.tags["duplicate_of"] == "0" and copy.data.tags["state"] == "COMPLETE"
     assert copy.data.metrics["test_accuracy"] == result.trials[0].user_attrs["test_accuracy"]
     assert "train_time_s" in copy.data.metrics
+
+
+def test_grid_ids_mean_the_same_point_in_every_worker_process(tmp_path: Path) -> None:
+    # Each worker process opens the study with its own sampler seed (TPE must not propose the
+    # same trials in every process); a grid sampler must still shuffle its grid the same way,
+    # or a stored grid id names another point in each process.
+    space_file = tmp_path / "grid.yaml"
+    space_file.write_text("params:\n  features: {type: categorical, choices: [pixels, hog_pca, both]}\n"
+                          "  batch_size: {type: categorical, choices: [8, 16]}\n")
+    space = load_space(space_file)
+    config = study_mod.StudyConfig(space=str(space_file), sampler="grid", study_name="grid")
+    grids = [study_mod.open_study(config, space, sampler_seed=seed)[0].sampler._all_grids
+             for seed in (None, 1000, 2000, 3000)]
+    assert all(grid == grids[0] for grid in grids)
+    tpe = study_mod.StudyConfig(space=str(space_file), sampler="tpe", study_name="tpe")
+    assert study_mod.open_study(tpe, space, sampler_seed=1000)[0].sampler._rng.rng.randint(10**9) != \
+        study_mod.open_study(tpe, space, sampler_seed=2000)[0].sampler._rng.rng.randint(10**9)
