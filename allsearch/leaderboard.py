@@ -68,7 +68,7 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
     metric_columns = METRIC_COLUMNS + tuple(
-        (m, RECALL_TITLE + m[len(RECALL_PREFIX):]) for m in _recall_metrics(flat))
+        (m, RECALL_TITLE + m[len(RECALL_PREFIX):]) for m in _recall_metrics(runs))
     spread = SPREAD + tuple(title for m, title in metric_columns if m.startswith(RECALL_PREFIX))
     rows = [_group_row(group, keys, metric_columns, spread)
             for _, group in complete.groupby(keys, dropna=False, sort=False)]
@@ -91,9 +91,7 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
         if f"params.{name}" in runs:
             flat[name] = runs[f"params.{name}"].map(_number)
     flat["Variant"] = runs.get("params.variant", pd.Series("", index=runs.index)).fillna("")
-    recalls = [c[len("metrics."):] for c in runs.columns
-               if c.startswith("metrics." + RECALL_PREFIX) and not c.endswith("_sd")]
-    for metric in [m for m, _ in METRIC_COLUMNS] + sorted(recalls):
+    for metric in [m for m, _ in METRIC_COLUMNS] + _recall_metrics(runs):
         for suffix in ("", "_sd"):
             column = f"metrics.{metric}{suffix}"
             flat[metric + suffix] = runs[column].astype(float) if column in runs else np.nan
@@ -108,8 +106,11 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
     return flat
 
 
-def _recall_metrics(flat: pd.DataFrame) -> list[str]:
-    return [c for c in flat.columns if c.startswith(RECALL_PREFIX) and not c.endswith("_sd")]
+def _recall_metrics(runs: pd.DataFrame) -> list[str]:
+    """The per-class recall metrics MLflow's frame holds, by name."""
+    prefix = "metrics." + RECALL_PREFIX
+    return sorted(c[len("metrics."):] for c in runs.columns
+                  if c.startswith(prefix) and not c.endswith("_sd"))
 
 
 def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple[str, str], ...],
@@ -172,9 +173,9 @@ def _comparable(value: Any) -> Any:
     return number.lower() if isinstance(number, str) else number  # "true" matches "True"
 
 
-def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any]]:
+def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.Series]:
     """The complete configuration with the best validation accuracy (the mean over its seeds
-    where it was repeated), and the leaderboard row it heads."""
+    where it was repeated), the leaderboard row it heads and that row's MLflow run."""
     table = runs_to_table(runs)
     if table.empty or table["State"].iloc[0] != "COMPLETE":
         raise ConfigError("the study has no complete trial yet; run it (or let it finish) first")
@@ -182,15 +183,14 @@ def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any]]:
     run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
     values = {name: str(run[f"params.{name}"]) for name in HParams.names()
               if isinstance(run.get(f"params.{name}"), str)}
-    return HParams.from_text(values, where=f"run {row['Run ID']}"), row
+    return HParams.from_text(values, where=f"run {row['Run ID']}"), row, run
 
 
 def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[HParams, dict[str, Any]]:
     """Write the study's best configuration as a search space that samples nothing
     (search/best.yaml style): `--space FILE --trials 1 --repeats K` re-trains it over K seeds."""
-    hparams, row = best_configuration(runs)
-    best_run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
-    variant = f" on {best_run['params.variant']}" if isinstance(best_run.get("params.variant"), str) else ""
+    hparams, row, run = best_configuration(runs)
+    variant = f" on {run['params.variant']}" if isinstance(run.get("params.variant"), str) else ""
     comments = (
         f"The best configuration of study '{study}'{variant}: trial {row['Trial']}, run {row['Run ID']},",
         f"validation accuracy {row['Validation Accuracy']:.3f} (n={row['n']}), test {row['Test Accuracy']:.3f};",
@@ -299,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             table = table.head(args.top)
         text = render(table, args.format)
         if args.save_space:
-            hparams, row = save_best_space(name, runs, args.save_space)
+            _, row = save_best_space(name, runs, args.save_space)
             print(f"study '{name}': trial {row['Trial']} (validation {row['Validation Accuracy']:.3f}) "
                   f"written to {args.save_space} as a space that samples nothing", file=sys.stderr)
         if args.out:
