@@ -47,6 +47,8 @@ class HParams:
     batch_norm: bool = False  # batch normalization after every convolution
     pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
     augment: bool = False  # random flips, rotations, brightness/contrast, training only
+    # Each image to zero mean and unit variance before the first convolution.
+    standardize: bool = False
     class_weights: Literal["none", "balanced"] = "none"  # loss weights per class
     # 0: train every epoch and keep the last weights (the paper). k > 0: stop once validation
     # accuracy has not improved for k epochs and keep the best epoch's weights.
@@ -72,7 +74,7 @@ class HParams:
                 or not 0.1 <= self.filter_multiplier <= 8):
             raise SpaceError(f"The 'filter_multiplier' hyperparameter must be a float in "
                              f"[0.1, 8]. Got {self.filter_multiplier!r} instead.")
-        for name in ("batch_norm", "augment"):
+        for name in ("batch_norm", "augment", "standardize"):
             if not isinstance(getattr(self, name), bool):
                 raise SpaceError(f"The '{name}' hyperparameter must be true or false. "
                                  f"Got {getattr(self, name)!r} instead.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
@@ -65,6 +66,20 @@ def test_wide_space_knobs_change_the_network_as_named() -> None:
     gap = build_cnn(HParams(pooling="gap"), 4)
     assert gap.get_layer("gap").output.shape == (None, 128)
     assert gap.count_params() < 1_728_932 / 10  # the dense layer sees 128 values, not 18,432
+
+
+def test_standardize_makes_the_network_blind_to_exposure() -> None:
+    # A brighter, lower-contrast copy of the same images gives the same prediction only when
+    # each image is standardized inside the network.
+    images = np.random.default_rng(0).random((4, 100, 100, 1)).astype("float32")
+    washed_out = 0.5 * images + 0.4
+    for standardize in (True, False):
+        keras.utils.set_random_seed(0)
+        model = build_cnn(HParams(standardize=standardize), 4, compile=False)
+        same = np.allclose(model.predict(images, verbose=0), model.predict(washed_out, verbose=0),
+                           atol=1e-4)
+        assert same is standardize
+    assert model.get_layer("conv1").input.shape == (None, 100, 100, 1)
 
 
 def test_augmentation_acts_in_training_only() -> None:

@@ -1,0 +1,321 @@
+"""The wide study's search, without MLflow, on a machine that cannot install the whole tool.
+
+Why this exists: a GPU machine lent for a few minutes, with no network, has Keras' JAX and
+PyTorch backends but no TensorFlow or MLflow. This script runs the same objective as
+`python -m allsearch.study` (allsearch.trial.run_trial over a search/*.yaml space: TPE
+sampler, median pruner on val_accuracy, the space's baseline as trial 0) into an Optuna
+journal file, then re-trains the best configurations over seeds. Nothing goes to MLflow:
+its results pick candidates, and `python -m allsearch.study --space search/best.yaml
+--repeats 3` on the tool itself gives the figures that are reported.
+
+    # here (reads the images; writes uint8 pixels + labels + split, a few MB per variant)
+    python scripts/offline_search.py pack --data ../shared/data/leukemia/Original \
+        --data ../shared/data/leukemia/Segmented --out .devdata
+    # there (everything under --out comes back)
+    python scripts/offline_search.py run --bundle .devdata/Original.npz \
+        --confirm-bundle .devdata/Segmented.npz --space wide --workers 6 \
+        --search-s 290 --stop-s 540 --out $OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from allsearch.data import DataReport, Dataset, load_dataset, to_network_input  # noqa: E402
+from allsearch.space import HParams, SearchSpace, load_space  # noqa: E402
+
+SPLITS = ("train", "val", "test")
+
+
+# ----------------------------------------------------------------------------- bundles
+
+
+def pack(data: str, out_dir: Path) -> Path:
+    """One variant's split dataset as uint8 pixels (exact: the network input is pixels/255)."""
+    dataset = load_dataset(data)
+    arrays: dict[str, Any] = {}
+    for split in SPLITS:
+        x, y = dataset.split(split)
+        pixels = np.rint(x[..., 0] * 255.0).astype(np.uint8)
+        assert np.array_equal(to_network_input(pixels), x), "pixels do not round-trip"
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = pixels, y
+        arrays[f"files_{split}"] = np.array(getattr(dataset, f"files_{split}"), dtype=str)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{dataset.variant}.npz"
+    np.savez_compressed(path, class_names=np.array(dataset.class_names, dtype=str),
+                        meta=np.array([dataset.fingerprint, dataset.variant,
+                                       str(dataset.split_seed)]), **arrays)
+    return path
+
+
+def unpack(path: str | Path) -> Dataset:
+    with np.load(path, allow_pickle=False) as z:
+        fingerprint, variant, split_seed = (str(v) for v in z["meta"])
+        parts: dict[str, Any] = {}
+        for split in SPLITS:
+            parts[f"x_{split}"] = to_network_input(z[f"x_{split}"])
+            parts[f"y_{split}"] = z[f"y_{split}"].astype(np.int64)
+            parts[f"files_{split}"] = tuple(str(f) for f in z[f"files_{split}"])
+        return Dataset(class_names=tuple(str(c) for c in z["class_names"]),
+                       fingerprint=fingerprint, variant=variant, split_seed=int(split_seed),
+                       report=DataReport(root=str(path)), **parts)
+
+
+def with_features(dataset: Dataset, space: SearchSpace, cache_dir: Path) -> Dataset:
+    from allsearch.features import add_hog_pca
+
+    modes = set(space.param("features").values()) if any(
+        p.name == "features" for p in space.params) else {space.fixed.get("features", "pixels")}
+    if modes - {"pixels"}:
+        return add_hog_pca(dataset, cache_dir=cache_dir)
+    return dataset
+
+
+# ------------------------------------------------------------------------------ search
+
+
+def suggest(trial: Any, spec: Any) -> Any:
+    # The same calls as allsearch.study.suggest (which imports MLflow with its module).
+    if spec.type == "categorical":
+        return trial.suggest_categorical(spec.name, list(spec.choices))
+    if spec.type == "int":
+        return trial.suggest_int(spec.name, int(spec.low), int(spec.high),
+                                 step=int(spec.step or 1), log=spec.log)
+    return trial.suggest_float(spec.name, float(spec.low), float(spec.high), step=spec.step,
+                               log=spec.log)
+
+
+def _storage(journal: Path) -> Any:
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return JournalStorage(JournalFileBackend(str(journal)))
+
+
+def _worker_setup(backend: str, workers: int) -> None:
+    os.environ["KERAS_BACKEND"] = backend
+    # Several training processes share one GPU: no process may take most of its memory.
+    os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    os.environ["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / max(1, workers):.2f}"
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _result_row(result: Any, **extra: Any) -> dict[str, Any]:
+    return {**extra, "hparams": result.hparams.to_dict(), "seed": result.seed,
+            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
+            "recalls": result.recalls(), "epochs_run": result.epochs_run,
+            "kept_epoch": result.kept_epoch, "train_time_s": round(result.train_time_s, 2)}
+
+
+def search_worker(index: int, args: argparse.Namespace, backend: str, deadline: float) -> None:
+    _worker_setup(backend, args.workers)
+    import keras
+    import optuna
+
+    from allsearch.trial import run_trial
+
+    space = load_space(args.space)
+    dataset = with_features(unpack(args.bundle), space, args.cache)
+    study = optuna.load_study(study_name=args.study_name, storage=_storage(args.out / "search.journal"),
+                              sampler=optuna.samplers.TPESampler(seed=args.seed + index),
+                              pruner=optuna.pruners.MedianPruner(n_startup_trials=5,
+                                                                 n_warmup_steps=2))
+    log = open(args.out / "search.jsonl", "a", buffering=1)
+
+    class Prune(keras.callbacks.Callback):
+        def __init__(self, trial: optuna.Trial) -> None:
+            super().__init__()
+            self.trial = trial
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            self.trial.report(float((logs or {})["val_accuracy"]), step=epoch)
+            if self.trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
+
+    def objective(trial: optuna.Trial) -> float:
+        hparams = space.hparams({spec.name: suggest(trial, spec) for spec in space.params})
+        started = time.time()
+        result = run_trial(dataset, hparams, seed=args.seed, precision="bfloat16",
+                           callbacks=[Prune(trial)], keep_model=False)
+        trial.set_user_attr("test_accuracy", result.test_accuracy)
+        trial.set_user_attr("recalls", result.recalls())
+        trial.set_user_attr("kept_epoch", result.kept_epoch)
+        log.write(json.dumps(_result_row(result, trial=trial.number, worker=index,
+                                         wall_s=round(time.time() - started, 1))) + "\n")
+        return result.val_accuracy
+
+    while time.time() < deadline:
+        study.optimize(objective, n_trials=1, catch=(Exception,))
+
+
+def confirm_worker(index: int, args: argparse.Namespace, backend: str, jobs: Any,
+                   deadline: float) -> None:
+    _worker_setup(backend, args.workers)
+    from allsearch.trial import run_trial
+
+    space = load_space(args.space)
+    datasets = {str(b): with_features(unpack(b), space, args.cache)
+                for b in [args.bundle, *args.confirm_bundle]}
+    log = open(args.out / "confirm.jsonl", "a", buffering=1)
+    while time.time() < deadline:
+        try:
+            job = jobs.get_nowait()
+        except Exception:
+            return
+        hparams = HParams.from_dict(job["hparams"])
+        started = time.time()
+        try:
+            result = run_trial(datasets[job["bundle"]], hparams, seed=job["seed"],
+                               precision="bfloat16", keep_model=False)
+        except Exception as exc:  # one bad configuration must not stop the others
+            log.write(json.dumps({**job, "error": f"{type(exc).__name__}: {exc}"[:500]}) + "\n")
+            continue
+        log.write(json.dumps(_result_row(result, variant=datasets[job["bundle"]].variant,
+                                         role=job["role"], worker=index,
+                                         wall_s=round(time.time() - started, 1))) + "\n")
+
+
+def confirm_jobs(study: Any, args: argparse.Namespace, space: SearchSpace) -> list[dict[str, Any]]:
+    """Top-k configurations by validation accuracy, then the best of each feature mode, each
+    over --seeds seeds: on the search's variant first, then on the others."""
+    from optuna.trial import TrialState
+
+    done = sorted((t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE),
+                  key=lambda t: -t.value)
+    picks: list[tuple[str, dict[str, Any]]] = []
+    seen: set[str] = set()
+
+    def add(role: str, trial: Any) -> None:
+        hp = space.hparams(trial.params).to_dict()
+        key = json.dumps(hp, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            picks.append((role, hp))
+
+    for trial in done[:args.top]:
+        add(f"top{trial.number}", trial)
+    for mode in ("pixels", "hog_pca", "both"):
+        best = next((t for t in done if space.hparams(t.params).features == mode), None)
+        if best is not None:
+            add(f"best-{mode}-{best.number}", best)
+    jobs = []
+    for bundle in [args.bundle, *args.confirm_bundle]:
+        for role, hp in picks:
+            jobs += [{"bundle": str(bundle), "role": role, "hparams": hp, "seed": s}
+                     for s in range(args.seeds)]
+    return jobs
+
+
+def pick_backend(preferred: list[str]) -> str:
+    """The first Keras backend that trains a tiny model on this machine's accelerator."""
+    import subprocess
+
+    probe = ("import keras, numpy as np; m = keras.Sequential([keras.Input((4,)), "
+             "keras.layers.Dense(2, activation='softmax')]); m.compile('adam', "
+             "'categorical_crossentropy'); m.fit(np.ones((8, 4)), np.eye(2)[[0, 1] * 4], "
+             "verbose=0); import sys; print(keras.backend.backend(), file=sys.stderr)")
+    for backend in preferred:
+        env = {**os.environ, "KERAS_BACKEND": backend, "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True,
+                              text=True, timeout=120)
+        print(f"backend {backend}: {'ok' if done.returncode == 0 else 'FAILED'}", flush=True)
+        if done.returncode == 0:
+            return backend
+        print(done.stderr[-1500:], flush=True)
+    raise SystemExit("no Keras backend works here")
+
+
+def run(args: argparse.Namespace) -> None:
+    import optuna
+
+    started = time.time()
+    args.out.mkdir(parents=True, exist_ok=True)
+    backend = pick_backend(args.backends)
+    space = load_space(args.space)
+    # Features once, in this process, so the workers read them from the cache.
+    for bundle in [args.bundle, *args.confirm_bundle]:
+        with_features(unpack(bundle), space, args.cache)
+    print(f"data ready at {time.time() - started:.0f} s", flush=True)
+    study = optuna.create_study(study_name=args.study_name, direction="maximize",
+                                storage=_storage(args.out / "search.journal"), load_if_exists=True)
+    if not study.trials and space.baseline_params():
+        study.enqueue_trial(space.baseline_params())  # the paper's network is trial 0
+
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=search_worker, args=(i, args, backend, started + args.search_s))
+             for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    for p in procs:  # a trial still running this long after the search ended is dropped
+        p.join(timeout=max(1.0, started + args.search_s + args.grace_s - time.time()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    states = [t.state.name for t in study.trials]
+    print(f"search done at {time.time() - started:.0f} s: "
+          f"{ {s: states.count(s) for s in set(states)} }", flush=True)
+
+    jobs = confirm_jobs(study, args, space)
+    queue = ctx.Queue()
+    for job in jobs:
+        queue.put(job)
+    print(f"confirming {len(jobs)} runs", flush=True)
+    procs = [ctx.Process(target=confirm_worker,
+                         args=(i, args, backend, queue, started + args.stop_s - 45))
+             for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=max(1.0, started + args.stop_s - time.time()))
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    print(f"finished at {time.time() - started:.0f} s", flush=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("pack", help="write split datasets as .npz bundles")
+    p.add_argument("--data", action="append", required=True)
+    p.add_argument("--out", type=Path, default=Path(".devdata"))
+    r = sub.add_parser("run", help="search, then re-train the best over seeds")
+    r.add_argument("--bundle", type=Path, required=True, help="the variant searched on")
+    r.add_argument("--confirm-bundle", type=Path, action="append", default=[],
+                   help="other variants the chosen configurations are re-trained on")
+    r.add_argument("--space", default="wide")
+    r.add_argument("--study-name", default="wide-offline")
+    r.add_argument("--workers", type=int, default=6)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--seeds", type=int, default=3, help="seeds per confirmed configuration")
+    r.add_argument("--top", type=int, default=3)
+    r.add_argument("--search-s", type=float, default=290, help="start no trial after this")
+    r.add_argument("--grace-s", type=float, default=45,
+                   help="how long trials running at --search-s may go on")
+    r.add_argument("--stop-s", type=float, default=540, help="everything ends by this")
+    r.add_argument("--backends", nargs="+", default=["jax", "torch"])
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--cache", type=Path, default=Path("/tmp/allsearch-offline-cache"),
+                   help="where the HOG/PCA features are cached (kept out of --out)")
+    args = parser.parse_args(argv)
+    if args.command == "pack":
+        for data in args.data:
+            print(pack(data, args.out))
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
