@@ -113,7 +113,9 @@ def _worker_setup(backend: str, workers: int) -> None:
 
 
 def _result_row(result: Any, **extra: Any) -> dict[str, Any]:
-    return {**extra, "hparams": result.hparams.to_dict(), "seed": result.seed,
+    import keras
+
+    return {**extra, "backend": keras.backend.backend(), "hparams": result.hparams.to_dict(), "seed": result.seed,
             "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
             "recalls": result.recalls(), "epochs_run": result.epochs_run,
             "kept_epoch": result.kept_epoch, "train_time_s": round(result.train_time_s, 2)}
@@ -237,6 +239,17 @@ def pick_backend(preferred: list[str]) -> str:
     raise SystemExit("no Keras backend works here")
 
 
+def _stop(procs: list[Any], phase: str) -> None:
+    """End the workers still running at their deadline; a worker that died is an error."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+            p.join()
+        elif p.exitcode != 0:
+            raise SystemExit(f"a {phase} worker exited with code {p.exitcode} (see its "
+                             f"traceback above)")
+
+
 def run(args: argparse.Namespace) -> None:
     import optuna
 
@@ -250,6 +263,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"data ready at {time.time() - started:.0f} s", flush=True)
     study = optuna.create_study(study_name=args.study_name, direction="maximize",
                                 storage=_storage(args.out / "search.journal"), load_if_exists=True)
+    study.set_user_attr("space", str(args.space))
     if not study.trials and space.baseline_params():
         study.enqueue_trial(space.baseline_params())  # the paper's network is trial 0
 
@@ -260,9 +274,7 @@ def run(args: argparse.Namespace) -> None:
         p.start()
     for p in procs:  # a trial still running this long after the search ended is dropped
         p.join(timeout=max(1.0, started + args.search_s + args.grace_s - time.time()))
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
+    _stop(procs, "search")
     states = [t.state.name for t in study.trials]
     print(f"search done at {time.time() - started:.0f} s: "
           f"{ {s: states.count(s) for s in set(states)} }", flush=True)
@@ -279,10 +291,108 @@ def run(args: argparse.Namespace) -> None:
         p.start()
     for p in procs:
         p.join(timeout=max(1.0, started + args.stop_s - time.time()))
-    for p in procs:
-        if p.is_alive():
-            p.terminate()
+    _stop(procs, "confirm")
     print(f"finished at {time.time() - started:.0f} s", flush=True)
+
+
+def best(confirm_files: list[Path], variant: str, out: Path, min_runs: int,
+         features: str | None = None) -> str:
+    """Write the configuration with the highest mean validation accuracy over its re-runs on
+    `variant` (of one feature mode, if given) as a space that samples nothing; returns a
+    one-line summary."""
+    from allsearch.space import fixed_space_text
+
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in confirm_files:
+        for line in Path(path).read_text().splitlines():
+            row = json.loads(line)
+            if "error" not in row and row["variant"] == variant and (
+                    features is None or row["hparams"]["features"] == features):
+                runs.setdefault(json.dumps(row["hparams"], sort_keys=True), []).append(row)
+    scored = sorted(((float(np.mean([r["val_accuracy"] for r in rows])), key, rows)
+                     for key, rows in runs.items() if len(rows) >= min_runs), reverse=True)
+    if not scored:
+        raise SystemExit(f"no configuration{f' with features={features}' if features else ''} "
+                         f"has {min_runs} re-runs on {variant}")
+    val, key, rows = scored[0]
+    tests = [r["test_accuracy"] for r in rows]
+    summary = (f"{len(rows)} re-runs on {variant}: val {val:.3f}, test {np.mean(tests):.3f} "
+               f"+- {np.std(tests, ddof=1):.3f} (offline search)")
+    hparams = HParams.from_dict(json.loads(key))
+    out.write_text(fixed_space_text(
+        hparams, name=out.stem,
+        description=f"The best configuration{f' with features={features}' if features else ''} "
+                    f"of the wide search on {variant}.",
+        comments=("Written by scripts/offline_search.py best: the configuration with the highest",
+                  f"mean validation accuracy over its re-runs ({summary}).",
+                  "Measure it with the tool (figures in the README):",
+                  f"  python -m allsearch.study --space {out.stem} --trials 1 --repeats 3 --data ...")),
+        encoding="utf-8")
+    return summary
+
+
+ENGINE = "optuna-offline"
+# Journal trial states -> allsearch's; a trial still RUNNING in the journal was cut off.
+_STATES = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED", "FAIL": "FAIL", "RUNNING": "KILLED"}
+
+
+def import_to_mlflow(journal: Path, search_rows: Path, bundle: Path, *, study_name: str,
+                     experiment: str | None = None, tracking_uri: str | None = None) -> str:
+    """Every trial of an offline search as a child run under one parent run, as
+    `python -m allsearch.study` would have logged it (params, per-epoch val_accuracy, final
+    metrics, state), so the leaderboard and the MLflow UI show it. Trials already imported
+    are skipped. What the offline run did not record (curves other than val_accuracy,
+    prediction times, plots, models) stays absent."""
+    from allsearch.tracking import Tracker, package_versions, runs_of_parent
+
+    dataset = unpack(bundle)
+    study = optuna_study(journal, study_name)
+    rows = {r["trial"]: r for r in map(json.loads, Path(search_rows).read_text().splitlines())}
+    tracker = Tracker(experiment or study_name, tracking_uri=tracking_uri)
+    base = {"engine": ENGINE, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
+            "split_seed": dataset.split_seed, "n_train": len(dataset.y_train),
+            "class_names": list(dataset.class_names)}
+    parent_id = tracker.find_parent(study_name) or tracker.start_parent(study_name, {
+        **base, "study_name": study_name, "imported_from": str(journal),
+        "versions_here": package_versions()})
+    done = set(runs_of_parent(parent_id, tracking_uri=tracker.tracking_uri).get(
+        "params.trial_number", []))
+    imported = 0
+    for trial in study.get_trials(deepcopy=False):
+        if str(trial.number) in done or trial.state.name not in _STATES:
+            continue
+        row = rows.get(trial.number, {})
+        hparams = HParams.from_dict(row["hparams"]) if row else _hparams_of(trial, study)
+        run = tracker.start_trial(parent_id=parent_id, name=f"trial-{trial.number:04d}",
+                                  params={**hparams.to_dict(), **base, "seed": row.get("seed", 0),
+                                          "trial_number": trial.number},
+                                  tags={"trial_number": trial.number, "engine": ENGINE})
+        for step, value in sorted(trial.intermediate_values.items()):
+            tracker.log_metrics(run.run_id, {"val_accuracy": value}, step=step)
+        if row and trial.state.name == "COMPLETE":
+            tracker.log_metrics(run.run_id, {
+                "val_accuracy": row["val_accuracy"], "test_accuracy": row["test_accuracy"],
+                "epochs_run": row["epochs_run"], "kept_epoch": row["kept_epoch"],
+                "train_time_s": row["train_time_s"], **row["recalls"]},
+                step=max(0, row["epochs_run"] - 1))
+        elif trial.state.name == "PRUNED":
+            tracker.log_metrics(run.run_id, {"epochs_run": len(trial.intermediate_values)})
+        run.end(_STATES[trial.state.name])
+        imported += 1
+    tracker.end_run(parent_id)
+    return f"{imported} trial(s) imported into study '{study_name}' ({tracker.tracking_uri})"
+
+
+def optuna_study(journal: Path, study_name: str) -> Any:
+    import optuna
+
+    return optuna.load_study(study_name=study_name, storage=_storage(journal))
+
+
+def _hparams_of(trial: Any, study: Any) -> HParams:
+    # A trial without a result row: its sampled values over the space's fixed ones.
+    space = load_space(study.user_attrs.get("space", "wide"))
+    return space.hparams(trial.params)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -309,8 +419,27 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--cache", type=Path, default=Path("/tmp/allsearch-offline-cache"),
                    help="where the HOG/PCA features are cached (kept out of --out)")
+    b = sub.add_parser("best", help="write the best re-run configuration as a fixed space")
+    b.add_argument("--confirm", type=Path, action="append", required=True,
+                   help="confirm.jsonl files of earlier runs")
+    b.add_argument("--variant", default="Original")
+    b.add_argument("--min-runs", type=int, default=3)
+    b.add_argument("--features", choices=["pixels", "hog_pca", "both"],
+                   help="only configurations of this feature mode")
+    b.add_argument("--out", type=Path, default=Path("search/best.yaml"))
+    m = sub.add_parser("import", help="log an offline search's trials to MLflow")
+    m.add_argument("--journal", type=Path, required=True)
+    m.add_argument("--rows", type=Path, required=True, help="its search.jsonl")
+    m.add_argument("--bundle", type=Path, required=True, help="the bundle it searched on")
+    m.add_argument("--study-name", default="wide-offline")
+    m.add_argument("--tracking-uri", default=None)
     args = parser.parse_args(argv)
-    if args.command == "pack":
+    if args.command == "import":
+        print(import_to_mlflow(args.journal, args.rows, args.bundle, study_name=args.study_name,
+                               tracking_uri=args.tracking_uri))
+    elif args.command == "best":
+        print(best(args.confirm, args.variant, args.out, args.min_runs, args.features))
+    elif args.command == "pack":
         for data in args.data:
             print(pack(data, args.out))
     else:
