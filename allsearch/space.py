@@ -155,6 +155,17 @@ class ParamSpec:
         raise SpaceError(f"param '{self.name}': a float range has no finite grid; "
                          f"use type: categorical with explicit choices for grid search")
 
+    def suggest(self, trial: Any) -> Any:
+        """This parameter's value from an Optuna trial (its suggest_* methods; duck-typed, so
+        this module does not import Optuna)."""
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high),
+                                     step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high),
+                                   step=self.step, log=self.log)
+
 
 @dataclass(frozen=True)
 class SearchSpace:
@@ -179,6 +190,11 @@ class SearchSpace:
             if str(exc).startswith(self.source):
                 raise
             raise SpaceError(f"{self.source}: {exc}") from None
+
+    def sample(self, trial: Any) -> HParams:
+        """The hyperparameters an Optuna trial proposes: each param suggested, merged over
+        the fixed values (what every Optuna-driven run trains)."""
+        return self.hparams({spec.name: spec.suggest(trial) for spec in self.params})
 
     def baseline_params(self) -> dict[str, Any] | None:
         """The baseline restricted to the sampled names (what a sampler can enqueue)."""

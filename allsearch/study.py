@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from allsearch.data import Dataset, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError
 from allsearch.hardware import PRECISIONS, resolve_precision
-from allsearch.space import HParams, ParamSpec, SearchSpace, load_space
+from allsearch.space import HParams, SearchSpace, load_space
 from allsearch.tracking import STORE_ERRORS, _first_line
 
 __all__ = ["StudyConfig", "run", "summarize", "main", "DEFAULT_STORAGE", "PAPER_TABLE1_BEST"]
@@ -137,16 +137,6 @@ def _max_epochs(space: SearchSpace) -> int:
     if any(p.name == "epochs" for p in space.params):
         return int(max(space.param("epochs").values()))
     return int(space.fixed.get("epochs", HParams().epochs))
-
-
-def suggest(trial: optuna.Trial, spec: ParamSpec) -> Any:
-    if spec.type == "categorical":
-        return trial.suggest_categorical(spec.name, list(spec.choices))
-    if spec.type == "int":
-        return trial.suggest_int(spec.name, int(spec.low), int(spec.high),
-                                 step=int(spec.step or 1), log=spec.log)
-    return trial.suggest_float(spec.name, float(spec.low), float(spec.high), step=spec.step,
-                               log=spec.log)
 
 
 # ------------------------------------------------------------------------- storage
@@ -298,7 +288,7 @@ def _objective(ctx: _Context, trial: optuna.Trial) -> float:
 
     from allsearch.tracked import run_tracked
 
-    hparams = ctx.space.hparams({spec.name: suggest(trial, spec) for spec in ctx.space.params})
+    hparams = ctx.space.sample(trial)
     config = ctx.config
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)

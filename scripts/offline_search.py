@@ -85,17 +85,6 @@ def with_features(dataset: Dataset, space: SearchSpace, cache_dir: Path) -> Data
 # ------------------------------------------------------------------------------ search
 
 
-def suggest(trial: Any, spec: Any) -> Any:
-    # The same calls as allsearch.study.suggest (which imports MLflow with its module).
-    if spec.type == "categorical":
-        return trial.suggest_categorical(spec.name, list(spec.choices))
-    if spec.type == "int":
-        return trial.suggest_int(spec.name, int(spec.low), int(spec.high),
-                                 step=int(spec.step or 1), log=spec.log)
-    return trial.suggest_float(spec.name, float(spec.low), float(spec.high), step=spec.step,
-                               log=spec.log)
-
-
 def _storage(journal: Path) -> Any:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -147,7 +136,7 @@ def search_worker(index: int, args: argparse.Namespace, backend: str, deadline: 
                 raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
 
     def objective(trial: optuna.Trial) -> float:
-        hparams = space.hparams({spec.name: suggest(trial, spec) for spec in space.params})
+        hparams = space.sample(trial)
         started = time.time()
         result = run_trial(dataset, hparams, seed=args.seed, precision="bfloat16",
                            callbacks=[Prune(trial)], keep_model=False)

@@ -89,3 +89,17 @@ def test_patience_must_be_a_non_negative_int() -> None:
     with pytest.raises(SpaceError, match=r"'patience' hyperparameter must be an int in \[0, 10000\]"):
         HParams(patience=-1)
     assert load_space("wide").param("patience").choices == (0, 5, 10)
+
+
+def test_a_space_samples_hparams_through_an_optuna_trial() -> None:
+    import optuna
+
+    space = load_space("wide")
+    values = {"epochs": 12, "batch_size": 32, "loss": "binary_crossentropy", "conv_layers": 4,
+              "learning_rate": 3e-4, "dropout": 0.25, "dense_units": 64, "filter_multiplier": 1.5,
+              "batch_norm": True, "pooling": "gap", "augment": False, "standardize": True,
+              "features": "both", "class_weights": "balanced", "patience": 5}
+    assert space.sample(optuna.trial.FixedTrial(values)) == HParams(**values)
+    # Fixed values come from the file; only the sampled ones from the trial.
+    best = load_space("best")
+    assert best.sample(optuna.trial.FixedTrial({})).standardize is True
