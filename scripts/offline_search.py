@@ -23,6 +23,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue
 import sys
 import time
 from pathlib import Path
@@ -104,9 +105,10 @@ def _worker_setup(backend: str, workers: int) -> None:
 def _result_row(result: Any, **extra: Any) -> dict[str, Any]:
     import keras
 
-    return {**extra, "backend": keras.backend.backend(), "hparams": result.hparams.to_dict(), "seed": result.seed,
-            "val_accuracy": result.val_accuracy, "test_accuracy": result.test_accuracy,
-            "recalls": result.recalls(), "epochs_run": result.epochs_run,
+    return {**extra, "backend": keras.backend.backend(), "hparams": result.hparams.to_dict(),
+            "seed": result.seed, "val_accuracy": result.val_accuracy,
+            "test_accuracy": result.test_accuracy, "recalls": result.recalls(),
+            "epochs_run": result.epochs_run,
             "kept_epoch": result.kept_epoch, "train_time_s": round(result.train_time_s, 2)}
 
 
@@ -163,7 +165,7 @@ def confirm_worker(index: int, args: argparse.Namespace, backend: str, jobs: Any
     while time.time() < deadline:
         try:
             job = jobs.get_nowait()
-        except Exception:
+        except queue.Empty:
             return
         hparams = HParams.from_dict(job["hparams"])
         started = time.time()
