@@ -196,6 +196,15 @@ class SearchSpace:
         the fixed values (what every Optuna-driven run trains)."""
         return self.hparams({spec.name: spec.suggest(trial) for spec in self.params})
 
+    def uses_hog_pca(self) -> bool:
+        """Whether any trial of this space can need the HOG/PCA features."""
+        modes = {self.fixed.get("features", "pixels")}
+        if any(p.name == "features" for p in self.params):
+            modes |= set(self.param("features").choices)
+        if self.baseline:
+            modes.add(self.baseline.get("features", "pixels"))
+        return bool(modes - {"pixels"})
+
     def baseline_params(self) -> dict[str, Any] | None:
         """The baseline restricted to the sampled names (what a sampler can enqueue)."""
         if self.baseline is None:

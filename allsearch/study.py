@@ -542,22 +542,13 @@ def _load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # skipped files are listed by `python -m allsearch.data`
         dataset = load_dataset(config.data, split_seed=config.split_seed)
-    if _uses_hog_pca(space):
+    if space.uses_hog_pca():
         from allsearch.features import add_hog_pca
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             dataset = add_hog_pca(dataset)
     return dataset
-
-
-def _uses_hog_pca(space: SearchSpace) -> bool:
-    modes = {space.fixed.get("features", "pixels")}
-    if any(p.name == "features" for p in space.params):
-        modes |= set(space.param("features").choices)
-    if space.baseline:
-        modes.add(space.baseline.get("features", "pixels"))
-    return bool(modes - {"pixels"})
 
 
 def _check_depth(space: SearchSpace, deepest: int, size: int) -> None:

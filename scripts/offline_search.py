@@ -4,7 +4,8 @@ Why this exists: a GPU machine lent for a few minutes, with no network, has Kera
 PyTorch backends but no TensorFlow or MLflow. This script runs the same objective as
 `python -m allsearch.study` (allsearch.trial.run_trial over a search/*.yaml space: TPE
 sampler, median pruner on val_accuracy, the space's baseline as trial 0) into an Optuna
-journal file, then re-trains the best configurations over seeds. Nothing goes to MLflow:
+journal file, then re-trains the best configurations over seeds. It needs Keras (any
+backend), Optuna and optuna-integration, not TensorFlow or MLflow. Nothing goes to MLflow:
 its results pick candidates, and `python -m allsearch.study --space search/best.yaml
 --repeats 3` on the tool itself gives the figures that are reported.
 
@@ -76,11 +77,7 @@ def unpack(path: str | Path) -> Dataset:
 def with_features(dataset: Dataset, space: SearchSpace, cache_dir: Path) -> Dataset:
     from allsearch.features import add_hog_pca
 
-    modes = set(space.param("features").values()) if any(
-        p.name == "features" for p in space.params) else {space.fixed.get("features", "pixels")}
-    if modes - {"pixels"}:
-        return add_hog_pca(dataset, cache_dir=cache_dir)
-    return dataset
+    return add_hog_pca(dataset, cache_dir=cache_dir) if space.uses_hog_pca() else dataset
 
 
 # ------------------------------------------------------------------------------ search
@@ -114,8 +111,8 @@ def _result_row(result: Any, **extra: Any) -> dict[str, Any]:
 
 def search_worker(index: int, args: argparse.Namespace, backend: str, deadline: float) -> None:
     _worker_setup(backend, args.workers)
-    import keras
     import optuna
+    from optuna_integration import KerasPruningCallback
 
     from allsearch.trial import run_trial
 
@@ -127,21 +124,12 @@ def search_worker(index: int, args: argparse.Namespace, backend: str, deadline: 
                                                                  n_warmup_steps=2))
     log = open(args.out / "search.jsonl", "a", buffering=1)
 
-    class Prune(keras.callbacks.Callback):
-        def __init__(self, trial: optuna.Trial) -> None:
-            super().__init__()
-            self.trial = trial
-
-        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-            self.trial.report(float((logs or {})["val_accuracy"]), step=epoch)
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at epoch {epoch + 1}")
-
     def objective(trial: optuna.Trial) -> float:
         hparams = space.sample(trial)
         started = time.time()
         result = run_trial(dataset, hparams, seed=args.seed, precision="bfloat16",
-                           callbacks=[Prune(trial)], keep_model=False)
+                           callbacks=[KerasPruningCallback(trial, "val_accuracy")],
+                           keep_model=False)
         trial.set_user_attr("test_accuracy", result.test_accuracy)
         trial.set_user_attr("recalls", result.recalls())
         trial.set_user_attr("kept_epoch", result.kept_epoch)
