@@ -19,27 +19,24 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
-from PIL import Image
 from sklearn.model_selection import train_test_split
 
 from allsearch.errors import DataError
-
-if TYPE_CHECKING:
-    from allsearch.features import FeatureSet
+from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_network_input
 
 __all__ = [
-    "Dataset", "DataReport", "load_dataset", "resolve_data_path", "image_to_array",
-    "DEFAULT_DATA", "KAGGLE_HANDLE", "IMAGE_SIZE", "MIN_IMAGES_PER_CLASS", "default_cache_dir",
+    "Dataset", "DataReport", "load_dataset", "resolve_data_path", "save_bundle",
+    "DEFAULT_DATA", "KAGGLE_HANDLE", "MIN_IMAGES_PER_CLASS", "default_cache_dir",
 ]
 
-IMAGE_SIZE = 100
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
 MIN_IMAGES_PER_CLASS = 7
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+BUNDLE_SUFFIX = ".npz"
+SPLITS = ("train", "val", "test")
 DEFAULT_DATA = Path("data/leukemia/Original")
 KAGGLE_HANDLE = "mehradaria/leukemia"
 # Bump when decoding or resizing changes: it invalidates every pixel cache.
@@ -83,7 +80,7 @@ class Dataset:
     variant: str
     split_seed: int
     report: DataReport
-    features: FeatureSet | None = None
+    features: Any = None  # an allsearch.features.FeatureSet once add_hog_pca has run
 
     @property
     def n_classes(self) -> int:
@@ -96,7 +93,7 @@ class Dataset:
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
-    def with_features(self, features: FeatureSet) -> Dataset:
+    def with_features(self, features: Any) -> Dataset:
         return replace(self, features=features)
 
 
@@ -107,6 +104,8 @@ def resolve_data_path(path: str | Path | None, *, download: bool = True) -> Path
     """The dataset folder to use: the given one, or the default (downloaded when missing)."""
     if path is not None:
         root = Path(path).expanduser()
+        if root.is_file() and root.suffix == BUNDLE_SUFFIX:
+            return root
         if not root.exists():
             raise DataError(f"data folder '{root}' does not exist; pass --data with a folder "
                             f"of class folders (e.g. .../leukemia/Original)")
@@ -149,73 +148,6 @@ def _download_default() -> Path:
     if nested and nested[0].is_dir():
         return nested[0]
     raise DataError(_manual_download_hint(f"the download did not contain '{DEFAULT_DATA.name}/'"))
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Any PIL image -> (size, size) uint8 grayscale, the one conversion used everywhere."""
-    image = _to_8bit(image)
-    if image.mode == "P":
-        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
-        image = image.convert("RGB")
-    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
-        # Transparent pixels become black, the background of the segmented images.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    gray = image.convert("L")
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
-
-
-def to_network_input(pixels: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 grayscale -> (N, H, W, 1) float32 in [0, 1]: what every network takes,
-    in training and in prediction alike."""
-    return np.asarray(pixels).astype(np.float32)[..., None] / np.float32(255.0)
-
-
-def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
-    """An encoded image file's bytes (PNG, JPEG, BMP, TIFF, ...) -> (size, size) uint8
-    grayscale, through the same conversion as the training images; DataError if not an image."""
-    import io
-
-    if not data:
-        raise DataError("empty image (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.load()
-            return image_to_array(image, size)
-    except Exception as exc:  # PIL raises many types for bad bytes
-        raise DataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16-bit and float images scaled to 8 bits (PIL's convert('L') would clip them)."""
-    if image.mode.startswith("I;16") or image.mode == "I":
-        values = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if (image.mode.startswith("I;16") or values.max() > 255) else 255.0
-        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
-    if image.mode == "F":
-        values = np.asarray(image, dtype=np.float64)
-        top = 1.0 if values.max() <= 1.0 else 255.0
-        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
-    return image
-
-
-def _decode(path: Path, size: int) -> np.ndarray | str:
-    """Decoded pixels, or the reason the file cannot be used."""
-    if path.stat().st_size == 0:
-        return "empty file (0 bytes)"
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image_to_array(image, size)
-    except Exception as exc:  # PIL raises many types for bad files; each is a skip
-        return f"cannot decode ({type(exc).__name__}: {str(exc)[:80]})"
 
 
 # --------------------------------------------------------------------------- discovery
@@ -271,6 +203,8 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
     """Load a folder of class folders as a split Dataset (see the module docstring)."""
     start = time.perf_counter()
     root = resolve_data_path(path, download=download)
+    if root.is_file():
+        return load_bundle(root, split_seed=split_seed)
     listing = _discover(root)
     report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
 
@@ -301,7 +235,7 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
             pixels = None  # unreadable cache: decode again and overwrite it
     if pixels is None:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            decoded = list(pool.map(lambda u: _decode(root / u[0], image_size), unique))
+            decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size), unique))
         keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
         bad = [(unique[i][0], d) for i, d in enumerate(decoded) if isinstance(d, str)]
         pixels = (np.stack([decoded[i] for i in keep]) if keep
@@ -392,6 +326,59 @@ def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
     return np.sort(train), np.sort(val), np.sort(test)
 
 
+# --------------------------------------------------------------------------- bundles
+
+
+def save_bundle(dataset: Dataset, path: str | Path) -> Path:
+    """The split dataset as one .npz file: uint8 pixels (exact: the network input is
+    pixels / 255), labels, file names and the split, a few MB where the images are 100s.
+    A machine without the images (a lent GPU box) trains on it with --data FILE.npz."""
+    path = Path(path)
+    if path.suffix != BUNDLE_SUFFIX:
+        raise DataError(f"a dataset bundle is a {BUNDLE_SUFFIX} file; got '{path}'")
+    arrays: dict[str, Any] = {}
+    for split in SPLITS:
+        x, y = dataset.split(split)
+        pixels = np.rint(x[..., 0] * 255.0).astype(np.uint8)
+        if not np.array_equal(to_network_input(pixels), x):
+            raise DataError("these images are not 8-bit pixels / 255; they cannot be bundled exactly")
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = pixels, y
+        arrays[f"files_{split}"] = np.array(getattr(dataset, f"files_{split}"), dtype=str)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(path, class_names=np.array(dataset.class_names, dtype=str),
+                        meta=np.array([dataset.fingerprint, dataset.variant,
+                                       str(dataset.split_seed),
+                                       str(dataset.report.duplicates_dropped)]), **arrays)
+    return path
+
+
+def load_bundle(path: str | Path, *, split_seed: int | None = None) -> Dataset:
+    """A Dataset from save_bundle's file; its split is fixed, so another split_seed is refused."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            fingerprint, variant, seed, dropped = (str(v) for v in z["meta"])
+            parts: dict[str, Any] = {}
+            for split in SPLITS:
+                parts[f"x_{split}"] = to_network_input(z[f"x_{split}"])
+                parts[f"y_{split}"] = z[f"y_{split}"].astype(np.int64)
+                parts[f"files_{split}"] = tuple(str(f) for f in z[f"files_{split}"])
+            class_names = tuple(str(c) for c in z["class_names"])
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"'{path}' is not a dataset bundle ({type(exc).__name__}); write one "
+                        f"with python -m allsearch.data FOLDER --bundle FILE.npz") from None
+    if split_seed is not None and split_seed != int(seed):
+        raise DataError(f"bundle '{path}' holds the split of --split-seed {seed}, not "
+                        f"{split_seed}; bundle the data again with --split-seed {split_seed}")
+    sizes = {s: len(parts[f"y_{s}"]) for s in SPLITS}
+    counts = Counter(np.concatenate([parts[f"y_{s}"] for s in SPLITS]).tolist())
+    report = DataReport(root=str(path), n_files=sum(sizes.values()), split_sizes=sizes,
+                        class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)},
+                        duplicates_dropped=int(dropped), fingerprint=fingerprint, cache_hit=True)
+    return Dataset(class_names=class_names, fingerprint=fingerprint, variant=variant,
+                   split_seed=int(seed), report=report, **parts)
+
+
 # --------------------------------------------------------------------------- command line
 
 
@@ -421,6 +408,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--split-seed", type=int, default=42, help="seed of the 70/15/15 split")
     parser.add_argument("--no-cache", action="store_true", help="decode again, ignoring the cache")
+    parser.add_argument("--bundle", default=None, metavar="FILE.npz",
+                        help="also write the split dataset as one file, for a machine without "
+                             "the images: python -m allsearch.study --data FILE.npz")
     _cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
@@ -432,6 +422,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps(asdict(dataset.report), indent=2))
         else:
             print(_format_report(dataset.report))
+        if args.bundle:
+            written = save_bundle(dataset, args.bundle)
+            print(f"bundle:      {written} ({written.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
         return 0
 
     return _cli.main_wrapper(run, parser, argv)

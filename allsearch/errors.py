@@ -6,7 +6,8 @@ command-line modules can print it as is (see allsearch._cli).
 
 from __future__ import annotations
 
-__all__ = ["AllsearchError", "DataError", "SpaceError", "ModelError", "ConfigError", "StoreError"]
+__all__ = ["AllsearchError", "DataError", "SpaceError", "ModelError", "ConfigError", "StoreError",
+           "first_line", "redact", "redact_text", "store_errors"]
 
 
 class AllsearchError(Exception):
@@ -31,3 +32,54 @@ class ConfigError(AllsearchError):
 
 class StoreError(AllsearchError):
     """A tracking or study store cannot be reached or written."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type name when it has none)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def redact(uri: str) -> str:
+    """A URI with any password replaced, safe to print."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        password = parts.password
+    except ValueError:
+        return "<unparseable URI>"
+    if password:
+        netloc = parts.netloc.replace(f":{password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return uri
+
+
+def redact_text(text: str, uri: str) -> str:
+    """`text` (e.g. a driver's error message) with the password of `uri` replaced."""
+    from urllib.parse import urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return text
+    return text.replace(password, "***") if password else text
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a store that cannot be reached or written raises (OSError, and MLflow's and
+    SQLAlchemy's errors where installed): these end a study, not a trial."""
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)
+    except ImportError:
+        pass
+    try:
+        import sqlalchemy.exc
+
+        errors.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:
+        pass
+    return tuple(errors)

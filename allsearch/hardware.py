@@ -6,18 +6,24 @@ TensorFlow.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import platform
 from typing import Literal
 
 from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
-           "threads_per_worker", "configure_threads"]
+           "threads_per_worker", "configure_threads", "package_versions"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
+# What a run records of its environment (params version.*), enough to rebuild its model.
+_PACKAGES = ("allsearch", "tensorflow", "jax", "torch", "keras", "optuna", "optuna-integration",
+             "mlflow", "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas", "pillow",
+             "joblib")
 
 
 def bf16_support() -> str:
@@ -78,3 +84,15 @@ def configure_threads(n_threads: int) -> bool:
     except RuntimeError:
         return False
     return True
+
+
+def package_versions() -> dict[str, str]:
+    """The installed versions of the packages a run depends on, and Python's."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    versions["python"] = platform.python_version()
+    return versions

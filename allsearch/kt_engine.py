@@ -22,21 +22,23 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from allsearch import lifecycle
+from allsearch.config import TUNERS, StudyConfig
+from allsearch.contract import STATE
 from allsearch.errors import ConfigError, StoreError
+from allsearch.lifecycle import Prepared
+from allsearch.progress import paper_line
 from allsearch.space import ParamSpec, SearchSpace
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
 
 if TYPE_CHECKING:
     import keras_tuner
 
     from allsearch.data import Dataset
-    from allsearch.study import StudyConfig
-    from allsearch.tracking import Tracker
 
-__all__ = ["TUNERS", "ENGINE", "KerasTunerStudy", "hyperparameters", "run_keras_tuner",
-           "working_dir"]
+__all__ = ["ENGINE", "KerasTunerStudy", "hyperparameters", "run", "working_dir", "summarize"]
 
 ENGINE = "keras-tuner"
-TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")
 OBJECTIVE = "val_accuracy"
 # Hyperband's trial budget per round comes from its brackets; these are KerasTuner's defaults.
 HYPERBAND_FACTOR = 3
@@ -99,28 +101,52 @@ def _declare(hp: keras_tuner.HyperParameters, spec: ParamSpec) -> None:
         hp.Float(spec.name, float(spec.low), float(spec.high), step=spec.step, sampling=sampling)
 
 
-def run_keras_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset,
-                    tracker: Tracker, parent_id: str) -> KerasTunerStudy:
+def run(prepared: Prepared) -> KerasTunerStudy:
     """Run the baseline, then the tuner, until the study holds `config.trials` trials."""
-    from allsearch import study as optuna_engine
-
+    config, space = prepared.config, prepared.space
     if config.workers != 1:
         raise ConfigError("--engine keras-tuner runs one worker; use --engine optuna for "
                           "--workers > 1")
+    store = lifecycle.open_store(config)
+    if not hasattr(store, "runs_frame"):
+        raise ConfigError("--engine keras-tuner reads its runs back from MLflow: it cannot "
+                          "--record; use --engine optuna to record a study")
+    dataset = lifecycle.load_data(config, space)
+    settings = {**lifecycle.parent_settings(prepared, dataset),
+                "keras_tuner_dir": str(working_dir() / str(config.study_name))}
+    parent_id = lifecycle.open_parent(store, str(config.study_name), settings)
+    store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
+                               "tuner": config.tuner})
+    status = "FINISHED"
+    try:
+        _search(config, space, dataset, store, parent_id)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        # One process runs every trial: a run still RUNNING now was cut off.
+        running = store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                                   f"attributes.status = 'RUNNING'")
+        lifecycle.finish(store, parent_id, config, status,
+                         dead_runs=list(running["run_id"]) if len(running) else [])
+    return KerasTunerStudy(str(config.study_name), config.tuner, parent_id, store)
+
+
+def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
+            parent_id: str) -> None:
     started = time.monotonic()
-    done = _finished_trials(tracker, parent_id)
-    base_params = {**optuna_engine._base_params(dataset), "engine": ENGINE,
-                   "tuner": config.tuner}
+    done = _finished_trials(store, parent_id)
+    base_params = {**lifecycle.base_params(dataset, ENGINE), "tuner": config.tuner}
     baseline = space.baseline_params()
     tuner_trials = config.trials
     if baseline:
         tuner_trials -= 1
         if 0 not in done:
-            _run_one(config, space, dataset, tracker, parent_id, base_params, number=0,
+            _run_one(config, space, dataset, store, parent_id, base_params, number=0,
                      values=baseline, best=-math.inf)
     if tuner_trials > 0:
         deadline = None if config.timeout is None else started + config.timeout
-        tuner = _make_tuner(config, space, dataset, tracker, parent_id, base_params,
+        tuner = _make_tuner(config, space, dataset, store, parent_id, base_params,
                             max_trials=tuner_trials, deadline=deadline)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -130,74 +156,51 @@ def run_keras_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset,
                 if isinstance(exc.__cause__, StoreError):
                     raise exc.__cause__ from None
                 raise
-    return KerasTunerStudy(config.study_name or space.name, config.tuner, parent_id, tracker)
 
 
-def _finished_trials(tracker: Tracker, parent_id: str) -> set[int]:
-    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                              f"tags.state = 'COMPLETE'")
-    if runs.empty:
-        return set()
-    return {int(n) for n in runs["tags.trial_number"].dropna()}
+def _complete_runs(store: Any, parent_id: str) -> Any:
+    return store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
+                            f"tags.{STATE} = 'COMPLETE'")
 
 
-def _best_so_far(tracker: Tracker, parent_id: str) -> float:
-    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                              f"tags.state = 'COMPLETE'")
+def _finished_trials(store: Any, parent_id: str) -> set[int]:
+    runs = _complete_runs(store, parent_id)
+    return set() if runs.empty else {int(n) for n in runs["tags.trial_number"].dropna()}
+
+
+def _best_so_far(store: Any, parent_id: str) -> float:
+    runs = _complete_runs(store, parent_id)
     if runs.empty or "metrics.val_accuracy" not in runs:
         return -math.inf
     return float(runs["metrics.val_accuracy"].max())
 
 
-def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, tracker: Tracker,
+def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
              parent_id: str, base_params: dict[str, Any], *, number: int,
              values: dict[str, Any], best: float, epochs: int | None = None) -> float:
     """One configuration as one child run, exactly as the Optuna engine records it."""
-    from allsearch.study import WORKER_ID
-    from allsearch.tracked import record_duplicate, run_tracked
-
     hparams = space.hparams(values)
     if epochs is not None:  # Hyperband's budget for this trial
         hparams = dataclasses.replace(hparams, epochs=epochs)
+    seeds = [config.seed + r for r in range(config.repeats)]
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=config.precision)
     params = {**base_params, "trial_number": number, "seed": config.seed}
-    tags = {"trial_number": number, "engine": ENGINE, "worker": WORKER_ID}
-    previous = None if config.retrain_duplicates else _same_configuration(
-        tracker, parent_id, hparams, config)
+    tags = {"trial_number": number, "engine": ENGINE, "worker": lifecycle.worker_id()}
+    previous = None if config.retrain_duplicates else find_duplicate(store, parent_id, key)
     if previous is not None:
-        record_duplicate(tracker, parent_id=parent_id, name=f"trial-{number:04d}",
+        record_duplicate(store, parent_id=parent_id, name=f"trial-{number:04d}",
                          params={**hparams.to_dict(), "precision": config.precision, **params},
-                         tags=tags, source_run_id=previous["run_id"],
-                         source_trial=previous.get("tags.duplicate_of")
-                         or previous["tags.trial_number"])
-        return float(previous["metrics.val_accuracy"])
+                         tags=tags, source=previous)
+        return float(previous[1]["val_accuracy"])
     tracked = run_tracked(
-        tracker, parent_id=parent_id, name=f"trial-{number:04d}", dataset=dataset,
-        hparams=hparams, seeds=[config.seed + r for r in range(config.repeats)],
-        params=params, tags=tags, precision=config.precision,
+        store, parent_id=parent_id, name=f"trial-{number:04d}", dataset=dataset,
+        hparams=hparams, seeds=seeds, params=params, tags=tags, precision=config.precision,
         log_model=lambda value: config.log_models == "all" or (
             config.log_models == "best" and value > best))
-    if tracked.model_uri:
-        tracker.set_tags(tracked.run_id, {"model_uri": tracked.model_uri})
     return tracked.value
 
 
-def _same_configuration(tracker: Tracker, parent_id: str, hparams: Any,
-                        config: StudyConfig) -> Any:
-    """A complete run of these hyperparameters with this seed and repeats under the parent,
-    or None (the Optuna engine's rule: training is deterministic on a CPU for a seed)."""
-    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
-                              f"tags.state = 'COMPLETE' and params.seed = '{config.seed}'")
-    for _, run in runs.iterrows():
-        same = all(str(run.get(f"params.{k}")) == str(v) for k, v in hparams.to_dict().items())
-        repeats = run.get("metrics.repeats")
-        repeats = 1 if repeats is None or (isinstance(repeats, float) and math.isnan(repeats)) \
-            else int(repeats)
-        if same and repeats == config.repeats:
-            return run
-    return None
-
-
-def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, tracker: Tracker,
+def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
                 parent_id: str, base_params: dict[str, Any], *, max_trials: int,
                 deadline: float | None = None) -> keras_tuner.Tuner:
     import keras_tuner
@@ -207,9 +210,7 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, track
     common = {"objective": objective, "hyperparameters": hp, "seed": config.seed,
               "tune_new_entries": False, "allow_new_entries": False}
     if config.tuner == "hyperband":
-        from allsearch.study import _max_epochs
-
-        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=_max_epochs(space),
+        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=space.max_epochs(),
                                                      factor=HYPERBAND_FACTOR, **common)
         oracle.max_trials = max_trials  # Hyperband has no such argument; create_trial honours it
     elif config.tuner == "bayesian":
@@ -227,9 +228,9 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, track
             values = {name: trial.hyperparameters.get(name) for name in hp.values}
             epochs = trial.hyperparameters.values.get("tuner/epochs")
             try:
-                value = _run_one(config, space, dataset, tracker, parent_id, base_params,
+                value = _run_one(config, space, dataset, store, parent_id, base_params,
                                  number=int(trial.trial_id) + 1, values=values,
-                                 best=_best_so_far(tracker, parent_id),
+                                 best=_best_so_far(store, parent_id),
                                  epochs=int(epochs) if epochs is not None else None)
             except StoreError as exc:
                 # KerasTuner records any other exception as a failed trial and goes on; a
@@ -245,3 +246,22 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, track
 
     return TrackedTuner(oracle=oracle, directory=str(working_dir()),
                         project_name=config.study_name, overwrite=False)
+
+
+def summarize(result: KerasTunerStudy) -> str:
+    """The closing lines of a KerasTuner study, read back from MLflow."""
+    runs = result.tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{result.parent_id}'")
+    states = runs[f"tags.{STATE}"].value_counts() if len(runs) else {}
+    table = result.table()
+    complete = table[table["State"] == "COMPLETE"] if len(table) else table
+    lines = [f"study '{result.name}' (keras-tuner {result.tuner}): {len(runs)} trials "
+             f"({states.get('COMPLETE', 0)} complete, {states.get('FAIL', 0)} failed)"]
+    if len(complete):
+        best = complete.iloc[0]
+        params = " ".join(f"{k}={best[k]}" for k in ("epochs", "batch_size", "loss", "conv_layers")
+                          if k in best)
+        lines.append(f"best trial #{best['Trial']}: val_accuracy {best['Validation Accuracy']:.3f}"
+                     f"  test_accuracy {best['Test Accuracy']:.3f}  {params}")
+    lines.append(paper_line())
+    lines.append(f"MLflow: experiment '{result.name}', parent run {result.parent_id}")
+    return "\n".join(lines)

@@ -18,16 +18,17 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from allsearch.contract import PAPER_TABLE1_BEST, RECALL_PREFIX
 from allsearch.errors import ConfigError
 from allsearch.space import HParams, fixed_space_text
 
 __all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
-           "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "main"]
+           "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown", "main"]
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
 Format = Literal["markdown", "csv", "html", "latex", "json"]
 # The paper's best row of Table 1 (one run): the reference of the difference columns.
-PAPER_BEST = {"val_accuracy": 0.80, "test_accuracy": 0.82}
+PAPER_BEST = PAPER_TABLE1_BEST
 # The paper's four knobs always show; other hyperparameters show when they vary.
 PAPER_KNOBS = ("epochs", "batch_size", "loss", "conv_layers")
 # (metric name, column title) in the paper's order, then ours.
@@ -42,9 +43,7 @@ METRIC_COLUMNS = (
 # Columns whose spread over seeds is shown as mean ± sd (and every per-class recall).
 SPREAD = ("Validation Accuracy", "Test Accuracy")
 SD = " SD"
-# Per-class test recall metrics: allsearch.trial.RECALL_PREFIX + class (not imported from
-# there: trial.py loads Keras, the leaderboard should not). Shown as "Recall <class>".
-RECALL_PREFIX = "test_recall_"
+# Per-class test recall metrics (RECALL_PREFIX + class) are shown as "Recall <class>".
 RECALL_TITLE = "Recall "
 
 
@@ -220,7 +219,7 @@ def render(table: pd.DataFrame, fmt: Format = "markdown", *, digits: int = 3) ->
         return shown.to_html(index=False, border=0, escape=True)
     if fmt == "latex":
         return shown.to_latex(index=False).replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-    return _markdown(shown)
+    return markdown(shown)
 
 
 def _display(table: pd.DataFrame, digits: int) -> pd.DataFrame:
@@ -246,7 +245,8 @@ def _mean_sd(mean: float, sd: float, digits: int) -> str:
     return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def _markdown(table: pd.DataFrame) -> str:
+def markdown(table: pd.DataFrame) -> str:
+    """A table as GitHub markdown (no extra dependency such as tabulate)."""
     header = "| " + " | ".join(map(str, table.columns)) + " |"
     rule = "|" + "|".join("---" for _ in table.columns) + "|"
     rows = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from allsearch.data import IMAGE_EXTENSIONS, decode_image_bytes
-from allsearch.errors import DataError, ModelError, StoreError
-from allsearch.tracking import CHAMPION_ALIAS, _redact, resolve_tracking_uri
+from allsearch.contract import CHAMPION_ALIAS, model_name
+from allsearch.errors import DataError, ModelError, StoreError, redact
+from allsearch.images import IMAGE_EXTENSIONS, decode_image_bytes
+from allsearch.tracking import resolve_tracking_uri
 
 __all__ = ["ImageFile", "resolve_model_uri", "load_classifier", "collect_images",
            "predict_files", "main"]
@@ -47,7 +48,7 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
     if model:
         return f"runs:/{model}/model" if _RUN_ID.match(model) else model
     if study:
-        return f"models:/allsearch-{study}@{CHAMPION_ALIAS}"
+        return f"models:/{model_name(study)}@{CHAMPION_ALIAS}"
     from mlflow.tracking import MlflowClient
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -55,11 +56,11 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
         registered = MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(
             filter_string="name LIKE 'allsearch-%'", max_results=1000)
     except Exception as exc:  # a store that cannot be read
-        raise StoreError(f"cannot read the model registry of '{_redact(uri)}' "
+        raise StoreError(f"cannot read the model registry of '{redact(uri)}' "
                          f"({str(exc).splitlines()[0][:160]}); check --tracking-uri") from None
     champions = [m for m in registered if CHAMPION_ALIAS in (m.aliases or {})]
     if not champions:
-        raise ModelError(f"no champion model in '{_redact(uri)}': run a study first "
+        raise ModelError(f"no champion model in '{redact(uri)}': run a study first "
                          f"(python -m allsearch.study), or pass --model URI (models:/NAME@ALIAS, "
                          f"runs:/RUN_ID/model, or a run id)")
     latest = max(champions, key=lambda m: m.last_updated_timestamp or 0)
@@ -79,7 +80,7 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
             loaded = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # MLflow raises many types for a missing or unreadable model
         reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model '{model_uri}' cannot be loaded from '{_redact(uri)}' ({reason}); "
+        raise ModelError(f"model '{model_uri}' cannot be loaded from '{redact(uri)}' ({reason}); "
                          f"check --model (models:/NAME@champion, runs:/RUN_ID/model or a run "
                          f"id) and --tracking-uri") from None
     metadata = loaded.metadata.metadata or {}

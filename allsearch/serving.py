@@ -73,7 +73,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         from mlflow.exceptions import MlflowException
         from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 
-        from allsearch.data import decode_image_bytes, to_network_input
+        from allsearch.images import decode_image_bytes, to_network_input
         from allsearch.trial import network_inputs
 
         # An MlflowException reaches an HTTP client of the scoring server with its message.
@@ -168,7 +168,7 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
 
 def _image_size(network: Any) -> int:
     """Side of the pixel input (a HOG/PCA-only network still takes 100x100 images upstream)."""
-    from allsearch.data import IMAGE_SIZE
+    from allsearch.images import IMAGE_SIZE
     from allsearch.model import PIXELS
 
     for tensor in network.inputs:

@@ -211,6 +211,12 @@ class SearchSpace:
             return None
         return {p.name: self.baseline[p.name] for p in self.params if p.name in self.baseline}
 
+    def max_epochs(self) -> int:
+        """The most epochs any trial of this space trains (a pruner's or tuner's budget)."""
+        if any(p.name == "epochs" for p in self.params):
+            return int(max(self.param("epochs").values()))
+        return int(self.fixed.get("epochs", HParams().epochs))
+
     def grid(self) -> dict[str, list[Any]]:
         return {p.name: p.values() for p in self.params}
 

@@ -102,8 +102,10 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
         table_file: str | Path = SPACE_DIR / "table1.yaml", progress: bool = True) -> pd.DataFrame:
     """Train every missing (variant, configuration, seed) run, then return the table."""
     from allsearch.data import load_dataset
+    from allsearch.hardware import package_versions
+    from allsearch.lifecycle import open_parent
     from allsearch.tracked import run_tracked
-    from allsearch.tracking import Tracker, package_versions
+    from allsearch.tracking import Tracker
 
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds!r}")
@@ -117,11 +119,10 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
     for folder in folders:
         # One parent per variant and precision: runs in bf16 and float32 are not pooled.
         study = f"table1-{folder.name}-{precision}"
-        parent = tracker.find_parent(study) or tracker.start_parent(
-            study, {"study_name": study, "data": str(folder), "variant": folder.name,
-                    "table_file": str(table_file), "precision": precision,
-                    "precision_reason": precision_reason})
-        tracker.resume_parent(parent, {})
+        parent = open_parent(tracker, study, {
+            "study_name": study, "data": str(folder), "variant": folder.name,
+            "table_file": str(table_file), "precision": precision,
+            "precision_reason": precision_reason})
         parents[folder.name] = parent
         done = _done(tracker, parent)
         try:
@@ -228,7 +229,7 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    from allsearch.leaderboard import _markdown
+    from allsearch.leaderboard import markdown
 
     def pm(mean: float, sd: float) -> str:
         if pd.isna(mean):
@@ -252,7 +253,7 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
         "Test Pred Time s (ours)": table.get("Test Prediction Time (s)").map(lambda v: f"{v:.2f}"),
         "Test Pred Time s (paper)": table.get("Paper Test Prediction Time (s)"),
     })
-    return _markdown(shown)
+    return markdown(shown)
 
 
 def main(argv: list[str] | None = None) -> int:

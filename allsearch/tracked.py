@@ -1,26 +1,84 @@
-"""One configuration trained through run_trial and recorded through tracking.
+"""One configuration trained through run_trial and written to a store as one child run.
 
 Every engine (the Optuna study, the KerasTuner engine, table1) calls run_tracked, so failures,
-pruning, interruptions, repeats and model logging are handled in one place and every child
-run has the same shape.
+pruning, interruptions, repeats, model logging and the duplicate rule are handled in one place
+and every child run has the same shape. The store is an allsearch.tracking.Tracker (MLflow) or
+an allsearch.recorder.Recorder (a folder); this module imports neither.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import json
 import resource
 import statistics
+import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from allsearch import reports
+from allsearch.contract import CONFIG_KEY, MODEL_URI, RECALL_PREFIX, ROLE, RUN_STATUS, STATE, State
 from allsearch.data import Dataset
-from allsearch.errors import StoreError
+from allsearch.errors import StoreError, first_line, store_errors
 from allsearch.space import HParams
-from allsearch.tracking import STORE_ERRORS, Tracker, TrialRun, _first_line
-from allsearch.trial import RECALL_PREFIX, Precision, TrialResult, run_trial
+from allsearch.trial import Precision, TrialResult, run_trial
 
-__all__ = ["TrackedTrial", "run_tracked", "aggregate"]
+__all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate", "config_key",
+           "find_duplicate", "record_duplicate", "STORE_ERRORS"]
+
+
+STORE_ERRORS = store_errors()
+_STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
+
+
+@dataclass
+class TrialRun:
+    """One trial's run in a store, fed while the trial trains."""
+
+    store: Any  # Tracker or Recorder
+    run_id: str
+
+    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.store.log_metrics(self.run_id, values, step=epoch)
+
+    def log_curves(self, history: dict[str, list[float]], *, title: str = "") -> None:
+        if history:
+            self.store.log_figure(self.run_id, reports.curves_figure(history, title=title),
+                                  "learning_curves.png")
+
+    def log_result(self, result: TrialResult, *, dataset: Dataset | None = None,
+                   log_model: bool = False, metrics: dict[str, float] | None = None) -> str | None:
+        """Final metrics (or `metrics`, e.g. means over repeats) and artifacts; the model
+        too when asked. Returns the logged model's URI."""
+        store, run_id = self.store, self.run_id
+        # At the last epoch's step: the final val_accuracy shares its name with the curve's.
+        store.log_metrics(run_id, result.final_metrics() if metrics is None else metrics,
+                          step=max(0, result.epochs_run - 1))
+        store.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
+                         "confusion_matrix.png")
+        store.log_dict(run_id, result.per_class_report(), "per_class_report.json")
+        store.log_text(run_id, reports.predictions_csv(
+            result.test_files, result.y_test, result.test_probabilities, result.class_names),
+            "test_predictions.csv")
+        if not (log_model and result.model is not None):
+            return None
+        pipeline = (dataset.features.pipeline
+                    if dataset is not None and dataset.features is not None else None)
+        uri = store.log_model(run_id, network=result.model, class_names=result.class_names,
+                              hparams=result.hparams.to_dict(), pipeline=pipeline)
+        store.set_tags(run_id, {MODEL_URI: uri})
+        return uri
+
+    def end(self, state: State, *, error: BaseException | None = None) -> None:
+        tags: dict[str, Any] = {STATE: state}
+        if error is not None:
+            tags["error"] = first_line(error)[:4000]
+            self.store.log_text(self.run_id, "".join(traceback.format_exception(error)),
+                                "error.txt")
+        self.store.set_tags(self.run_id, tags)
+        self.store.end_run(self.run_id, RUN_STATUS[state])
 
 
 @dataclass
@@ -37,7 +95,45 @@ class TrackedTrial:
         return self.metrics["val_accuracy"]
 
 
-def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: Dataset,
+def start_trial(store: Any, *, parent_id: str | None, name: str, params: dict[str, Any],
+                tags: dict[str, Any] | None = None) -> TrialRun:
+    """A new trial run (role trial, state RUNNING) under `parent_id`."""
+    run_id = store.start_run(parent_id=parent_id, name=name, params=params,
+                             tags={ROLE: "trial", STATE: "RUNNING", **(tags or {})})
+    return TrialRun(store, run_id)
+
+
+def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str) -> str:
+    """What makes two runs the same computation: the hyperparameters, the training seeds, the
+    data and split, the precision. Training is deterministic on a CPU for these, so a second
+    run of the same key would only repeat the first one's numbers (the duplicate rule)."""
+    text = json.dumps({"hparams": hparams.to_dict(), "seeds": list(seeds),
+                       "data": dataset.fingerprint, "precision": precision}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def find_duplicate(store: Any, parent_id: str, key: str
+                   ) -> tuple[str, dict[str, float], dict[str, str]] | None:
+    """A complete run of the same computation under this parent: (id, metrics, tags)."""
+    return store.find_run(parent_id, {CONFIG_KEY: key, STATE: "COMPLETE"})
+
+
+def record_duplicate(store: Any, *, parent_id: str, name: str, params: dict[str, Any],
+                     tags: dict[str, Any],
+                     source: tuple[str, dict[str, float], dict[str, str]]) -> str:
+    """A child run for a computation already done (`source`, from find_duplicate): its
+    metrics are copied from the earlier run and it is tagged `duplicate_of` (the trial that
+    trained it), so the leaderboard counts it once. Returns its id."""
+    source_id, metrics, source_tags = source
+    trained_by = source_tags.get("duplicate_of") or source_tags.get("trial_number", "")
+    run = start_trial(store, parent_id=parent_id, name=name, params=params,
+                      tags={**tags, "duplicate_of": trained_by, "duplicate_run": source_id})
+    store.log_metrics(run.run_id, metrics)
+    run.end("COMPLETE")
+    return run.run_id
+
+
+def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
                 hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
                 tags: dict[str, Any] | None = None, precision: Precision = "float32",
                 first_callbacks: Sequence[Any] = (),
@@ -51,7 +147,7 @@ def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: 
     any other exception as FAIL with its error.
     """
     try:
-        return _run_tracked(tracker, parent_id=parent_id, name=name, dataset=dataset,
+        return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
                             hparams=hparams, seeds=seeds, params=params, tags=tags,
                             precision=precision, first_callbacks=first_callbacks,
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
@@ -60,23 +156,21 @@ def run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: 
         if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
             raise
         # The store cannot be written: every further trial would fail the same way.
-        raise StoreError(f"cannot write the MLflow store '{tracker.tracking_uri}' "
-                         f"({_first_line(exc)}); free disk space or fix its permissions, then "
-                         f"run the same command to resume") from None
+        raise StoreError(f"cannot write the {store.location} ({first_line(exc)}); free disk "
+                         f"space or fix its permissions, then run the same command to resume"
+                         ) from None
 
 
-_STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
-
-
-def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset: Dataset,
+def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
                  hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
                  tags: dict[str, Any] | None, precision: Precision, first_callbacks: Sequence[Any],
                  pruned_exceptions: tuple[type[BaseException], ...],
                  log_model: bool | Callable[[float], bool],
                  on_started: Callable[[TrialRun], None] | None) -> TrackedTrial:
-    run = tracker.start_trial(parent_id=parent_id, name=name,
-                              params={**hparams.to_dict(), "precision": precision, **params},
-                              tags=tags)
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
+    run = start_trial(store, parent_id=parent_id, name=name,
+                      params={**hparams.to_dict(), "precision": precision, **params},
+                      tags={CONFIG_KEY: key, **(tags or {})})
     if on_started is not None:
         on_started(run)
     history: dict[str, list[float]] = {}
@@ -90,7 +184,7 @@ def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset:
                                      history=history if first else None))
     except pruned_exceptions:
         run.log_curves(history, title=f"{name} (pruned)")
-        tracker.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+        store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
         run.end("PRUNED")
         raise
     except KeyboardInterrupt:
@@ -112,8 +206,8 @@ def _run_tracked(tracker: Tracker, *, parent_id: str | None, name: str, dataset:
     model_uri = run.log_result(results[0], dataset=dataset, log_model=wants_model, metrics=metrics)
     if len(results) > 1:
         for i, result in enumerate(results):
-            tracker.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
-                                             "repeat_test_accuracy": result.test_accuracy}, step=i)
+            store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
+                                           "repeat_test_accuracy": result.test_accuracy}, step=i)
     run.end("COMPLETE")
     return TrackedTrial(run.run_id, metrics, results, model_uri)
 
@@ -131,15 +225,3 @@ def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
                 metrics[f"{name}_sd"] = statistics.stdev(values)
         metrics["repeats"] = float(len(results))
     return metrics
-
-
-def record_duplicate(tracker: Tracker, *, parent_id: str, name: str, params: dict[str, Any],
-                     tags: dict[str, Any], source_run_id: str, source_trial: Any) -> str:
-    """A child run for a configuration already trained with the same seed: its metrics are
-    copied from the earlier run (training is deterministic on a CPU) and it is tagged
-    `duplicate_of`, so the leaderboard counts it once. Returns the new run's id."""
-    run = tracker.start_trial(parent_id=parent_id, name=name, params=params,
-                              tags={**tags, "duplicate_of": source_trial})
-    tracker.log_metrics(run.run_id, tracker.client.get_run(source_run_id).data.metrics)
-    run.end("COMPLETE")
-    return run.run_id

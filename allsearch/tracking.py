@@ -1,22 +1,22 @@
-"""MLflow tracking: the only module that imports mlflow.
+"""The MLflow store of studies: Tracker, the one class through which runs are written.
 
-Layout (DESIGN.md): one experiment per study, one parent run per study, one child run per
+Layout (docs/design.md): one experiment per study, one parent run per study, one child run per
 trial carrying `mlflow.parentRunId`, so runs nest in the UI also when other processes or
 machines write them. Everything goes through one MlflowClient; no fluent active-run state is
-shared between threads or trials.
+shared between threads or trials. allsearch.recorder.Recorder has the same methods and writes
+a folder instead (for machines without MLflow); the trial code never knows which it has.
+
+The modules that import mlflow: this one, serving (the logged model), predict (loads it) and
+importer (replays a record folder through a Tracker).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
-import platform
 import time
-import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -24,48 +24,29 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from allsearch import reports
-from allsearch.errors import StoreError
+from allsearch.config import absolute_sqlite
+from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY
+from allsearch.errors import StoreError, first_line, redact, store_errors
+from allsearch.hardware import package_versions
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from allsearch.data import Dataset
-    from allsearch.trial import TrialResult
-
 __all__ = [
-    "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "TrialRun", "State",
-    "resolve_tracking_uri", "package_versions", "CHAMPION_ALIAS", "find_study_parent",
-    "runs_of_parent",
+    "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "STORE_ERRORS",
+    "resolve_tracking_uri", "check_tracking_uri", "find_study_parent", "runs_of_parent",
+    "param_text", "SERVING_PACKAGES",
 ]
 
 DEFAULT_TRACKING_URI = "sqlite:///mlruns/mlflow.db"
 DEFAULT_ARTIFACT_ROOT = Path("mlruns/artifacts")
-CHAMPION_ALIAS = "champion"
-State = Literal["COMPLETE", "PRUNED", "FAIL", "KILLED"]
-# Our trial states -> MLflow run statuses; PRUNED is a normal end, marked by the `state` tag.
-_RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
-ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
-_PACKAGES = ("allsearch", "tensorflow", "keras", "optuna", "optuna-integration", "mlflow",
-             "keras-tuner", "numpy", "scikit-learn", "scikit-image", "pandas", "pillow", "joblib")
 # What the logged model needs where it is served (its own code travels with it).
 SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scikit-learn",
                     "scikit-image", "pillow", "joblib")
 
 
-def _store_errors() -> tuple[type[BaseException], ...]:
-    errors: list[type[BaseException]] = [MlflowException, OSError]
-    try:
-        import sqlalchemy.exc
-
-        errors.append(sqlalchemy.exc.SQLAlchemyError)
-    except ImportError:
-        pass
-    return tuple(errors)
-
-
 # What a store that cannot be reached or written raises: these end a study, not a trial.
-STORE_ERRORS = _store_errors()
+STORE_ERRORS = store_errors()
 _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -75,7 +56,7 @@ def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
 
     scheme = urlsplit(uri).scheme.split("+")[0]
     if scheme not in _SCHEMES:
-        raise StoreError(f"--tracking-uri '{_redact(uri)}' is not a tracking URI; use e.g. "
+        raise StoreError(f"--tracking-uri '{redact(uri)}' is not a tracking URI; use e.g. "
                          f"sqlite:///mlruns/mlflow.db or http://host:5000")
     if scheme in ("http", "https"):
         import urllib.error
@@ -89,24 +70,13 @@ def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
             return  # the server answered: it is there (health may be protected)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise StoreError(f"MLflow server '{_redact(uri)}' cannot be reached ({reason}); "
+            raise StoreError(f"MLflow server '{redact(uri)}' cannot be reached ({reason}); "
                              f"start it (mlflow server ...) or fix --tracking-uri") from None
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
     """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
-    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    return absolute_sqlite(uri)
-
-
-def absolute_sqlite(uri: str) -> str:
-    """A relative sqlite URI made absolute (its folder created): MLflow and SQLAlchemy cache
-    engines by URI, so a relative one could reach another folder's database after a chdir."""
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        path = Path(uri.removeprefix("sqlite:///")).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
-    return uri
+    return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
 def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
@@ -122,15 +92,15 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
         runs = client.search_runs(experiments, filter_string=query,
                                   order_by=["attributes.start_time DESC"], max_results=1)
     except MlflowException as exc:
-        raise StoreError(f"MLflow store '{_redact(uri)}' cannot be read ({_first_line(exc)}); "
+        raise StoreError(f"MLflow store '{redact(uri)}' cannot be read ({first_line(exc)}); "
                          f"check --tracking-uri") from None
     if not runs:
         if study is None:
-            raise StoreError(f"no study found in '{_redact(uri)}'; run python -m allsearch.study "
+            raise StoreError(f"no study found in '{redact(uri)}'; run python -m allsearch.study "
                              f"first, or pass --tracking-uri")
         names = sorted({r.data.tags.get(STUDY, "") for r in client.search_runs(
             experiments, filter_string=f"tags.`{ROLE}` = 'parent'", max_results=200)})
-        raise StoreError(f"no study named '{study}' in '{_redact(uri)}'; known studies: "
+        raise StoreError(f"no study named '{study}' in '{redact(uri)}'; known studies: "
                          f"{', '.join(n for n in names if n) or 'none'}")
     return runs[0].data.tags[STUDY], runs[0].info.run_id
 
@@ -146,23 +116,14 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
                               output_format="pandas")
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            continue
-    versions["python"] = platform.python_version()
-    return versions
-
-
 class Tracker:
-    """One experiment in one tracking store."""
+    """One experiment in one MLflow tracking store."""
 
     def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.location = redact(self.tracking_uri)
         self.experiment_name = experiment
+        self._study_of_parent: dict[str, str] = {}
         check_tracking_uri(self.tracking_uri)
         try:
             # The registry lives in the same store; never in whatever the process set globally.
@@ -176,8 +137,8 @@ class Tracker:
                     self.client.restore_experiment(found.experiment_id)
                 self.experiment_id = found.experiment_id
         except STORE_ERRORS as exc:
-            raise StoreError(f"MLflow store '{_redact(self.tracking_uri)}' cannot be used "
-                             f"({_first_line(exc)}); check --tracking-uri, and that the "
+            raise StoreError(f"MLflow store '{self.location}' cannot be used "
+                             f"({first_line(exc)}); check --tracking-uri, and that the "
                              f"folder is writable and the disk not full") from None
 
     def _create_experiment(self, name: str) -> str:
@@ -204,13 +165,15 @@ class Tracker:
             order_by=["attributes.start_time ASC"], max_results=1)
         return runs[0].info.run_id if runs else None
 
-    def start_parent(self, study_name: str, settings: dict[str, Any]) -> str:
+    def start_parent(self, study_name: str, settings: dict[str, Any],
+                     tags: dict[str, Any] | None = None) -> str:
         """Create the study's parent run; settings become its params."""
         run = self.client.create_run(self.experiment_id, run_name=study_name,
-                                     tags={ROLE: "parent", STUDY: study_name})
+                                     tags={ROLE: "parent", STUDY: study_name,
+                                           **{k: param_text(v) for k, v in (tags or {}).items()}})
         self.log_params(run.info.run_id, settings)
-        self.client.log_dict(run.info.run_id, {"settings": settings,
-                                               "versions": package_versions()}, "study.json")
+        self.log_dict(run.info.run_id, {"settings": settings, "versions": package_versions()},
+                      "study.json")
         return run.info.run_id
 
     def resume_parent(self, run_id: str, settings: dict[str, Any]) -> None:
@@ -218,12 +181,56 @@ class Tracker:
         self.client.update_run(run_id, status="RUNNING")
         self.log_params(run_id, settings)
 
+    # ----------------------------------------------------------------- trial (child) runs
+
+    def start_run(self, *, parent_id: str | None, name: str, params: dict[str, Any],
+                  tags: dict[str, Any]) -> str:
+        """A child run of `parent_id` (the `mlflow.parentRunId` tag nests it, from any process
+        or machine); returns its id."""
+        run_tags = dict(tags)
+        if parent_id is not None:
+            run_tags["mlflow.parentRunId"] = parent_id
+            if parent_id not in self._study_of_parent:
+                self._study_of_parent[parent_id] = self.client.get_run(parent_id).data.tags.get(STUDY, "")
+            run_tags[STUDY] = self._study_of_parent[parent_id]
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={k: param_text(v) for k, v in run_tags.items()})
+        self.log_params(run.info.run_id, params)
+        return run.info.run_id
+
+    def find_run(self, parent_id: str, tags: dict[str, str]
+                 ) -> tuple[str, dict[str, float], dict[str, str]] | None:
+        """The first child run of `parent_id` with these tag values: (id, metrics, tags)."""
+        query = " and ".join([f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                              *(f"tags.`{k}` = '{v}'" for k, v in tags.items())])
+        runs = self.client.search_runs([self.experiment_id], filter_string=query,
+                                       order_by=["attributes.start_time ASC"], max_results=1)
+        if not runs:
+            return None
+        return runs[0].info.run_id, dict(runs[0].data.metrics), dict(runs[0].data.tags)
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.tags)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(self.client.get_run(run_id).data.metrics)
+
+    def run_status(self, run_id: str) -> str:
+        return self.client.get_run(run_id).info.status
+
+    def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
+                                  output_format="pandas")
+
+    # ----------------------------------------------------------------- writing to a run
+
     def log_params(self, run_id: str, values: dict[str, Any]) -> None:
         """Log params once; a later different value is kept as a `changed.*` tag."""
         existing = self.client.get_run(run_id).data.params
         params, tags = [], []
         for key, value in values.items():
-            text = _param_text(value)
+            text = param_text(value)
             if key not in existing:
                 params.append(Param(key, text))
             elif existing[key] != text:
@@ -236,7 +243,7 @@ class Tracker:
             Metric(k, float(v), now, step) for k, v in metrics.items() if _finite(v)])
 
     def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, _param_text(v)) for k, v in tags.items()])
+        self.client.log_batch(run_id, tags=[RunTag(k, param_text(v)) for k, v in tags.items()])
 
     def log_figure(self, run_id: str, figure: Any, name: str) -> None:
         import matplotlib.pyplot as plt
@@ -244,30 +251,42 @@ class Tracker:
         self.client.log_figure(run_id, figure, name)
         plt.close(figure)
 
+    def log_image_file(self, run_id: str, path: str | Path, name: str) -> None:
+        """An image file already drawn (a recorded figure) under the artifact name `name`."""
+        import shutil
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            self.client.log_artifact(run_id, str(target), str(Path(name).parent or "") or None)
+
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)
 
+    def log_dict(self, run_id: str, values: dict[str, Any], name: str) -> None:
+        self.client.log_dict(run_id, values, name)
+
+    def log_model(self, run_id: str, *, network: Any, class_names: tuple[str, ...],
+                  hparams: dict[str, Any], pipeline: Any | None) -> str:
+        """The network with the preprocessing it needs (the fitted HOG/PCA pipeline too), as
+        an MLflow pyfunc that takes image files (allsearch.serving); returns its URI."""
+        from allsearch.serving import log_classifier
+
+        versions = package_versions()
+        requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            with mlflow.start_run(run_id=run_id):
+                return log_classifier(network=network, class_names=class_names, hparams=hparams,
+                                      pipeline=pipeline, requirements=requirements)
+        finally:
+            # Leaving the fluent run marks it ended; the trial is not over until end_run.
+            self.client.update_run(run_id, status="RUNNING")
+
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
-
-    # ----------------------------------------------------------------- trial (child) runs
-
-    def start_trial(self, *, parent_id: str | None, name: str, params: dict[str, Any],
-                    tags: dict[str, Any] | None = None) -> TrialRun:
-        run_tags = {ROLE: "trial", STATE: "RUNNING", **(tags or {})}
-        if parent_id is not None:
-            # This tag is what nests a run under its parent, from any process or machine.
-            run_tags["mlflow.parentRunId"] = parent_id
-            run_tags[STUDY] = self.client.get_run(parent_id).data.tags.get(STUDY, "")
-        run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={k: _param_text(v) for k, v in run_tags.items()})
-        self.log_params(run.info.run_id, params)
-        return TrialRun(self, run.info.run_id)
-
-    def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
-                                  output_format="pandas")
 
     def register_champion(self, model_uri: str, model_name: str) -> str:
         """Register a logged model and point the `champion` alias at the new version."""
@@ -282,70 +301,8 @@ class Tracker:
         return str(version.version)
 
 
-@dataclass
-class TrialRun:
-    """One trial's MLflow run, fed by the engine while the trial trains."""
-
-    tracker: Tracker
-    run_id: str
-
-    def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
-        self.tracker.log_metrics(self.run_id, values, step=epoch)
-
-    def log_curves(self, history: dict[str, list[float]], *, title: str = "") -> None:
-        if history:
-            self.tracker.log_figure(self.run_id, reports.curves_figure(history, title=title),
-                                    "learning_curves.png")
-
-    def log_result(self, result: TrialResult, *, dataset: Dataset | None = None,
-                   log_model: bool = False, metrics: dict[str, float] | None = None) -> str | None:
-        """Final metrics (or `metrics`, e.g. means over repeats) and artifacts; the model
-        too when asked. Returns the logged model's URI."""
-        tracker, run_id = self.tracker, self.run_id
-        # At the last epoch's step: the final val_accuracy shares its name with the curve's.
-        tracker.log_metrics(run_id, result.final_metrics() if metrics is None else metrics,
-                            step=max(0, result.epochs_run - 1))
-        tracker.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
-                           "confusion_matrix.png")
-        tracker.client.log_dict(run_id, result.per_class_report(), "per_class_report.json")
-        tracker.log_text(run_id, reports.predictions_csv(
-            result.test_files, result.y_test, result.test_probabilities, result.class_names),
-            "test_predictions.csv")
-        if log_model and result.model is not None:
-            return self.log_model(result, dataset)
-        return None
-
-    def log_model(self, result: TrialResult, dataset: Dataset | None) -> str:
-        """The network with the preprocessing it needs (the fitted HOG/PCA pipeline too), as
-        an MLflow pyfunc that takes image files (allsearch.serving)."""
-        from allsearch.serving import log_classifier
-
-        assert result.model is not None
-        versions = package_versions()
-        requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
-        pipeline = (dataset.features.pipeline
-                    if dataset is not None and dataset.features is not None else None)
-        mlflow.set_tracking_uri(self.tracker.tracking_uri)
-        try:
-            with mlflow.start_run(run_id=self.run_id):
-                return log_classifier(network=result.model, class_names=result.class_names,
-                                      hparams=result.hparams.to_dict(), pipeline=pipeline,
-                                      requirements=requirements)
-        finally:
-            # Leaving the fluent run marks it ended; the trial is not over until end().
-            self.tracker.client.update_run(self.run_id, status="RUNNING")
-
-    def end(self, state: State, *, error: BaseException | None = None) -> None:
-        tags: dict[str, Any] = {STATE: state}
-        if error is not None:
-            tags["error"] = _first_line(error)[:4000]
-            self.tracker.log_text(self.run_id, "".join(traceback.format_exception(error)),
-                                  "error.txt")
-        self.tracker.set_tags(self.run_id, tags)
-        self.tracker.end_run(self.run_id, _RUN_STATUS[state])
-
-
-def _param_text(value: Any) -> str:
+def param_text(value: Any) -> str:
+    """A param or tag value as MLflow stores it (text, at most 6,000 characters)."""
     if isinstance(value, (list, tuple, dict)):
         return json.dumps(value)[:6000]
     return str(value)[:6000]
@@ -356,22 +313,3 @@ def _finite(value: Any) -> bool:
         return bool(np.isfinite(float(value)))
     except (TypeError, ValueError):
         return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _redact(uri: str) -> str:
-    """A URI with any password replaced, safe to print."""
-    from urllib.parse import urlsplit, urlunsplit
-
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return "<unparseable URI>"
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return uri

@@ -18,19 +18,15 @@ import keras
 import numpy as np
 from sklearn.metrics import classification_report, confusion_matrix
 
+from allsearch.contract import EPOCH_METRICS, RECALL_PREFIX
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError
-from allsearch.hardware import Precision, configure_threads  # noqa: F401  (re-exported)
+from allsearch.hardware import Precision
 from allsearch.model import HOG_PCA, PIXELS, build_cnn
 from allsearch.space import HParams
 
-__all__ = ["TrialResult", "run_trial", "model_inputs", "configure_threads", "timed_predict",
-           "latency_ms", "recall_metric", "EPOCH_METRICS", "RECALL_PREFIX", "Precision"]
-
-# Per-epoch metric names (step = epoch): a contract with tracking and the leaderboard.
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
-# Per-class test recall is logged as RECALL_PREFIX + the class name (recall_metric).
-RECALL_PREFIX = "test_recall_"
+__all__ = ["TrialResult", "run_trial", "model_inputs", "network_inputs", "timed_predict",
+           "latency_ms", "recall_metric", "Precision"]
 LATENCY_WARMUP = 5
 LATENCY_SAMPLES = 50
 
@@ -73,7 +69,7 @@ class TrialResult:
                                      zero_division=0)
 
     def final_metrics(self) -> dict[str, float]:
-        """The final metrics under their contract names (DESIGN.md)."""
+        """The final metrics under their contract names (docs/design.md)."""
         return {
             "val_accuracy": self.val_accuracy,
             "test_accuracy": self.test_accuracy,

@@ -118,14 +118,15 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
              storage: str | None = None, dashboard: bool = True,
              timeout_s: float = 120) -> UiServers:
     """Start the MLflow UI (and optuna-dashboard when installed and `dashboard`) on loopback."""
-    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, _redact, resolve_tracking_uri
+    from allsearch.errors import redact
+    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         raise StoreError(f"no MLflow store at '{uri}': run a study first "
                          f"(python -m allsearch.study), or pass --tracking-uri")
     if uri.startswith(("http://", "https://")):
-        raise ConfigError(f"'{_redact(uri)}' is already a tracking server: open it in a browser")
+        raise ConfigError(f"'{redact(uri)}' is already a tracking server: open it in a browser")
     if not _port_free(port):
         raise ConfigError(f"port {port} on {HOST} is in use; pass --port with a free one")
     artifacts = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)).resolve()
@@ -140,12 +141,9 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
     try:
         _wait_until_up(mlflow_server, f"{servers.mlflow_url}/health", "the MLflow UI", timeout_s)
         if dashboard and importlib.util.find_spec("optuna_dashboard") is not None:
-            from allsearch.study import DEFAULT_STORAGE
-            from allsearch.tracking import absolute_sqlite
+            from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
 
-            url = storage or os.environ.get("ALLSEARCH_STORAGE") or DEFAULT_STORAGE
-            if url.startswith("sqlite:///"):
-                url = absolute_sqlite(url)
+            url = absolute_sqlite(storage or os.environ.get("ALLSEARCH_STORAGE") or DEFAULT_STORAGE)
             dashboard_port = next(p for p in range(port + 1, port + 50) if _port_free(p))
             process = _spawn([sys.executable, "-c", _DASHBOARD, HOST, str(dashboard_port)],
                              env={"ALLSEARCH_DASHBOARD_STORAGE": url})

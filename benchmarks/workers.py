@@ -69,9 +69,9 @@ def main() -> None:
         print(f"{workers} worker(s): {trials} trials in {elapsed:.0f} s = {rates[workers]:.0f} "
               f"trials/hour")
     print(f"machine: {machine()}")
-    from allsearch.tracking import _redact
+    from allsearch.errors import redact
 
-    stores = f"{_redact(args.storage)} + {args.tracking_uri}" if args.storage else "SQLite"
+    stores = f"{redact(args.storage)} + {args.tracking_uri}" if args.storage else "SQLite"
     print(f"data: {data}; {trials} configurations, {epochs} epoch(s) each, "
           f"{per_process} trials per worker process; stores: {stores}")
     print(f"trials per hour: 1 worker {rates[1]:.0f}, 2 workers {rates[2]:.0f} "

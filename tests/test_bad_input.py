@@ -16,8 +16,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import data, study
+from allsearch import data, optuna_engine, study
+from allsearch import storage as storage_mod
 from allsearch.data import load_dataset
+from allsearch.space import load_space
 from allsearch.synthetic import write_dataset
 from allsearch.tracking import resolve_tracking_uri
 from conftest import fail_on_call, one_line_error
@@ -86,8 +88,8 @@ def test_unusable_stores_are_refused_before_training(flags: list[str], message: 
     (tmp_path / "afile").write_text("a file where a folder should be")
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     if message is None:  # grid over the paper space works: its params are all finite
-        space = study.load_space("paper")
-        assert len(study.make_sampler("grid", space, 0)._all_grids) == 16 * 4 * 2 * 5
+        space = load_space("paper")
+        assert len(optuna_engine.make_sampler("grid", space, 0)._all_grids) == 16 * 4 * 2 * 5
         return
     started = time.perf_counter()
     code = study.main([*flags, "--data", str(tiny_data), "--no-progress", "--trials", "1"])
@@ -117,7 +119,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
                         trials_per_process=0, retrain_duplicates=True)
     states = [t.state.name for t in resumed.trials]
     assert states.count("COMPLETE") == 3 and states[1] == "FAIL"  # the interrupted one is redone
-    assert study.counted_trials(resumed) == 3
+    assert optuna_engine.counted_trials(resumed) == 3
     parent = client.search_runs([exp.experiment_id], filter_string="tags.`allsearch.role` = 'parent'")
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
 
@@ -125,7 +127,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
 def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_file: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from allsearch.tracking import TrialRun
+    from allsearch.tracked import TrialRun
 
     fail_on_call(monkeypatch, TrialRun, "log_result", 2,
                  OSError(errno.ENOSPC, "No space left on device"))
@@ -165,7 +167,7 @@ def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, spac
     process.wait()
     assert running, "the worker never started a trial"
     left = optuna.load_study(study_name="tiny", storage=storage)
-    assert study.counted_trials(left) == 0  # a RUNNING trial of a dead worker is no result
+    assert optuna_engine.counted_trials(left) == 0  # a RUNNING trial of a dead worker is no result
 
     time.sleep(4)  # past the grace period: the heartbeat marks the dead trial failed
     fast = subprocess.run([*command[:4], str(space_file), *command[5:]], env=env,
@@ -219,9 +221,9 @@ def test_losing_the_schema_race_retries_other_errors_do_not(tmp_path: Path,
                 'duplicate key value violates unique constraint "pg_type_typname_nsp_index"'))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(study.time, "sleep", lambda s: None)
+    monkeypatch.setattr(storage_mod.time, "sleep", lambda s: None)
     monkeypatch.setattr(optuna.storages, "RDBStorage", racing)
-    storage = study.open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    storage = storage_mod.open_storage(f"sqlite:///{tmp_path}/optuna.db")
     assert isinstance(storage, real) and len(calls) == 3
 
     calls.clear()
@@ -232,5 +234,5 @@ def test_losing_the_schema_race_retries_other_errors_do_not(tmp_path: Path,
 
     monkeypatch.setattr(optuna.storages, "RDBStorage", refused)
     with pytest.raises(study.StoreError, match="password authentication failed"):
-        study.open_storage("postgresql://u:pw@127.0.0.1:1/db")
+        storage_mod.open_storage("postgresql://u:pw@127.0.0.1:1/db")
     assert len(calls) == 1

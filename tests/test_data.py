@@ -12,8 +12,9 @@ import pytest
 from PIL import Image
 
 from allsearch import data
-from allsearch.data import image_to_array, load_dataset
+from allsearch.data import load_dataset
 from allsearch.errors import DataError
+from allsearch.images import image_to_array
 from allsearch.synthetic import write_dataset
 
 

@@ -12,6 +12,7 @@ import pytest
 from allsearch import leaderboard, table1
 from allsearch.leaderboard import METRIC_COLUMNS, render, runs_to_table
 from allsearch.space import HParams, load_space
+from allsearch.tracked import start_trial
 from allsearch.tracking import Tracker
 
 PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Accuracy",
@@ -20,7 +21,7 @@ PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Ac
 
 def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, test: float,
              state: str = "COMPLETE", seed: int = 0, recalls: dict | None = None) -> None:
-    run = tracker.start_trial(parent_id=parent, name=f"trial-{number}",
+    run = start_trial(tracker, parent_id=parent, name=f"trial-{number}",
                               params={"epochs": 15, "batch_size": 64, "loss": "categorical_crossentropy",
                                       "conv_layers": 3, "learning_rate": 0.001, "dropout": 0.5,
                                       "dense_units": 128, "features": "pixels", **hp,

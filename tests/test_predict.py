@@ -23,6 +23,7 @@ from allsearch import predict, serving, study
 from allsearch.data import load_dataset
 from allsearch.features import add_hog_pca
 from allsearch.space import HParams
+from allsearch.tracked import start_trial
 from allsearch.tracking import Tracker, resolve_tracking_uri
 from allsearch.trial import run_trial
 from conftest import free_port, one_line_error
@@ -57,8 +58,8 @@ def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path,
         dataset = add_hog_pca(load_dataset(tiny_data), n_components=8)
     result = run_trial(dataset, HParams(epochs=2, batch_size=8, conv_layers=2, dense_units=32,
                                         features=features), seed=0)
-    run = Tracker("serving").start_trial(parent_id=None, name="t", params={})
-    uri = run.log_model(result, dataset)
+    run = start_trial(Tracker("serving"), parent_id=None, name="t", params={})
+    uri = run.log_result(result, dataset=dataset, log_model=True)
     mlflow.set_tracking_uri(resolve_tracking_uri())
     loaded = mlflow.pyfunc.load_model(uri)
     files = [tiny_data / rel for rel in result.test_files[:5]]

@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import study
+from allsearch import optuna_engine
 
 POSTGRES = os.environ.get("ALLSEARCH_TEST_POSTGRES")
 MLFLOW = os.environ.get("ALLSEARCH_TEST_MLFLOW")
@@ -124,7 +124,7 @@ def test_sigkilled_worker_trial_is_failed_by_heartbeat_and_retried(tiny_data: Pa
     retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == victim.number]
     assert len(retries) == 1 and retries[0].params == victim.params
     assert retries[0].state.name == "COMPLETE"
-    assert study.counted_trials(final) >= 4
+    assert optuna_engine.counted_trials(final) >= 4
     assert all(t.state.name == "COMPLETE" for t in trials.values() if t.number != victim.number)
     parents, children = child_runs(name)
     assert len(parents) == 1

@@ -8,6 +8,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
+from allsearch import optuna_engine
 from allsearch import study as study_mod
 from allsearch.space import load_space
 from allsearch.tracking import resolve_tracking_uri
@@ -48,7 +49,7 @@ def child_runs(client: MlflowClient, experiment: str):
 
 def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(study_mod, "make_pruner", lambda name, space: PruneOddTrials())
+    monkeypatch.setattr(optuna_engine, "make_pruner", lambda name, space: PruneOddTrials())
     first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
                           trials_per_process=0, retrain_duplicates=True)
     states = [t.state for t in first.trials]
@@ -192,9 +193,9 @@ def test_grid_ids_mean_the_same_point_in_every_worker_process(tmp_path: Path) ->
                           "  batch_size: {type: categorical, choices: [8, 16]}\n")
     space = load_space(space_file)
     config = study_mod.StudyConfig(space=str(space_file), sampler="grid", study_name="grid")
-    grids = [study_mod.open_study(config, space, sampler_seed=seed)[0].sampler._all_grids
+    grids = [optuna_engine.open_study(config, space, sampler_seed=seed)[0].sampler._all_grids
              for seed in (None, 1000, 2000, 3000)]
     assert all(grid == grids[0] for grid in grids)
     tpe = study_mod.StudyConfig(space=str(space_file), sampler="tpe", study_name="tpe")
-    assert study_mod.open_study(tpe, space, sampler_seed=1000)[0].sampler._rng.rng.randint(10**9) != \
-        study_mod.open_study(tpe, space, sampler_seed=2000)[0].sampler._rng.rng.randint(10**9)
+    assert optuna_engine.open_study(tpe, space, sampler_seed=1000)[0].sampler._rng.rng.randint(10**9) != \
+        optuna_engine.open_study(tpe, space, sampler_seed=2000)[0].sampler._rng.rng.randint(10**9)

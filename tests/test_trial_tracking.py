@@ -15,6 +15,7 @@ from allsearch.data import load_dataset
 from allsearch.features import add_hog_pca
 from allsearch.serving import encode_image, images_frame
 from allsearch.space import HParams
+from allsearch.tracked import start_trial
 from allsearch.tracking import Tracker, resolve_tracking_uri
 from allsearch.trial import EPOCH_METRICS, recall_metric, run_trial
 
@@ -85,7 +86,7 @@ def test_tracked_trial_has_params_metrics_and_artifacts(dataset, isolated_store:
     result = run_trial(dataset, HParams(epochs=2, batch_size=8), seed=3)
     tracker = Tracker("single")
     assert tracker.tracking_uri == f"sqlite:///{isolated_store / 'mlflow.db'}"
-    run = tracker.start_trial(parent_id=None, name="one",
+    run = start_trial(tracker, parent_id=None, name="one",
                               params={**result.hparams.to_dict(), "seed": 3,
                                       "data_fingerprint": dataset.fingerprint})
     for epoch in range(result.epochs_run):
@@ -125,7 +126,7 @@ def test_tracked_trial_has_params_metrics_and_artifacts(dataset, isolated_store:
 
 def test_failed_trial_records_its_error(dataset) -> None:
     tracker = Tracker("failing")
-    run = tracker.start_trial(parent_id=None, name="bad", params={"epochs": 1})
+    run = start_trial(tracker, parent_id=None, name="bad", params={"epochs": 1})
     try:
         raise RuntimeError("out of memory (simulated)")
     except RuntimeError as exc:

@@ -1,0 +1,164 @@
+"""Every setting of a study, defined once.
+
+Each field of StudyConfig carries its help text (and its choices): the command-line flags of
+`python -m allsearch.study`, the keywords of `allsearch.study.run()` and the params logged on
+the parent run are all generated from these fields, so a new setting is one edit here
+(docs/design.md, "Settings"). Imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from allsearch.errors import ConfigError
+from allsearch.hardware import PRECISIONS
+
+__all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
+           "DEFAULT_STORAGE", "add_arguments", "from_arguments", "settings", "absolute_sqlite"]
+
+DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
+SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
+ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
+TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
+
+
+def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+            cli: bool = True) -> Any:
+    """A StudyConfig field with what the CLI needs to know about it."""
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli})
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Every setting of a study; the CLI flags and run()'s keywords are made from these fields."""
+
+    trials: int = setting(50, "finished trials the study should hold; a resumed study runs only "
+                              "the missing ones")
+    timeout: float | None = setting(None, "stop starting new trials after this many seconds")
+    space: str = setting("paper", "search-space YAML file, or a name in search/")
+    data: str | None = setting(None, "folder of class folders, or a dataset bundle (.npz, "
+                                     "python -m allsearch.data PATH --bundle FILE); default: "
+                                     "data/leukemia/Original, downloaded from Kaggle when missing")
+    study_name: str | None = setting(None, "study name, also the MLflow experiment (default: "
+                                           "the space's name)")
+    storage: str | None = setting(None, f"Optuna storage URL (default: $ALLSEARCH_STORAGE or "
+                                        f"{DEFAULT_STORAGE}; postgresql://... for many machines)")
+    tracking_uri: str | None = setting(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                                             "or sqlite:///mlruns/mlflow.db)")
+    record: str | None = setting(None, "record the study in this folder instead of MLflow (no "
+                                       "MLflow needed, e.g. on a GPU machine); replay it with "
+                                       "python -m allsearch.study import DIR")
+    engine: Literal["optuna", "keras-tuner"] = setting(
+        "optuna", "optuna, or keras-tuner: the same space, trial code and MLflow layout through "
+                  "KerasTuner", choices=ENGINES)
+    tuner: Literal["hyperband", "bayesian", "random"] = setting(
+        "hyperband", "KerasTuner's search with --engine keras-tuner", choices=TUNERS)
+    sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = setting(
+        "tpe", "Optuna sampler (gp needs PyTorch)", choices=SAMPLERS)
+    pruner: Literal["median", "hyperband", "none"] = setting(
+        "median", "stop unpromising trials per epoch", choices=PRUNERS)
+    seed: int = setting(0, "seed of the sampler and of training")
+    repeats: int = setting(1, "train each configuration K times with seeds seed..seed+K-1; the "
+                              "objective is the mean validation accuracy")
+    workers: int = setting(1, "processes on this machine sharing the study")
+    trials_per_process: int = setting(
+        1, "trials a worker process runs before a fresh one replaces it (TensorFlow keeps "
+           "memory after every fit); 0 runs every trial in this process (with --workers 1)")
+    retrain_duplicates: bool = setting(
+        False, "train a configuration again when the sampler proposes one that already "
+               "completed with the same seed (by default its result is reused: training is "
+               "deterministic on a CPU; use this where it is not, e.g. on a GPU)")
+    log_models: Literal["best", "all", "none"] = setting(
+        "best", "log the model of each new best trial (best), every complete trial (all), or "
+                "none", choices=LOG_MODELS)
+    precision: Literal["auto", "float32", "bfloat16"] = setting(
+        "auto", "training precision; auto: bfloat16 (mixed, output layer in float32) where the "
+                "CPU computes bf16 natively, else float32", choices=PRECISIONS)
+    split_seed: int = setting(42, "seed of the 70/15/15 split")
+    progress: bool = setting(True, "show the progress bar")
+
+    def validate(self) -> None:
+        for name in ("trials", "repeats", "workers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        value = self.trials_per_process
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"--trials-per-process must be 0 (all in this process) or a "
+                              f"positive integer, got {value!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            if choices and getattr(self, f.name) not in choices:
+                raise ConfigError(f"--{_flag(f.name)} must be one of {list(choices)}, "
+                                  f"got {getattr(self, f.name)!r}")
+        if self.record is not None and self.tracking_uri is not None:
+            raise ConfigError("--record and --tracking-uri exclude each other: --record writes "
+                              "the runs to a folder, import them into MLflow later")
+
+    def replace(self, **changes: Any) -> StudyConfig:
+        """A copy with some settings changed; an unknown name is a ConfigError."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {unknown}; the settings are "
+                              f"{[f.name for f in dataclasses.fields(self)]}")
+        return dataclasses.replace(self, **changes)
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One command-line flag per StudyConfig field, with its default and help."""
+    for f in dataclasses.fields(StudyConfig):
+        if not f.metadata.get("cli", True):
+            continue
+        help_text, choices = f.metadata["help"], f.metadata.get("choices")
+        if f.default is True:
+            parser.add_argument(f"--no-{_flag(f.name)}", dest=f.name, action="store_false",
+                                help=f"do not {help_text[0].lower()}{help_text[1:]}")
+        elif f.default is False:
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, action="store_true",
+                                help=help_text)
+        else:
+            kind = {int: int, float: float}.get(type(f.default), str)
+            if f.name == "timeout":
+                kind = float
+            default = "" if f.default is None else f" (default: {f.default})"
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=f.default,
+                                choices=choices, help=help_text + default)
+
+
+def from_arguments(args: argparse.Namespace) -> StudyConfig:
+    """The StudyConfig that parsed flags describe."""
+    return StudyConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudyConfig)
+                          if hasattr(args, f.name)})
+
+
+def settings(config: StudyConfig) -> dict[str, Any]:
+    """The settings as a parent run logs them (store URLs without passwords)."""
+    from allsearch.errors import redact
+
+    values = dataclasses.asdict(config)
+    for name in ("storage", "tracking_uri"):
+        if values[name]:
+            values[name] = redact(values[name])
+    return values
+
+
+def absolute_sqlite(uri: str) -> str:
+    """A relative sqlite URI made absolute (its folder created): SQLAlchemy and MLflow cache
+    engines by URI, so a relative one could reach another folder's database after a chdir."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = Path(uri.removeprefix("sqlite:///")).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"

@@ -1,0 +1,46 @@
+"""The names that are contracts: tags, metrics and states every engine writes and every
+reader (leaderboard, UI, import, predict) reads. docs/design.md lists them; change both together.
+
+Imports nothing: the trial code, the MLflow tracker, the local recorder and the leaderboard
+all take their names from here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
+           "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
+           "CHAMPION_ALIAS", "model_name"]
+
+# Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
+# trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
+ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
+MODEL_URI = "model_uri"
+# A hash of what makes two runs the same computation (hyperparameters, seeds, data, precision):
+# the duplicate rule of every engine looks runs up by it (allsearch.tracked.config_key).
+CONFIG_KEY = "allsearch.config_key"
+# The run id a run had in a record folder (python -m allsearch.study --record DIR), once imported.
+RECORDED_ID = "allsearch.recorded_id"
+# The Optuna study user attribute that holds the MLflow parent run's id.
+PARENT_ATTR = "mlflow_parent_run_id"
+
+# Metrics logged per epoch (step = epoch).
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+# Per-class test recall is logged as RECALL_PREFIX + the class name.
+RECALL_PREFIX = "test_recall_"
+
+State = Literal["COMPLETE", "PRUNED", "FAIL", "KILLED"]
+# Our trial states -> MLflow run statuses; PRUNED is a normal end, marked by the `state` tag.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
+
+# The paper's Table 1, best row (one run): what every summary and leaderboard compares with.
+PAPER_TABLE1_BEST = {"val_accuracy": 0.80, "test_accuracy": 0.82}
+
+# models:/allsearch-<study>@champion is the best model of a study.
+CHAMPION_ALIAS = "champion"
+
+
+def model_name(study_name: str) -> str:
+    """The registered model of a study."""
+    return f"allsearch-{study_name}"

@@ -1,0 +1,84 @@
+"""Image files to network inputs: the one conversion training, prediction and serving share.
+
+Any image (8/16-bit, float, palette, CMYK, with transparency) -> 100x100 uint8 grayscale ->
+(N, H, W, 1) float32 in [0, 1].
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from allsearch.errors import DataError
+
+__all__ = ["IMAGE_SIZE", "IMAGE_EXTENSIONS", "image_to_array", "to_network_input",
+           "decode_image_bytes", "decode_file"]
+
+IMAGE_SIZE = 100
+IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
+
+
+def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Any PIL image -> (size, size) uint8 grayscale, the one conversion used everywhere."""
+    image = _to_8bit(image)
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        image = image.convert("RGB")
+    if image.mode in ("RGBA", "LA", "RGBa", "La", "PA"):
+        # Transparent pixels become black, the background of the segmented images.
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(background, rgba)
+    gray = image.convert("L")
+    if gray.size != (size, size):
+        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(gray, dtype=np.uint8)
+
+
+def to_network_input(pixels: np.ndarray) -> np.ndarray:
+    """(N, H, W) uint8 grayscale -> (N, H, W, 1) float32 in [0, 1]: what every network takes,
+    in training and in prediction alike."""
+    return np.asarray(pixels).astype(np.float32)[..., None] / np.float32(255.0)
+
+
+def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+    """An encoded image file's bytes (PNG, JPEG, BMP, TIFF, ...) -> (size, size) uint8
+    grayscale, through the same conversion as the training images; DataError if not an image."""
+    import io
+
+    if not data:
+        raise DataError("empty image (0 bytes)")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return image_to_array(image, size)
+    except Exception as exc:  # PIL raises many types for bad bytes
+        raise DataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float images scaled to 8 bits (PIL's convert('L') would clip them)."""
+    if image.mode.startswith("I;16") or image.mode == "I":
+        values = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if (image.mode.startswith("I;16") or values.max() > 255) else 255.0
+        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+    if image.mode == "F":
+        values = np.asarray(image, dtype=np.float64)
+        top = 1.0 if values.max() <= 1.0 else 255.0
+        return Image.fromarray(np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8))
+    return image
+
+
+def decode_file(path: Path, size: int = IMAGE_SIZE) -> np.ndarray | str:
+    """Decoded pixels, or the reason the file cannot be used."""
+    if path.stat().st_size == 0:
+        return "empty file (0 bytes)"
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image_to_array(image, size)
+    except Exception as exc:  # PIL raises many types for bad files; each is a skip
+        return f"cannot decode ({type(exc).__name__}: {str(exc)[:80]})"

@@ -1,0 +1,199 @@
+"""A study's life, whichever engine samples it: prepare, open the parent run, finish.
+
+Both engines (allsearch.optuna_engine, allsearch.kt_engine) call these functions, so the data a
+study trains on, its parent run's settings, its summary, champion and leaderboard, and the
+runs a dead worker left behind are handled once (docs/design.md, "A study's life").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import warnings
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from allsearch import config as config_mod
+from allsearch.config import StudyConfig
+from allsearch.contract import MODEL_URI, STATE, model_name
+from allsearch.data import Dataset, load_dataset
+from allsearch.errors import SpaceError, first_line, store_errors
+from allsearch.hardware import package_versions, resolve_precision
+from allsearch.space import SearchSpace, load_space
+
+__all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "open_parent",
+           "finish", "worker_id", "default_name"]
+
+
+def worker_id() -> str:
+    """Which process on which machine runs a trial (a user attr and a run tag): where to look
+    when a worker dies."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@dataclass
+class Prepared:
+    """What every process of a study needs before its first trial."""
+
+    config: StudyConfig  # with the study name and the precision resolved
+    space: SearchSpace
+    precision_reason: str
+
+
+def default_name(config: StudyConfig, space: SearchSpace) -> str:
+    """The space's name; a KerasTuner study is named after its tuner too (paper-hyperband),
+    so that both engines' studies of one space sit side by side."""
+    return space.name if config.engine == "optuna" else f"{space.name}-{config.tuner}"
+
+
+def prepare(config: StudyConfig) -> Prepared:
+    """Validate the settings, load the space, resolve the precision and the study name."""
+    config.validate()
+    space = load_space(config.space)
+    precision, reason = resolve_precision(config.precision)
+    # Workers get the resolved precision: every trial of the study trains alike.
+    config = config.replace(study_name=config.study_name or default_name(config, space),
+                            precision=precision)
+    return Prepared(config, space, reason)
+
+
+def open_store(config: StudyConfig) -> Any:
+    """Where the study's runs go: MLflow (a Tracker), or a record folder (a Recorder)."""
+    assert config.study_name is not None
+    if config.record is not None:
+        from allsearch.recorder import Recorder
+
+        return Recorder(config.record, config.study_name)
+    from allsearch.tracking import Tracker
+
+    return Tracker(config.study_name, tracking_uri=config.tracking_uri)
+
+
+def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
+    """The study's dataset, with the HOG/PCA features when the space can use them; refuses a
+    space whose networks the images cannot take."""
+    from allsearch.model import max_conv_layers
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # skipped files are listed by `python -m allsearch.data`
+        dataset = load_dataset(config.data, split_seed=config.split_seed)
+    size = dataset.image_shape[0]
+    deepest = max_conv_layers(size)
+    values = ([space.fixed["conv_layers"]] if "conv_layers" in space.fixed else [])
+    if any(p.name == "conv_layers" for p in space.params):
+        values += space.param("conv_layers").values()
+    too_deep = [v for v in values if v > deepest or v < 1]
+    if too_deep:
+        raise SpaceError(f"{space.source}: conv_layers {sorted(set(too_deep))} cannot be built "
+                         f"on {size}x{size} images; allowed: 1 to {deepest}")
+    if space.uses_hog_pca():
+        from allsearch.features import add_hog_pca
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            dataset = add_hog_pca(dataset)
+    return dataset
+
+
+def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:
+    """The params every child run of a study carries besides its hyperparameters."""
+    return {"engine": engine, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
+            "split_seed": dataset.split_seed, "n_train": len(dataset.y_train),
+            "class_names": list(dataset.class_names),
+            **{f"version.{k}": v for k, v in package_versions().items()}}
+
+
+def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
+    """The parent run's params: every setting, and what the space and the data were."""
+    space, config = prepared.space, prepared.config
+    settings = config_mod.settings(config)
+    settings.pop("progress", None)
+    return {**settings, "space_name": space.name, "space_file": space.source,
+            "objective": space.objective, "precision_reason": prepared.precision_reason,
+            "data": dataset.report.root, "variant": dataset.variant,
+            "data_fingerprint": dataset.fingerprint, "split_sizes": dataset.report.split_sizes,
+            "duplicates_dropped": dataset.report.duplicates_dropped,
+            "fixed": space.fixed, "baseline": space.baseline or {},
+            "space_params": {p.name: {k: v for k, v in asdict(p).items() if v not in (None, (), False)}
+                             for p in space.params}}
+
+
+def open_parent(store: Any, name: str, settings: dict[str, Any], known: str | None = None
+                ) -> str:
+    """The study's parent run, running again: `known` (an id the engine keeps) if the store
+    still has it, else the one found by study name, else a new one."""
+    if known is not None:
+        try:
+            store.resume_parent(known, settings)
+            return known
+        except Exception:  # noqa: BLE001  (any store error: the run is gone)
+            warnings.warn(f"the study's parent run {known} is gone from the {store.location}; "
+                          f"starting a new one", stacklevel=2)
+    found = store.find_parent(name)
+    if found is not None:
+        store.resume_parent(found, settings)
+        return found
+    return store.start_parent(name, settings)
+
+
+def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,
+           dead_runs: list[str] = ()) -> None:
+    """End the study's parent run with `status` after writing its summary: trial counts, best
+    trial, champion model, leaderboard; child runs of dead workers (`dead_runs`, still
+    RUNNING) are marked KILLED first. A record folder gets its summary when imported."""
+    errors = store_errors()
+    for run_id in dead_runs:
+        try:
+            if store.run_status(run_id) == "RUNNING":
+                store.set_tags(run_id, {STATE: "KILLED",
+                                        "error": "the worker stopped during this trial"})
+                store.end_run(run_id, "KILLED")
+        except errors:
+            continue
+    if hasattr(store, "runs_frame"):
+        try:
+            summarize_on_parent(store, parent_id, config)
+        except errors as exc:
+            warnings.warn(f"could not write the study summary to the {store.location} "
+                          f"({first_line(exc)})", stacklevel=2)
+    store.end_run(parent_id, status)
+
+
+def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None:
+    """Counts, best trial, champion and leaderboard on the parent run, from its child runs."""
+    from allsearch import leaderboard
+
+    runs = store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}'")
+    if runs.empty:
+        return
+    states = runs.get(f"tags.{STATE}")
+    store.log_metrics(parent_id, {f"n_{s.lower()}": int((states == s).sum())
+                                  for s in ("COMPLETE", "PRUNED", "FAIL")})
+    complete = runs[(states == "COMPLETE") & runs["metrics.val_accuracy"].notna()]
+    if not complete.empty:
+        # The best validation accuracy; among equals the first run (a duplicate copies it later).
+        best = complete.sort_values(["metrics.val_accuracy", "start_time"],
+                                    ascending=[False, True]).iloc[0]
+        trial = best.get("tags.trial_number")
+        store.set_tags(parent_id, {"best.trial_number": trial, "best.mlflow_run_id": best["run_id"]})
+        store.log_metrics(parent_id, {"best_val_accuracy": float(best["metrics.val_accuracy"]),
+                                      "best_test_accuracy": float(best.get("metrics.test_accuracy",
+                                                                           math.nan)),
+                                      "best_trial": float(trial) if trial else math.nan})
+        uri = best.get(f"tags.{MODEL_URI}")
+        if isinstance(uri, str) and uri:
+            register_champion(store, uri, model_name(config.study_name or ""), parent_id)
+    table = leaderboard.runs_to_table(runs)
+    if len(table):
+        store.log_text(parent_id, table.to_csv(index=False), "leaderboard.csv")
+        store.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
+
+
+def register_champion(store: Any, model_uri: str, name: str, parent_id: str) -> None:
+    """Point `models:/<name>@champion` at the best trial's model, unless it already does."""
+    if store.run_tags(parent_id).get("champion.model_uri") == model_uri:
+        return
+    version = store.register_champion(model_uri, name)
+    store.set_tags(parent_id, {"champion.model_uri": model_uri,
+                               "champion": f"models:/{name}@champion (version {version})"})

@@ -1,0 +1,337 @@
+"""The Optuna engine: sample a space, train each trial through run_tracked, settle its state.
+
+The Optuna storage is the source of truth (allsearch.storage): it holds the trials and the id
+of the study's parent run, so every worker, on any machine, nests its runs under one parent,
+and running the same command again resumes the study. Optuna's own pieces do the work:
+samplers, pruners (optuna-integration's Keras pruning callback), heartbeats and callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from allsearch import lifecycle, workers
+from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
+from allsearch.contract import CONFIG_KEY, PARENT_ATTR
+from allsearch.data import Dataset
+from allsearch.errors import ConfigError, SpaceError, StoreError, first_line, redact, store_errors
+from allsearch.lifecycle import Prepared
+from allsearch.progress import ProgressBar, summarize
+from allsearch.space import SearchSpace, load_space
+from allsearch.storage import open_storage
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+
+__all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trials", "run",
+           "worker_main", "summarize"]
+
+ENGINE = "optuna"
+
+
+def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if name == "grid":
+        try:
+            return optuna.samplers.GridSampler(space.grid(), seed=seed)
+        except SpaceError as exc:
+            raise ConfigError(f"--sampler grid: {exc}") from None
+    if name == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+    if name == "gp":
+        try:
+            import torch  # noqa: F401  (GPSampler's own dependency)
+        except ImportError:
+            raise ConfigError("--sampler gp needs PyTorch: pip install torch "
+                              "(or choose --sampler tpe)") from None
+        return optuna.samplers.GPSampler(seed=seed)
+    raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
+
+
+def make_pruner(name: str, space: SearchSpace) -> optuna.pruners.BasePruner:
+    if name == "median":
+        # Five complete trials before judging, and never before epoch 3: early epochs are noisy.
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.max_epochs(),
+                                              reduction_factor=3)
+    if name == "none":
+        return optuna.pruners.NopPruner()
+    raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, got {name!r}")
+
+
+def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | None = None
+               ) -> tuple[optuna.Study, bool]:
+    """Create the study, or load it when it exists; says which."""
+    storage = open_storage(config.storage, record=config.record)
+    # A grid sampler shuffles the grid by its seed and stores grid ids: every process must
+    # share that seed, or an id names another point in each process (duplicates, gaps).
+    seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
+    sampler = make_sampler(config.sampler, space, seed)
+    pruner = make_pruner(config.pruner, space)
+    name = config.study_name or space.name
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            try:
+                study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
+                                            pruner=pruner, direction="maximize")
+                return study, True
+            except optuna.exceptions.DuplicatedStudyError:
+                return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                         pruner=pruner), False
+        except store_errors() as exc:
+            raise StoreError(f"study storage '{redact(storage.url)}' cannot be written "
+                             f"({first_line(exc)}); check that its folder is writable and the "
+                             f"disk not full, or pass another --storage") from None
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that count towards --trials: finished ones and the ones that failed by error.
+
+    A trial failed by Ctrl-C, or left RUNNING by a dead worker, is not counted: it is run again.
+    """
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+               or (t.state == TrialState.FAIL and t.user_attrs.get("error")))
+
+
+class _StopAtTarget:
+    """Stops every worker once the study holds `target` counted trials."""
+
+    def __init__(self, target: int) -> None:
+        self.target = target
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if counted_trials(study) >= self.target:
+            study.stop()
+
+
+# ------------------------------------------------------------------------- the objective
+
+
+@dataclass
+class Context:
+    """What a process needs to run trials; built once per process."""
+
+    config: StudyConfig
+    space: SearchSpace
+    dataset: Dataset
+    parent_id: str
+    store: Any  # Tracker or Recorder
+    base_params: dict[str, Any] = field(default_factory=dict)
+    fatal: BaseException | None = None
+
+
+def objective(ctx: Context, trial: optuna.Trial) -> float:
+    from optuna_integration import KerasPruningCallback
+
+    config = ctx.config
+    hparams = ctx.space.sample(trial)
+    seeds = [config.seed + r for r in range(config.repeats)]
+    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=config.precision)
+    trial.set_user_attr("seed", config.seed)
+    trial.set_user_attr("repeats", config.repeats)
+    trial.set_user_attr("worker", lifecycle.worker_id())
+    params = {**ctx.base_params, "trial_number": trial.number, "seed": config.seed}
+    tags = {"trial_number": trial.number, "engine": ENGINE, "worker": lifecycle.worker_id()}
+    try:
+        previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
+        if previous is not None:
+            run_id = record_duplicate(
+                ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+                params={**hparams.to_dict(), "precision": config.precision, **params},
+                tags={**tags, CONFIG_KEY: key}, source=previous)
+            trial.set_user_attr("mlflow_run_id", run_id)
+            trial.set_user_attr("duplicate_of", int(previous[2].get("duplicate_of")
+                                                    or previous[2].get("trial_number") or -1))
+            trial.set_user_attr("test_accuracy", previous[1].get("test_accuracy"))
+            return previous[1]["val_accuracy"]
+        # Pruning follows the first seed; later seeds of --repeats run to the end.
+        pruning = [KerasPruningCallback(trial, "val_accuracy")] if config.pruner != "none" else []
+        tracked = run_tracked(
+            ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
+            dataset=ctx.dataset, hparams=hparams, seeds=seeds, params=params, tags=tags,
+            precision=config.precision, first_callbacks=pruning,
+            pruned_exceptions=(optuna.TrialPruned,),
+            log_model=lambda value: config.log_models == "all" or (
+                config.log_models == "best" and value > _best_value(trial.study)),
+            on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id))
+    except optuna.TrialPruned:
+        raise
+    except StoreError as exc:
+        # Optuna would record this as one failed trial and go on; the store is broken, so stop.
+        ctx.fatal = exc
+        trial.study.stop()
+        raise
+    except Exception as exc:
+        # Marks a failure of the trial itself: it counts towards --trials (an interrupted or
+        # abandoned trial does not).
+        trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
+        raise
+    trial.set_user_attr("test_accuracy", tracked.metrics["test_accuracy"])
+    return tracked.value
+
+
+def _best_value(study: optuna.Study) -> float:
+    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.value is not None]
+    return max(values) if values else -math.inf
+
+
+def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | None, *,
+             progress: bool, callbacks: Sequence[Callable[..., None]] = ()) -> None:
+    bar = ProgressBar(study, ctx.config.trials, counted_trials) if progress else None
+    every: list[Any] = [_StopAtTarget(ctx.config.trials), *callbacks]
+    if bar is not None:
+        every.append(bar.on_trial)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study.optimize(lambda trial: objective(ctx, trial), n_trials=n_trials,
+                           timeout=timeout, catch=(Exception,), callbacks=every,
+                           gc_after_trial=True)
+    except store_errors() as exc:
+        raise StoreError(f"cannot write the study storage ({first_line(exc)}); free disk "
+                         f"space or fix its permissions, then run the same command to resume"
+                         ) from None
+    finally:
+        if bar is not None:
+            bar.close()
+    if ctx.fatal is not None:
+        raise ctx.fatal
+
+
+# ------------------------------------------------------------------------- running a study
+
+
+def _parent(study: optuna.Study, created: bool, store: Any, name: str,
+            settings: dict[str, Any]) -> str:
+    """The study's parent run: made by whoever created the study, found by everyone else."""
+    known = study.user_attrs.get(PARENT_ATTR)
+    if known is None and not created:
+        for _ in range(60):  # the creating worker is making it right now
+            time.sleep(1)
+            known = optuna.load_study(study_name=name, storage=study._storage).user_attrs.get(PARENT_ATTR)
+            if known:
+                break
+    parent_id = lifecycle.open_parent(store, name, settings, known)
+    if parent_id != known:
+        study.set_user_attr(PARENT_ATTR, parent_id)
+    return parent_id
+
+
+def _dead_runs(study: optuna.Study) -> list[str]:
+    """Runs of trials that ended without closing their run (a killed worker, failed by the
+    heartbeat): a failed trial with no error of its own."""
+    return [t.user_attrs["mlflow_run_id"]
+            for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+            if t.user_attrs.get("mlflow_run_id") and not t.user_attrs.get("error")]
+
+
+def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = ()
+        ) -> optuna.Study:
+    """Run (or resume) the study until it holds `config.trials` counted trials."""
+    config, space = prepared.config, prepared.space
+    # Everything a user can get wrong is checked before any training starts.
+    study, created = open_study(config, space)
+    store = lifecycle.open_store(config)
+    dataset = lifecycle.load_data(config, space)
+    settings = lifecycle.parent_settings(prepared, dataset)
+    parent_id = _parent(study, created, store, config.study_name, settings)
+    store.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
+                               "pruner": config.pruner, "engine": ENGINE})
+    baseline = space.baseline_params()
+    if baseline and not study.get_trials(deepcopy=False):
+        study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
+
+    remaining = config.trials - counted_trials(study)
+    status = "FINISHED"
+    try:
+        if remaining > 0:
+            # This process is still fresh: when it has no more trials to run than a worker
+            # would, it runs them itself and saves a worker's start (imports, data load).
+            if config.workers == 1 and (config.trials_per_process == 0
+                                        or remaining <= config.trials_per_process):
+                ctx = Context(config, space, dataset, parent_id, store,
+                              lifecycle.base_params(dataset, ENGINE))
+                optimize(study, ctx, remaining, config.timeout, progress=config.progress,
+                         callbacks=trial_callbacks)
+            else:
+                bar = ProgressBar(study, config.trials, counted_trials) if config.progress else None
+                try:
+                    workers.run_workers(worker_main, config, remaining=lambda: config.trials
+                                        - counted_trials(study), on_tick=bar.refresh if bar else None)
+                finally:
+                    if bar is not None:
+                        bar.close()
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        log_study_plots(study, store, parent_id)
+        lifecycle.finish(store, parent_id, config, status, dead_runs=_dead_runs(study))
+    return study
+
+
+def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
+    """One worker process: open the study, the store and the (cached) data, run n trials."""
+    from allsearch import _cli
+    from allsearch.hardware import threads_per_worker
+
+    # Workers share the cores: more threads than cores per worker only adds switching.
+    _cli.quiet_libraries(threads=threads_per_worker(config.workers))
+    space = load_space(config.space)
+    # Each worker samples from its own seeded stream, or all would propose the same trial.
+    study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
+    store = lifecycle.open_store(config)
+    dataset = lifecycle.load_data(config, space)  # a cache hit: the main process decoded it
+    ctx = Context(config, space, dataset, study.user_attrs[PARENT_ATTR], store,
+                  lifecycle.base_params(dataset, ENGINE))
+
+    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        with done.get_lock():
+            done.value += 1
+
+    try:
+        optimize(study, ctx, n_trials, None, progress=False, callbacks=[count])
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
+    """Optuna's optimization history and (with variation) parameter importances."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    import allsearch.reports  # noqa: F401  (selects the Agg backend)
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    plots = [("optimization_history.png", optuna_plots.plot_optimization_history)]
+    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        plots.append(("param_importances.png", optuna_plots.plot_param_importances))
+    for name, plot in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(8, 4.5)
+            figure.tight_layout()
+            store.log_figure(parent_id, figure, name)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            # Importances need variation among complete trials; say why it is missing.
+            store.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))
+        except store_errors():
+            return

@@ -1,0 +1,221 @@
+"""A study recorded in a folder instead of MLflow: `python -m allsearch.study --record DIR`.
+
+Recorder has the methods of allsearch.tracking.Tracker that a study writes through, and
+writes each call as one JSON line (plus figures, texts and models as files) under DIR, so a
+machine without MLflow (a GPU box with Keras on JAX, an air-gapped node) runs the very same
+study code. `python -m allsearch.study import DIR` (allsearch.importer) replays the lines
+through a Tracker, so imported runs get the params, metrics and tags native runs get.
+
+    DIR/optuna.db                       the study's Optuna storage (unless --storage is given)
+    DIR/runs/events-<host>-<pid>-<n>.jsonl  one file per process: {"t", "op", "run", ...}
+    DIR/runs/<run id>/<artifact name>   figures, texts, dicts; <run id>/model/ a Keras model
+
+Imports neither mlflow nor TensorFlow.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from allsearch.contract import ROLE, STUDY
+from allsearch.errors import StoreError
+
+__all__ = ["Recorder", "RecordedRun", "read_events", "read_runs", "MODEL_DIR", "RECORD_SCHEME"]
+
+RECORD_SCHEME = "record:"
+MODEL_DIR = "model"
+NETWORK_FILE = "model.keras"
+PIPELINE_FILE = "feature_pipeline.joblib"
+MODEL_META = "model.json"
+
+
+def _plain(value: Any) -> Any:
+    """A value JSON keeps as the same text MLflow would store (numbers, text, lists, dicts)."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    try:
+        return float(value) if hasattr(value, "dtype") else str(value)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+class Recorder:
+    """One experiment recorded in a folder; the write methods of Tracker."""
+
+    def __init__(self, folder: str | Path, experiment: str) -> None:
+        self.folder = Path(folder).resolve()
+        self.experiment_name = experiment
+        self.location = f"record folder '{self.folder}'"
+        self.runs_dir = self.folder / "runs"
+        try:
+            self.runs_dir.mkdir(parents=True, exist_ok=True)
+            name = f"events-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
+            self._file = open(self.runs_dir / name, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+        except OSError as exc:
+            raise StoreError(f"record folder '{self.folder}' cannot be written ({exc.strerror}); "
+                             f"pass --record with a writable folder") from None
+
+    def _write(self, op: str, run: str, **fields: Any) -> None:
+        line = {"t": time.time(), "op": op, "run": run, "experiment": self.experiment_name,
+                **{k: _plain(v) for k, v in fields.items()}}
+        self._file.write(json.dumps(line) + "\n")  # one line per call, flushed at once
+
+    def _artifact(self, run_id: str, name: str) -> Path:
+        path = self.runs_dir / run_id / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    # ----------------------------------------------------------------- study (parent) runs
+
+    def find_parent(self, study_name: str) -> str | None:
+        for run in read_runs(self.folder).values():
+            if (run.experiment == self.experiment_name and run.tags.get(ROLE) == "parent"
+                    and run.tags.get(STUDY) == study_name):
+                return run.run_id
+        return None
+
+    def start_parent(self, study_name: str, settings: dict[str, Any],
+                     tags: dict[str, Any] | None = None) -> str:
+        run_id = uuid.uuid4().hex
+        self._write("start_parent", run_id, name=study_name,
+                    tags={ROLE: "parent", STUDY: study_name, **(tags or {})}, params=settings)
+        return run_id
+
+    def resume_parent(self, run_id: str, settings: dict[str, Any]) -> None:
+        self._write("resume_parent", run_id, params=settings)
+
+    # ----------------------------------------------------------------- trial (child) runs
+
+    def start_run(self, *, parent_id: str | None, name: str, params: dict[str, Any],
+                  tags: dict[str, Any]) -> str:
+        run_id = uuid.uuid4().hex
+        self._write("start_run", run_id, parent=parent_id, name=name, params=params, tags=tags)
+        return run_id
+
+    def find_run(self, parent_id: str, tags: dict[str, str]
+                 ) -> tuple[str, dict[str, float], dict[str, str]] | None:
+        for run in read_runs(self.folder).values():
+            if run.parent == parent_id and all(run.tags.get(k) == str(v) for k, v in tags.items()):
+                return run.run_id, dict(run.metrics), dict(run.tags)
+        return None
+
+    def run_tags(self, run_id: str) -> dict[str, str]:
+        return dict(read_runs(self.folder)[run_id].tags)
+
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        return dict(read_runs(self.folder)[run_id].metrics)
+
+    def run_status(self, run_id: str) -> str:
+        return read_runs(self.folder)[run_id].status
+
+    # ----------------------------------------------------------------- writing to a run
+
+    def log_params(self, run_id: str, values: dict[str, Any]) -> None:
+        self._write("params", run_id, params=values)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None:
+        self._write("metrics", run_id, metrics=metrics, step=step)
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        self._write("tags", run_id, tags=tags)
+
+    def log_figure(self, run_id: str, figure: Any, name: str) -> None:
+        import matplotlib.pyplot as plt
+
+        figure.savefig(self._artifact(run_id, name))
+        plt.close(figure)
+        self._write("figure", run_id, name=name)
+
+    def log_text(self, run_id: str, text: str, name: str) -> None:
+        self._artifact(run_id, name).write_text(text, encoding="utf-8")
+        self._write("text", run_id, name=name)
+
+    def log_dict(self, run_id: str, values: dict[str, Any], name: str) -> None:
+        self._artifact(run_id, name).write_text(json.dumps(_plain(values)), encoding="utf-8")
+        self._write("dict", run_id, name=name)
+
+    def log_model(self, run_id: str, *, network: Any, class_names: tuple[str, ...],
+                  hparams: dict[str, Any], pipeline: Any | None) -> str:
+        """The Keras network (and its HOG/PCA pipeline) as files; the import logs them as the
+        same MLflow pyfunc a native run gets."""
+        folder = self._artifact(run_id, f"{MODEL_DIR}/{NETWORK_FILE}").parent
+        network.save(folder / NETWORK_FILE)
+        if pipeline is not None:
+            import joblib
+
+            joblib.dump(pipeline, folder / PIPELINE_FILE)
+        (folder / MODEL_META).write_text(json.dumps({"class_names": list(class_names),
+                                                     "hparams": _plain(hparams)}))
+        uri = f"{RECORD_SCHEME}{run_id}/{MODEL_DIR}"
+        self._write("model", run_id, uri=uri)
+        return uri
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        self._write("end", run_id, status=status)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_events(folder: str | Path) -> Iterator[dict[str, Any]]:
+    """Every recorded call, in the order they were made (over all processes)."""
+    events = []
+    for path in sorted((Path(folder) / "runs").glob("events-*.jsonl")):
+        with open(path, encoding="utf-8") as lines:
+            for number, text in enumerate(lines):
+                try:
+                    event = json.loads(text)
+                except json.JSONDecodeError:
+                    continue  # a line cut off by a crash: its call did not complete
+                events.append((event["t"], path.name, number, event))
+    return (event for *_, event in sorted(events, key=lambda e: e[:3]))
+
+
+@dataclass
+class RecordedRun:
+    """A run's state as its recorded calls leave it."""
+
+    run_id: str
+    experiment: str
+    name: str
+    parent: str | None
+    tags: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    status: str = "RUNNING"
+
+
+def read_runs(folder: str | Path) -> dict[str, RecordedRun]:
+    """Every recorded run by id, with its latest tags, metrics and status."""
+    runs: dict[str, RecordedRun] = {}
+    for event in read_events(folder):
+        op, run_id = event["op"], event["run"]
+        if op in ("start_parent", "start_run"):
+            runs[run_id] = RecordedRun(run_id, event["experiment"], event["name"],
+                                       event.get("parent"),
+                                       {k: str(v) for k, v in event["tags"].items()})
+        elif run_id not in runs:
+            continue
+        elif op == "tags":
+            runs[run_id].tags.update({k: str(v) for k, v in event["tags"].items()})
+        elif op == "metrics":
+            runs[run_id].metrics.update(event["metrics"])
+        elif op == "end":
+            runs[run_id].status = event["status"]
+        elif op == "resume_parent":
+            runs[run_id].status = "RUNNING"
+    return runs

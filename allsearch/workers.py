@@ -1,0 +1,69 @@
+"""Local worker processes: keep `--workers` processes busy until a study needs no more trials.
+
+A worker runs at most `--trials-per-process` trials, then a fresh one takes its place
+(TensorFlow keeps tens of MB per model.fit that clear_session does not return; see
+benchmarks/memory.py). The pool knows nothing of the engine: it starts `target(config, index,
+n_trials, done)` in spawned processes, where `done` is a shared counter the target increments
+after each trial, and asks `remaining()` how many trials the study still needs.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from typing import Any
+
+from allsearch.config import StudyConfig
+from allsearch.errors import StoreError
+
+__all__ = ["run_workers", "INTERRUPTED"]
+
+INTERRUPTED = 130  # a worker's exit code after Ctrl-C
+_POLL_S = 0.5
+
+
+def run_workers(target: Callable[..., None], config: StudyConfig, *,
+                remaining: Callable[[], int], on_tick: Callable[[], None] | None = None) -> None:
+    """Start workers until `remaining()` trials are covered; return when all have ended.
+
+    Ctrl-C reaches the workers too (same process group): they end their trial, and this
+    raises KeyboardInterrupt once they have. Three crashed workers in a row end the study.
+    """
+    context = multiprocessing.get_context("spawn")
+    per_process = config.trials_per_process or max(1, remaining())
+    started = time.monotonic()
+    running: list[tuple[Any, int, Any]] = []  # (process, trials assigned, trials done counter)
+    crashes: list[int] = []
+    index = 0
+    try:
+        while True:
+            for entry in [e for e in running if not e[0].is_alive()]:
+                running.remove(entry)
+                code = entry[0].exitcode
+                if code == INTERRUPTED:
+                    raise KeyboardInterrupt
+                crashes = crashes + [code] if code != 0 else []
+                if len(crashes) >= 3:
+                    raise StoreError(f"worker processes keep ending with an error (exit codes "
+                                     f"{crashes}); run with --trials-per-process 0 --debug to see it")
+            in_flight = sum(assigned - done.value for _, assigned, done in running)
+            need = remaining() - in_flight
+            timed_out = config.timeout is not None and time.monotonic() - started > config.timeout
+            while need > 0 and len(running) < config.workers and not timed_out:
+                n = min(per_process, need)
+                done = context.Value("i", 0)
+                process = context.Process(target=target, args=(config, index, n, done))
+                process.start()
+                running.append((process, n, done))
+                index += 1
+                need -= n
+            if not running:
+                break
+            time.sleep(_POLL_S)
+            if on_tick is not None:
+                on_tick()
+    except KeyboardInterrupt:
+        for process, _, _ in running:
+            process.join(timeout=60)  # the workers got the same Ctrl-C and end their trial
+        raise
