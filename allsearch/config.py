@@ -160,5 +160,8 @@ def absolute_sqlite(uri: str) -> str:
     if not uri.startswith("sqlite:///"):
         return uri
     path = Path(uri.removeprefix("sqlite:///")).resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        pass  # opening the store reports it, with the URL
     return f"sqlite:///{path}"

@@ -398,7 +398,7 @@ def _format_report(report: DataReport) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.data",
@@ -411,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bundle", default=None, metavar="FILE.npz",
                         help="also write the split dataset as one file, for a machine without "
                              "the images: python -m allsearch.study --data FILE.npz")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bundle:      {written} ({written.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
         return 0
 
-    return _cli.main_wrapper(run, parser, argv)
+    return cli.main_wrapper(run, parser, argv)
 
 
 if __name__ == "__main__":

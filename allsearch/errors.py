@@ -1,13 +1,13 @@
 """One exception hierarchy for mistakes a user can cause.
 
 Every message states what was wrong, where, and how to fix it, on one line, so the
-command-line modules can print it as is (see allsearch._cli).
+command-line modules can print it as is (see allsearch.cli).
 """
 
 from __future__ import annotations
 
 __all__ = ["AllsearchError", "DataError", "SpaceError", "ModelError", "ConfigError", "StoreError",
-           "first_line", "redact", "redact_text", "store_errors"]
+           "first_line", "redact", "redact_text", "store_errors", "lost_schema_race"]
 
 
 class AllsearchError(Exception):
@@ -83,3 +83,18 @@ def store_errors() -> tuple[type[BaseException], ...]:
     except ImportError:
         pass
     return tuple(errors)
+
+
+def lost_schema_race(exc: BaseException) -> bool:
+    """Did creating a store's tables fail because another process was creating them too?
+    (Workers started together on an empty database all create the tables; the losers fail on
+    the winner's rows or tables, which exist once the winner commits.)"""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        text = str(exc).lower()
+        kind = type(exc).__name__
+        if kind == "IntegrityError" or "already exists" in text or "deadlock detected" in text:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False

@@ -267,7 +267,7 @@ def load_study_runs(study: str | None = None, *, tracking_uri: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.leaderboard",
@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                              "search space that samples nothing, e.g. search/best.yaml")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         if args.top is not None and args.top < 1:
@@ -309,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return 0
 
-    return _cli.main_wrapper(run, parser, argv)
+    return cli.main_wrapper(run, parser, argv)
 
 
 if __name__ == "__main__":

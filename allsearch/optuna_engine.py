@@ -286,11 +286,11 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
 
 def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
     """One worker process: open the study, the store and the (cached) data, run n trials."""
-    from allsearch import _cli
+    from allsearch import cli
     from allsearch.hardware import threads_per_worker
 
     # Workers share the cores: more threads than cores per worker only adds switching.
-    _cli.quiet_libraries(threads=threads_per_worker(config.workers))
+    cli.quiet_libraries(threads=threads_per_worker(config.workers))
     space = load_space(config.space)
     # Each worker samples from its own seeded stream, or all would propose the same trial.
     study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))

@@ -195,7 +195,7 @@ def format_predictions(frame: pd.DataFrame, fmt: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.predict",
@@ -215,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format")
     parser.add_argument("--unlabelled", action="store_true",
                         help="do not read class-folder names as true classes")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         images = collect_images(args.inputs, labelled=not args.unlabelled)
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"(images in class folders)", file=sys.stderr)
         return 0
 
-    return _cli.main_wrapper(run, parser, argv)
+    return cli.main_wrapper(run, parser, argv)
 
 
 if __name__ == "__main__":

@@ -18,10 +18,9 @@ from typing import Any
 import optuna
 
 from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
-from allsearch.errors import ConfigError, StoreError, first_line, redact, redact_text
+from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_race, redact, redact_text
 
-__all__ = ["open_storage", "storage_url", "heartbeat_settings", "lost_schema_race",
-           "SCHEMA_RACE_ATTEMPTS"]
+__all__ = ["open_storage", "storage_url", "heartbeat_settings", "SCHEMA_RACE_ATTEMPTS"]
 
 SCHEMA_RACE_ATTEMPTS = 5
 
@@ -77,14 +76,3 @@ def open_storage(url: str | None, *, record: str | None = None) -> optuna.storag
         reason = redact_text(first_line(exc)[:200], url)
         raise StoreError(f"--storage '{redact(url)}' cannot be opened ({reason}); check the "
                          f"URL, that the server is up, and the credentials") from None
-
-
-def lost_schema_race(exc: BaseException) -> bool:
-    """Did creating a store's tables fail because another process was creating them too?"""
-    from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-
-    text = str(exc).lower()
-    if isinstance(exc, IntegrityError):
-        return True
-    return isinstance(exc, ProgrammingError | OperationalError) and (
-        "already exists" in text or "deadlock detected" in text)

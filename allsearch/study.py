@@ -77,7 +77,7 @@ def summarize(study: Any) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.study",
@@ -85,12 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "run per study, one child run per trial). `python -m allsearch.study import "
                     "DIR` replays a study recorded with --record DIR into MLflow.")
     config_mod.add_arguments(parser)
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
     return parser
 
 
 def build_import_parser() -> argparse.ArgumentParser:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.study import",
@@ -100,12 +100,12 @@ def build_import_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or "
                              "sqlite:///mlruns/mlflow.db)")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["import"]:
@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(report.line())
             return 0
 
-        return _cli.main_wrapper(replay, build_import_parser(), argv[1:])
+        return cli.main_wrapper(replay, build_import_parser(), argv[1:])
 
     def execute(args: argparse.Namespace) -> int:
         started = time.perf_counter()
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0
 
-    return _cli.main_wrapper(execute, build_parser(), argv)
+    return cli.main_wrapper(execute, build_parser(), argv)
 
 
 if __name__ == "__main__":

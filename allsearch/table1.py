@@ -257,7 +257,7 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.table1",
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--precision", default="auto", choices=PRECISIONS,
                         help="auto (default): bfloat16 where the CPU computes it natively")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
 
     def execute(args: argparse.Namespace) -> int:
         table = run(data=args.data, variants=args.variants, seeds=args.seeds,
@@ -288,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(text)
         return 0
 
-    return _cli.main_wrapper(execute, parser, argv)
+    return cli.main_wrapper(execute, parser, argv)
 
 
 if __name__ == "__main__":

@@ -12,8 +12,10 @@ importer (replays a record folder through a Tracker).
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from allsearch.config import absolute_sqlite
 from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY
-from allsearch.errors import StoreError, first_line, redact, store_errors
+from allsearch.errors import StoreError, first_line, lost_schema_race, redact, store_errors
 from allsearch.hardware import package_versions
 
 if TYPE_CHECKING:
@@ -34,7 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "STORE_ERRORS",
-    "resolve_tracking_uri", "check_tracking_uri", "find_study_parent", "runs_of_parent",
+    "resolve_tracking_uri", "check_tracking_uri", "open_client", "find_study_parent",
+    "runs_of_parent",
     "param_text", "SERVING_PACKAGES",
 ]
 
@@ -47,24 +50,37 @@ SERVING_PACKAGES = ("mlflow", "tensorflow", "keras", "numpy", "pandas", "scikit-
 
 # What a store that cannot be reached or written raises: these end a study, not a trial.
 STORE_ERRORS = store_errors()
+SCHEMA_RACE_ATTEMPTS = 6
 _SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
 
 def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
     """Refuse a malformed or unreachable tracking URI at once (MLflow itself retries for minutes)."""
-    from urllib.parse import urlsplit
+    from urllib.parse import unquote, urlsplit, urlunsplit
 
     scheme = urlsplit(uri).scheme.split("+")[0]
     if scheme not in _SCHEMES:
         raise StoreError(f"--tracking-uri '{redact(uri)}' is not a tracking URI; use e.g. "
                          f"sqlite:///mlruns/mlflow.db or http://host:5000")
     if scheme in ("http", "https"):
+        import base64
         import urllib.error
         import urllib.request
 
-        url = uri.rstrip("/") + "/health"
+        parts = urlsplit(uri)
+        # Credentials in the URL (http://user:pw@host) go in a header: urllib takes the
+        # netloc as a host name.
+        host = parts.hostname or ""
+        netloc = f"[{host}]" if ":" in host else host
+        netloc += f":{parts.port}" if parts.port else ""
+        url = urlunsplit(parts._replace(netloc=netloc)).rstrip("/") + "/health"
+        request = urllib.request.Request(url)
+        if parts.username is not None:
+            token = base64.b64encode(f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                                     .encode()).decode()
+            request.add_header("Authorization", f"Basic {token}")
         try:
-            with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
                 response.read(64)
         except urllib.error.HTTPError:
             return  # the server answered: it is there (health may be protected)
@@ -79,11 +95,22 @@ def resolve_tracking_uri(uri: str | None = None) -> str:
     return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
 
 
+def open_client(tracking_uri: str | None = None, *, what: str = "a study") -> MlflowClient:
+    """A client of an existing store, for commands that only read: a store that is not there
+    is not created, and a server that does not answer is reported at once."""
+    uri = resolve_tracking_uri(tracking_uri)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
+                         f"{what} first (python -m allsearch.study), or pass --tracking-uri")
+    check_tracking_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
                       ) -> tuple[str, str]:
     """(study name, parent run id) of the named study, or of the newest one."""
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
         query = f"tags.`{ROLE}` = 'parent'"
@@ -91,9 +118,9 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
             query += f" and tags.`{STUDY}` = '{study}'"
         runs = client.search_runs(experiments, filter_string=query,
                                   order_by=["attributes.start_time DESC"], max_results=1)
-    except MlflowException as exc:
+    except STORE_ERRORS as exc:
         raise StoreError(f"MLflow store '{redact(uri)}' cannot be read ({first_line(exc)}); "
-                         f"check --tracking-uri") from None
+                         f"check --tracking-uri, or move a damaged mlflow.db aside") from None
     if not runs:
         if study is None:
             raise StoreError(f"no study found in '{redact(uri)}'; run python -m allsearch.study "
@@ -126,20 +153,31 @@ class Tracker:
         self._study_of_parent: dict[str, str] = {}
         check_tracking_uri(self.tracking_uri)
         try:
-            # The registry lives in the same store; never in whatever the process set globally.
-            self.client = MlflowClient(tracking_uri=self.tracking_uri,
-                                       registry_uri=self.tracking_uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                self.experiment_id = self._create_experiment(experiment)
-            else:
-                if found.lifecycle_stage == "deleted":
-                    self.client.restore_experiment(found.experiment_id)
-                self.experiment_id = found.experiment_id
+            for attempt in itertools.count(1):
+                try:
+                    self._open(experiment)
+                    break
+                except STORE_ERRORS as exc:
+                    # Two studies started together on a fresh folder both create MLflow's
+                    # tables; the loser retries once the winner's exist.
+                    if attempt == SCHEMA_RACE_ATTEMPTS or not lost_schema_race(exc):
+                        raise
+                    time.sleep(0.5 + random.random() * attempt)
         except STORE_ERRORS as exc:
             raise StoreError(f"MLflow store '{self.location}' cannot be used "
                              f"({first_line(exc)}); check --tracking-uri, and that the "
                              f"folder is writable and the disk not full") from None
+
+    def _open(self, experiment: str) -> None:
+        # The registry lives in the same store; never in whatever the process set globally.
+        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            self.experiment_id = self._create_experiment(experiment)
+        else:
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
+            self.experiment_id = found.experiment_id
 
     def _create_experiment(self, name: str) -> str:
         location = None
@@ -260,7 +298,8 @@ class Tracker:
             target = Path(tmp) / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, target)
-            self.client.log_artifact(run_id, str(target), str(Path(name).parent or "") or None)
+            folder = str(Path(name).parent)
+            self.client.log_artifact(run_id, str(target), None if folder == "." else folder)
 
     def log_text(self, run_id: str, text: str, name: str) -> None:
         self.client.log_text(run_id, text, name)

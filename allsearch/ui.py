@@ -161,7 +161,7 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import _cli
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(prog="python -m allsearch.ui",
                                      description=__doc__.splitlines()[0])
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                              "else sqlite:///mlruns/optuna.db)")
     parser.add_argument("--no-dashboard", action="store_true",
                         help="do not start optuna-dashboard even when it is installed")
-    _cli.add_debug_flag(parser)
+    cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         # `kill`, a closed terminal or an IDE's stop button end the servers too, as Ctrl-C does.
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         raise StoreError("a UI server stopped by itself; run with --debug to see why")
 
-    return _cli.main_wrapper(run, parser, argv, tensorflow=False)
+    return cli.main_wrapper(run, parser, argv, tensorflow=False)
 
 
 if __name__ == "__main__":

@@ -53,10 +53,10 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--budget", type=float, default=1800, help="seconds per engine")
     args = parser.parse_args()
-    from allsearch import _cli, study
+    from allsearch import cli, study
     from allsearch.tracking import Tracker
 
-    _cli.quiet_libraries()
+    cli.quiet_libraries()
     workdir = isolated_workdir("engines")
     space, budget = "paper", args.budget
     if args.quick:

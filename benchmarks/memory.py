@@ -35,9 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     from mlflow.tracking import MlflowClient
 
-    from allsearch import _cli, study
+    from allsearch import cli, study
 
-    _cli.quiet_libraries()
+    cli.quiet_libraries()
     workdir = Path(tempfile.mkdtemp(prefix="allsearch-memory-"))
     data = args.data
     if data is None:

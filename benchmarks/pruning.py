@@ -52,9 +52,9 @@ def main() -> None:
                         help="folder of the stores (default: a new temporary one); the same "
                              "folder again resumes both studies")
     args = parser.parse_args()
-    from allsearch import _cli, study
+    from allsearch import cli, study
 
-    _cli.quiet_libraries()
+    cli.quiet_libraries()
     workdir = isolated_workdir("pruning", args.workdir)
     space = "paper"
     if args.quick:

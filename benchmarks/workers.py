@@ -42,9 +42,9 @@ def main() -> None:
     args = parser.parse_args()
     import uuid
 
-    from allsearch import _cli, study
+    from allsearch import cli, study
 
-    _cli.quiet_libraries()
+    cli.quiet_libraries()
     workdir = isolated_workdir("workers")
     depths, epochs, per_process = ([1, 2], 1, 4) if args.quick else ([1, 2, 3, 4], args.epochs, 4)
     trials = 2 * len(depths)

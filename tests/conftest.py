@@ -32,6 +32,20 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return store
 
 
+@pytest.fixture(autouse=True)
+def train_marker_is_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test without the `train` marker may not fit a model in this process: the fast loop
+    (pytest -m "not train") stays fast only if every test that trains says so."""
+    if request.node.get_closest_marker("train") is not None:
+        return
+    import keras
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"{request.node.nodeid} trains a model: mark it @pytest.mark.train")
+
+    monkeypatch.setattr(keras.Model, "fit", refuse)
+
+
 @pytest.fixture
 def real_data() -> Path:
     if not (REAL_DATA / "Segmented").is_dir():

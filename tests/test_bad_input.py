@@ -100,6 +100,7 @@ def test_unusable_stores_are_refused_before_training(flags: list[str], message: 
     assert not list(Path("mlruns").glob("artifacts/*/*/artifacts/*.png"))  # nothing trained
 
 
+@pytest.mark.train
 def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     import allsearch.tracked as tracked_mod
@@ -124,6 +125,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
     assert len(parent) == 1 and parent[0].info.status == "FINISHED"
 
 
+@pytest.mark.train
 def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_file: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture) -> None:
@@ -140,6 +142,7 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
     assert len(loaded.trials) == 2  # stopped at the broken store instead of failing every trial
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, space_file: Path,
                                                            tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ KEY_FIGURES = {
 }
 
 
+@pytest.mark.train
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", sorted(KEY_FIGURES))

@@ -31,6 +31,7 @@ def test_bf16_support_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert hardware.bf16_support() == ""
 
 
+@pytest.mark.train
 def test_study_records_the_resolved_precision(tiny_data: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     from allsearch import study
@@ -54,7 +55,7 @@ def test_thread_count_reaches_tensorflow(env: dict[str, str], expected: int | No
     import subprocess
     import sys
 
-    code = ("from allsearch import _cli; _cli.quiet_libraries(); import tensorflow as tf; "
+    code = ("from allsearch import cli; cli.quiet_libraries(); import tensorflow as tf; "
             "print(tf.config.threading.get_intra_op_parallelism_threads())")
     environment = {k: v for k, v in os.environ.items() if k != "ALLSEARCH_THREADS"}
     done = subprocess.run([sys.executable, "-c", code], env={**environment, **env},

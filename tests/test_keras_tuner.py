@@ -47,6 +47,7 @@ def test_space_translates_into_keras_tuner_hyperparameters(space_file: Path) -> 
         "batch_size", "learning_rate"}
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_keras_tuner_runs_are_shaped_like_optuna_runs(tiny_data: Path, space_file: Path,
                                                       tmp_path: Path) -> None:
@@ -89,6 +90,7 @@ def test_keras_tuner_runs_are_shaped_like_optuna_runs(tiny_data: Path, space_fil
     assert sorted(kt_runs["tags.trial_number"].astype(int)) == [0, 1, 2]
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_hyperband_trains_the_epochs_of_its_brackets(tiny_data: Path, space_file: Path) -> None:
     study.run(trials=4, study_name="hb", engine="keras-tuner", tuner="hyperband",

@@ -97,6 +97,7 @@ def test_cli_latest_study_top_and_out(study_runs, tmp_path: Path, capsys) -> Non
 def test_cli_without_any_study(capsys) -> None:
     assert leaderboard.main([]) == 2
     assert "no study found" in capsys.readouterr().err
+    assert not Path("mlruns/mlflow.db").exists()  # reading creates no store
 
 
 def test_metric_columns_match_the_design_names() -> None:
@@ -115,6 +116,7 @@ configurations:
 """
 
 
+@pytest.mark.train
 def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) -> None:
     table_file = tmp_path / "t1.yaml"
     table_file.write_text(TABLE)

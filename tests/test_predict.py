@@ -48,6 +48,7 @@ def tiny_study(tiny_data: Path, tmp_path: Path, features: str = "both") -> str:
     return "served"
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("features", ["pixels", "hog_pca", "both"])
 def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path, features: str
                                                                 ) -> None:
@@ -82,6 +83,7 @@ def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path,
         loaded.predict(serving.images_frame([serving.encode_image(b"plain text, not a PNG")]))
 
 
+@pytest.mark.train
 def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
     tiny_study(tiny_data, tmp_path)
@@ -123,6 +125,7 @@ def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path
     assert str(one) in done.stdout and "confidence" in done.stdout
 
 
+@pytest.mark.train
 def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     image = next((tiny_data / "Pre").glob("*.png"))
@@ -154,6 +157,7 @@ def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
     assert predict.main([str(other), "--unlabelled"]) == 0  # predicted anyway when asked
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) -> None:
     """The registered champion served by MLflow's own scoring server, on loopback."""

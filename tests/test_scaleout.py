@@ -65,6 +65,7 @@ def space(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.train
 def test_two_workers_share_one_study_and_one_parent_run(tiny_data: Path, space: Path) -> None:
     name = f"two-workers-{uuid.uuid4().hex[:8]}"
     command = worker_command(name, space, tiny_data, trials=6)
@@ -90,6 +91,7 @@ def test_two_workers_share_one_study_and_one_parent_run(tiny_data: Path, space: 
                for r in children.values())
 
 
+@pytest.mark.train
 def test_sigkilled_worker_trial_is_failed_by_heartbeat_and_retried(tiny_data: Path,
                                                                      tmp_path: Path) -> None:
     name = f"sigkill-{uuid.uuid4().hex[:8]}"
@@ -132,6 +134,7 @@ def test_sigkilled_worker_trial_is_failed_by_heartbeat_and_retried(tiny_data: Pa
     assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parents[0]}
 
 
+@pytest.mark.train
 def test_password_from_the_environment(tiny_data: Path, space: Path) -> None:
     """A storage URL without its password works with libpq's PGPASSWORD, as on a worker
     machine whose secrets come from the environment."""
@@ -159,7 +162,7 @@ def test_workers_started_together_on_an_empty_database_all_open_it() -> None:
         admin.execute(f"CREATE DATABASE {database}")
     url = POSTGRES.rsplit("/", 1)[0] + "/" + database
     start_at = time.time() + 8  # after every process has imported Optuna
-    opener = ("import sys, time; from allsearch.study import open_storage; "
+    opener = ("import sys, time; from allsearch.storage import open_storage; "
               "time.sleep(max(0, float(sys.argv[2]) - time.time())); open_storage(sys.argv[1])")
     workers = [subprocess.Popen([sys.executable, "-c", opener, url, str(start_at)],
                                 stderr=subprocess.PIPE, text=True) for _ in range(6)]

@@ -47,6 +47,7 @@ def child_runs(client: MlflowClient, experiment: str):
     return parents, children
 
 
+@pytest.mark.train
 def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(optuna_engine, "make_pruner", lambda name, space: PruneOddTrials())
@@ -97,6 +98,7 @@ def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file
     assert "best trial #" in summary and "paper's Table 1" in summary
 
 
+@pytest.mark.train
 def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> None:
     kwargs = dict(trials=3, space=str(space_file), data=str(tiny_data), seed=7, pruner="none",
                   log_models="none", progress=False, trials_per_process=0)
@@ -107,6 +109,7 @@ def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> Non
     assert [t.params for t in c.trials][1:] != [t.params for t in a.trials][1:]
 
 
+@pytest.mark.train
 def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     import allsearch.tracked as tracked_mod
@@ -122,6 +125,7 @@ def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_f
     assert "simulated failure" in failed[0].data.tags["error"]
 
 
+@pytest.mark.train
 def test_repeats_log_mean_and_spread(tiny_data: Path, space_file: Path) -> None:
     result = study_mod.run(trials=1, space=str(space_file), data=str(tiny_data), repeats=2,
                            pruner="none", log_models="none", progress=False)  # in a worker process
@@ -138,6 +142,7 @@ def test_repeats_log_mean_and_spread(tiny_data: Path, space_file: Path) -> None:
     assert result.trials[0].value == pytest.approx(mean)
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_two_local_workers_share_one_study(tiny_data: Path, space_file: Path) -> None:
     result = study_mod.run(trials=4, space=str(space_file), data=str(tiny_data), workers=2,
@@ -168,6 +173,7 @@ def test_cli_mistakes_get_one_line(argv: list[str], message: str, tiny_data: Pat
     assert err.strip().count("\n") == 0
 
 
+@pytest.mark.train
 def test_a_configuration_proposed_again_is_not_trained_again(tiny_data: Path, tmp_path: Path) -> None:
     space = tmp_path / "one.yaml"
     space.write_text(SPACE.replace("choices: [8, 16]", "choices: [8]").replace(

@@ -27,6 +27,7 @@ def dataset(tiny_data: Path):
         return add_hog_pca(load_dataset(tiny_data), n_components=8)
 
 
+@pytest.mark.train
 @pytest.mark.parametrize("features", ["pixels", "hog_pca", "both"])
 def test_run_trial_returns_plain_results(dataset, features: str) -> None:
     seen: list[int] = []
@@ -63,6 +64,7 @@ class _ZeroWeightsAfterFirstEpoch(keras.callbacks.Callback):
             self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
 
 
+@pytest.mark.train
 def test_patience_keeps_the_best_epoch_and_stops_early(dataset) -> None:
     hp = HParams(epochs=8, batch_size=8, patience=2)
     result = run_trial(dataset, hp, seed=2, callbacks=[_ZeroWeightsAfterFirstEpoch()])
@@ -77,11 +79,13 @@ def test_patience_keeps_the_best_epoch_and_stops_early(dataset) -> None:
     assert last.val_accuracy == pytest.approx(last.history["val_accuracy"][-1], abs=1e-6)
 
 
+@pytest.mark.train
 def test_learns_the_synthetic_task(dataset) -> None:
     result = run_trial(dataset, HParams(epochs=3, batch_size=8), seed=0)
     assert result.val_accuracy >= 0.5  # chance is 0.25: the quadrant blobs are easy
 
 
+@pytest.mark.train
 def test_tracked_trial_has_params_metrics_and_artifacts(dataset, isolated_store: Path) -> None:
     result = run_trial(dataset, HParams(epochs=2, batch_size=8), seed=3)
     tracker = Tracker("single")
@@ -136,6 +140,7 @@ def test_failed_trial_records_its_error(dataset) -> None:
     assert "out of memory (simulated)" in logged.data.tags["error"]
 
 
+@pytest.mark.train
 def test_every_wide_space_knob_trains(dataset) -> None:
     hparams = HParams(epochs=2, batch_size=8, conv_layers=2, dense_units=32, features="both",
                       filter_multiplier=0.5, batch_norm=True, pooling="gap", augment=True,

@@ -33,6 +33,7 @@ def api(base: str, path: str, body: dict | None = None) -> dict:
     return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
 
+@pytest.mark.train
 @pytest.mark.slow
 def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -> None:
     space = tmp_path / "tiny.yaml"
