@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import warnings
 from collections.abc import Callable
@@ -28,8 +29,11 @@ def quiet_libraries(threads: int | None = None) -> None:
     _import_tensorflow_silently(threads)
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="mlflow")
-    for name in ("mlflow", "alembic", "optuna", "absl", "tensorflow", "kagglehub"):
+    for name in ("alembic", "optuna", "absl", "tensorflow", "kagglehub"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    # MLflow logs a store's errors with their tracebacks before raising them; the command
+    # says each in one line (--debug shows everything).
+    logging.getLogger("mlflow").setLevel(logging.CRITICAL)
 
 
 def _import_tensorflow_silently(threads: int | None) -> None:
@@ -59,6 +63,11 @@ def _import_tensorflow_silently(threads: int | None) -> None:
         os.close(saved)
 
 
+def interrupt(signum: int, frame: object) -> None:
+    """A signal handler that ends the work as Ctrl-C does (completed work is kept)."""
+    raise KeyboardInterrupt
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
 
@@ -72,6 +81,12 @@ def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.Argu
     args = parser.parse_args(argv)
     if not args.debug and tensorflow:
         quiet_libraries()
+    if not args.debug:
+        # A warning is one line a person reads, not a source excerpt.
+        warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        # `docker stop`, Kubernetes, systemd and a closed terminal end a command as Ctrl-C does.
+        signal.signal(sig, interrupt)
     try:
         return run(args)
     except AllsearchError as exc:

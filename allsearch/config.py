@@ -157,8 +157,8 @@ def settings(config: StudyConfig) -> dict[str, Any]:
 def absolute_sqlite(uri: str) -> str:
     """A relative sqlite URI made absolute (its folder created): SQLAlchemy and MLflow cache
     engines by URI, so a relative one could reach another folder's database after a chdir."""
-    if not uri.startswith("sqlite:///"):
-        return uri
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///file:"):
+        return uri  # a SQLite URI filename (file:...?mode=ro&uri=true) is the user's own
     path = Path(uri.removeprefix("sqlite:///")).resolve()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)

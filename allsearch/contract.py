@@ -11,7 +11,7 @@ from typing import Literal
 
 __all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
-           "CHAMPION_ALIAS", "model_name"]
+           "CHAMPION_ALIAS", "model_name", "folder_name"]
 
 # Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
@@ -41,6 +41,18 @@ PAPER_TABLE1_BEST = {"val_accuracy": 0.80, "test_accuracy": 0.82}
 CHAMPION_ALIAS = "champion"
 
 
+def folder_name(name: str) -> str:
+    """A study name as a folder name: safe (letters, digits, `._-`, never `..`), at most 80
+    characters, and distinct for distinct names (a hash where anything was changed)."""
+    import hashlib
+    import re
+
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "study"
+    if safe == name and len(name) <= 80:
+        return name
+    return f"{safe[:64]}-{hashlib.sha256(name.encode()).hexdigest()[:12]}"
+
+
 def model_name(study_name: str) -> str:
-    """The registered model of a study."""
-    return f"allsearch-{study_name}"
+    """The registered model of a study (MLflow refuses `/` and long names there)."""
+    return f"allsearch-{folder_name(study_name)}"

@@ -9,6 +9,7 @@ any process) skips decoding.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_netwo
 
 __all__ = [
     "Dataset", "DataReport", "load_dataset", "resolve_data_path", "save_bundle",
-    "DEFAULT_DATA", "KAGGLE_HANDLE", "MIN_IMAGES_PER_CLASS", "default_cache_dir",
+    "DEFAULT_DATA", "KAGGLE_HANDLE", "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning",
 ]
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
@@ -59,6 +60,7 @@ class DataReport:
     split_sizes: dict[str, int] = field(default_factory=dict)
     fingerprint: str = ""
     cache_hit: bool = False
+    cache_written: bool = False
     load_time_s: float = 0.0
 
 
@@ -223,17 +225,11 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
 
     key = _fingerprint(listing.class_names, unique, image_size)
     cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
-    pixels, labels, rels, bad = None, None, None, []
-    if use_cache and cache_file.is_file():
-        try:
-            with np.load(cache_file, allow_pickle=False) as cached:
-                pixels, labels = cached["pixels"], cached["labels"]
-                rels = [str(r) for r in cached["files"]]
-                bad = [tuple(b) for b in cached["bad"].tolist()]
-            report.cache_hit = True
-        except (OSError, ValueError, KeyError):
-            pixels = None  # unreadable cache: decode again and overwrite it
-    if pixels is None:
+    cached = _read_cache(cache_file, len(unique), image_size) if use_cache else None
+    if cached is not None:
+        pixels, labels, rels, bad = cached
+        report.cache_hit = True
+    else:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
             decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size), unique))
         keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
@@ -243,7 +239,7 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
         if use_cache:
-            _save_cache(cache_file, pixels, labels, rels, bad)
+            report.cache_written = _save_cache(cache_file, pixels, labels, rels, bad)
     for rel, reason in bad:
         report.skipped.append((rel, reason))
 
@@ -284,18 +280,52 @@ def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]
     return digest.hexdigest()
 
 
+def _read_cache(cache_file: Path, n_files: int, image_size: int
+                ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]] | None:
+    """The cached decode, or None when there is none or it is damaged (then it is rebuilt:
+    a truncated or overwritten file must never lock the dataset out)."""
+    if not cache_file.is_file():
+        return None
+    try:
+        with np.load(cache_file, allow_pickle=False) as cached:
+            pixels, labels = cached["pixels"], cached["labels"]
+            rels = [str(r) for r in cached["files"]]
+            bad = [(str(a), str(b)) for a, b in cached["bad"].tolist()]
+        if not (len(pixels) == len(labels) == len(rels) and len(rels) + len(bad) == n_files
+                and pixels.shape[1:] == (image_size, image_size) and pixels.dtype == np.uint8):
+            raise ValueError("its arrays do not match the dataset")
+        return pixels, labels, rels, bad
+    except Exception as exc:  # noqa: BLE001  (zip, zlib, numpy and OS errors alike)
+        warnings.warn(f"the pixel cache {cache_file} is damaged ({type(exc).__name__}: "
+                      f"{str(exc)[:80]}); decoding the images again and rewriting it",
+                      CacheWarning, stacklevel=3)
+        return None
+
+
+class CacheWarning(UserWarning):
+    """A damaged cache was found and rebuilt (shown even where data warnings are not)."""
+
+
 def _save_cache(cache_file: Path, pixels: np.ndarray, labels: np.ndarray, rels: list[str],
-                bad: list[tuple[str, str]]) -> None:
+                bad: list[tuple[str, str]]) -> bool:
+    """Write the cache atomically (a temporary file, synced, then renamed), so a crash or a
+    concurrent reader never sees half a file; False when it could not be written."""
+    tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp")
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        # Write to a temporary name and rename, so a concurrent reader never sees half a file.
-        tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, pixels=pixels, labels=labels, files=np.array(rels, dtype=str),
-                 bad=np.array(bad, dtype=str).reshape(-1, 2))
+        with open(tmp, "wb") as out:
+            np.savez(out, pixels=pixels, labels=labels, files=np.array(rels, dtype=str),
+                     bad=np.array(bad, dtype=str).reshape(-1, 2))
+            out.flush()
+            os.fsync(out.fileno())
         os.replace(tmp, cache_file)
+        return True
     except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
         warnings.warn(f"could not write the pixel cache {cache_file} ({exc.strerror}); "
-                      f"the next load decodes again", stacklevel=3)
+                      f"the next load decodes again", CacheWarning, stacklevel=3)
+        return False
 
 
 def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
@@ -393,8 +423,14 @@ def _format_report(report: DataReport) -> str:
         lines.append(f"  ... and {len(report.skipped) - 20} more (see --json)")
     lines += ["split:       " + ", ".join(f"{k} {v}" for k, v in report.split_sizes.items()),
               f"fingerprint: {report.fingerprint}",
-              f"load time:   {report.load_time_s:.2f} s ({'cache hit' if report.cache_hit else 'decoded, cache written'})"]
+              f"load time:   {report.load_time_s:.2f} s ({_cache_state(report)})"]
     return "\n".join(lines)
+
+
+def _cache_state(report: DataReport) -> str:
+    if report.cache_hit:
+        return "cache hit"
+    return "decoded, cache written" if report.cache_written else "decoded, no cache written"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -416,6 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     def run(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report lists every skipped file itself
+            warnings.simplefilter("always", CacheWarning)
             dataset = load_dataset(args.path, split_seed=args.split_seed,
                                    use_cache=not args.no_cache)
         if args.json:

@@ -7,7 +7,8 @@ command-line modules can print it as is (see allsearch.cli).
 from __future__ import annotations
 
 __all__ = ["AllsearchError", "DataError", "SpaceError", "ModelError", "ConfigError", "StoreError",
-           "first_line", "redact", "redact_text", "store_errors", "lost_schema_race"]
+           "first_line", "redact", "redact_text", "store_errors", "lost_schema_race",
+           "cannot_write"]
 
 
 class AllsearchError(Exception):
@@ -98,3 +99,14 @@ def lost_schema_race(exc: BaseException) -> bool:
             return True
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def cannot_write(location: str, exc: BaseException) -> str:
+    """The one line for a store that refuses a write, naming a read-only store as such."""
+    text = first_line(exc)
+    whole = str(exc).lower()
+    if "readonly" in whole.replace("-", "") or "read-only file system" in whole:
+        return (f"the {location} is read-only; make it writable, or pass another "
+                f"--tracking-uri (or --record DIR)")
+    return (f"cannot write the {location} ({text[:160]}); free disk space or fix its "
+            f"permissions, then run the same command to resume")

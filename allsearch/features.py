@@ -21,7 +21,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 
-from allsearch.data import Dataset, default_cache_dir
+from allsearch.data import CacheWarning, Dataset, default_cache_dir
 
 __all__ = ["FeatureSet", "HogTransformer", "add_hog_pca", "N_COMPONENTS", "HOG_SETTINGS"]
 
@@ -73,8 +73,10 @@ def add_hog_pca(dataset: Dataset, *, n_components: int = N_COMPONENTS,
     if cache_file.is_file():
         try:
             return dataset.with_features(joblib.load(cache_file))
-        except Exception:  # a stale or truncated cache file: recompute and overwrite
-            pass
+        except Exception as exc:  # noqa: BLE001  (a stale or damaged file: recompute, overwrite)
+            warnings.warn(f"the feature cache {cache_file} is damaged ({type(exc).__name__}); "
+                          f"computing the HOG/PCA features again and rewriting it",
+                          CacheWarning, stacklevel=2)
     features = _fit(dataset, n_components)
     try:
         cache_file.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from allsearch import lifecycle
 from allsearch.config import TUNERS, StudyConfig
-from allsearch.contract import STATE
+from allsearch.contract import STATE, folder_name
 from allsearch.errors import ConfigError, StoreError
 from allsearch.lifecycle import Prepared
 from allsearch.progress import paper_line
@@ -107,21 +107,24 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     if config.workers != 1:
         raise ConfigError("--engine keras-tuner runs one worker; use --engine optuna for "
                           "--workers > 1")
-    store = lifecycle.open_store(config)
-    if not hasattr(store, "runs_frame"):
+    if config.record is not None:
         raise ConfigError("--engine keras-tuner reads its runs back from MLflow: it cannot "
                           "--record; use --engine optuna to record a study")
     dataset = lifecycle.load_data(config, space)
-    settings = {**lifecycle.parent_settings(prepared, dataset),
-                "keras_tuner_dir": str(working_dir() / str(config.study_name))}
-    parent_id = lifecycle.open_parent(store, str(config.study_name), settings)
-    store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
-                               "tuner": config.tuner})
+    store = lifecycle.open_store(config)
+    parent_id = lifecycle.start(store, prepared, dataset,
+                                extra={"keras_tuner_dir": str(working_dir() / folder_name(
+                                    str(config.study_name)))})
     status = "FINISHED"
     try:
+        store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
+                                   "tuner": config.tuner})
         _search(config, space, dataset, store, parent_id)
     except KeyboardInterrupt:
         status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
         raise
     finally:
         # One process runs every trial: a run still RUNNING now was cut off.
@@ -245,7 +248,7 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
                 self.oracle.max_trials = len(self.oracle.trials)
 
     return TrackedTuner(oracle=oracle, directory=str(working_dir()),
-                        project_name=config.study_name, overwrite=False)
+                        project_name=folder_name(str(config.study_name)), overwrite=False)
 
 
 def summarize(result: KerasTunerStudy) -> str:

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from allsearch.contract import PAPER_TABLE1_BEST, RECALL_PREFIX
+from allsearch.contract import MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX
 from allsearch.errors import ConfigError
 from allsearch.space import HParams, fixed_space_text
 
@@ -45,6 +45,8 @@ SPREAD = ("Validation Accuracy", "Test Accuracy")
 SD = " SD"
 # Per-class test recall metrics (RECALL_PREFIX + class) are shown as "Recall <class>".
 RECALL_TITLE = "Recall "
+# The columns a trial that did not complete leaves blank (all but Epochs Run of the metrics).
+RESULT_PREFIXES = ("Validation ", "Test ", "Latency ", RECALL_TITLE, "Δ ")
 
 
 def study_table(tracker: Any, parent_id: str) -> pd.DataFrame:
@@ -56,8 +58,11 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per trial, or one per configuration (mean and sd) where it ran over seeds.
 
     Complete runs of the same hyperparameters and data variant are one configuration; a run
-    logged with --repeats already holds its own mean and sd. Pruned and failed trials keep a
-    row each, so nothing disappears from the table.
+    logged with --repeats already holds its own mean and sd. Its Run ID is the run that holds
+    the model (tag MODEL_URI) where one does, else its earliest run. Pruned, failed, killed
+    and running trials keep a row each (state, trial, run, epochs run), so nothing disappears
+    from the table, but no accuracy, time or difference to the paper: what they logged before
+    they stopped is not a result.
     """
     if runs.empty:
         return pd.DataFrame()
@@ -71,7 +76,8 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     spread = SPREAD + tuple(title for m, title in metric_columns if m.startswith(RECALL_PREFIX))
     rows = [_group_row(group, keys, metric_columns, spread)
             for _, group in complete.groupby(keys, dropna=False, sort=False)]
-    rows += [_group_row(other.loc[[i]], keys, metric_columns, spread) for i in other.index]
+    rows += [_unfinished_row(_group_row(other.loc[[i]], keys, metric_columns, spread))
+             for i in other.index]
     table = pd.DataFrame(rows)
     columns = keys + [c for _, title in metric_columns for c in
                       ((title, title + SD) if title in spread else (title,))]
@@ -98,6 +104,10 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
     flat["State"] = runs.get("tags.state", pd.Series("", index=runs.index)).fillna("")
     flat["Trial"] = runs.get("params.trial_number", pd.Series("", index=runs.index)).fillna("")
     flat["Run ID"] = runs["run_id"]
+    model = runs.get(f"tags.{MODEL_URI}", pd.Series("", index=runs.index))
+    flat["_has_model"] = [isinstance(m, str) and bool(m) for m in model]
+    # MLflow lists the newest run first; a configuration's first run is its earliest.
+    flat["_start"] = runs["start_time"] if "start_time" in runs else range(len(runs))
     # What makes two runs of one configuration independent repeats rather than re-runs.
     flat["_seed"] = [f"{a}/{b}" for a, b in zip(runs.get("params.seed", pd.Series("", index=runs.index)),
                                                runs.get("params.split_seed", pd.Series("", index=runs.index)),
@@ -116,6 +126,9 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
                spread: tuple[str, ...]) -> dict[str, Any]:
     trials = ",".join(sorted((str(t) for t in group["Trial"]),
                              key=lambda t: (0, int(t)) if t.isdigit() else (1, t)))
+    group = group.sort_values("_start", kind="stable")
+    # The run that holds the model (a copy of a configuration, tag duplicate_of, holds none).
+    linked = group[group["_has_model"]].iloc[0] if group["_has_model"].any() else group.iloc[0]
     # A sampler may propose a configuration again; with the same seed that run is a copy,
     # not a repeat, so only one run per seed counts towards mean, sd and n.
     group = group.drop_duplicates("_seed")
@@ -134,10 +147,16 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
     row["n"] = n_runs if n_runs > 1 else (int(repeats) if repeats == repeats else 1)
     row["State"] = first["State"]
     row["Trial"] = trials if len(trials) <= 20 else f"{trials.count(',') + 1} runs"
-    row["Run ID"] = first["Run ID"]
+    row["Run ID"] = linked["Run ID"]
     row["Δ Val vs paper"] = row["Validation Accuracy"] - PAPER_BEST["val_accuracy"]
     row["Δ Test vs paper"] = row["Test Accuracy"] - PAPER_BEST["test_accuracy"]
     return row
+
+
+def _unfinished_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A trial that did not complete: its row without results (Epochs Run says how far it got)."""
+    return {column: (math.nan if column.startswith(RESULT_PREFIXES) else value)
+            for column, value in row.items()}
 
 
 def _number(value: Any) -> Any:

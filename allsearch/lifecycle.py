@@ -18,12 +18,12 @@ from allsearch import config as config_mod
 from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, model_name
 from allsearch.data import Dataset, load_dataset
-from allsearch.errors import SpaceError, first_line, store_errors
+from allsearch.errors import SpaceError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import package_versions, resolve_precision
 from allsearch.space import SearchSpace, load_space
 
-__all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "open_parent",
-           "finish", "worker_id", "default_name"]
+__all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
+           "open_parent", "finish", "worker_id", "default_name", "DataWarning"]
 
 
 def worker_id() -> str:
@@ -72,12 +72,27 @@ def open_store(config: StudyConfig) -> Any:
 
 def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     """The study's dataset, with the HOG/PCA features when the space can use them; refuses a
-    space whose networks the images cannot take."""
+    space whose networks the images cannot take. Skipped files are said in a few lines (the
+    parent run gets the whole list); a damaged cache is said and rebuilt."""
+    from allsearch.data import CacheWarning
     from allsearch.model import max_conv_layers
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # skipped files are listed by `python -m allsearch.data`
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         dataset = load_dataset(config.data, split_seed=config.split_seed)
+        if space.uses_hog_pca():
+            from allsearch.features import add_hog_pca
+
+            dataset = add_hog_pca(dataset)
+    for warning in caught:
+        if issubclass(warning.category, CacheWarning):
+            warnings.warn(str(warning.message), CacheWarning, stacklevel=2)
+    skipped = dataset.report.skipped
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} file(s) in '{dataset.report.root}' (listed in "
+                      f"skipped_files.txt on the parent run), e.g.:", DataWarning, stacklevel=2)
+        for path, reason in skipped[:SKIPPED_SHOWN]:
+            warnings.warn(f"  skipped {path}: {reason}", DataWarning, stacklevel=2)
     size = dataset.image_shape[0]
     deepest = max_conv_layers(size)
     values = ([space.fixed["conv_layers"]] if "conv_layers" in space.fixed else [])
@@ -87,13 +102,14 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     if too_deep:
         raise SpaceError(f"{space.source}: conv_layers {sorted(set(too_deep))} cannot be built "
                          f"on {size}x{size} images; allowed: 1 to {deepest}")
-    if space.uses_hog_pca():
-        from allsearch.features import add_hog_pca
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            dataset = add_hog_pca(dataset)
     return dataset
+
+
+class DataWarning(UserWarning):
+    """What the data pipeline left out."""
+
+
+SKIPPED_SHOWN = 5
 
 
 def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:
@@ -113,10 +129,27 @@ def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
             "objective": space.objective, "precision_reason": prepared.precision_reason,
             "data": dataset.report.root, "variant": dataset.variant,
             "data_fingerprint": dataset.fingerprint, "split_sizes": dataset.report.split_sizes,
+            "n_skipped": len(dataset.report.skipped),
             "duplicates_dropped": dataset.report.duplicates_dropped,
             "fixed": space.fixed, "baseline": space.baseline or {},
             "space_params": {p.name: {k: v for k, v in asdict(p).items() if v not in (None, (), False)}
                              for p in space.params}}
+
+
+def start(store: Any, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
+          extra: dict[str, Any] | None = None) -> str:
+    """Open the study's parent run with its settings (and `extra` ones), and record on it the
+    files the data pipeline skipped. Returns its id."""
+    settings = {**parent_settings(prepared, dataset), **(extra or {})}
+    try:
+        parent_id = open_parent(store, str(prepared.config.study_name), settings, known)
+        skipped = dataset.report.skipped
+        if skipped:
+            store.log_text(parent_id, "".join(f"{path}\t{reason}\n" for path, reason in skipped),
+                           "skipped_files.txt")
+    except store_errors() as exc:
+        raise StoreError(cannot_write(store.location, exc)) from None
+    return parent_id
 
 
 def open_parent(store: Any, name: str, settings: dict[str, Any], known: str | None = None
@@ -125,11 +158,13 @@ def open_parent(store: Any, name: str, settings: dict[str, Any], known: str | No
     still has it, else the one found by study name, else a new one."""
     if known is not None:
         try:
-            store.resume_parent(known, settings)
-            return known
-        except Exception:  # noqa: BLE001  (any store error: the run is gone)
+            store.run_status(known)
+        except store_errors():
             warnings.warn(f"the study's parent run {known} is gone from the {store.location}; "
                           f"starting a new one", stacklevel=2)
+        else:
+            store.resume_parent(known, settings)
+            return known
     found = store.find_parent(name)
     if found is not None:
         store.resume_parent(found, settings)

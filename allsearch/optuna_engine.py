@@ -9,7 +9,6 @@ samplers, pruners (optuna-integration's Keras pruning callback), heartbeats and 
 from __future__ import annotations
 
 import math
-import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -101,9 +100,22 @@ def counted_trials(study: optuna.Study) -> int:
 
     A trial failed by Ctrl-C, or left RUNNING by a dead worker, is not counted: it is run again.
     """
-    return sum(1 for t in study.get_trials(deepcopy=False)
-               if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+    return count_finished(study.get_trials(deepcopy=False))
+
+
+def count_finished(trials: Sequence[optuna.trial.FrozenTrial]) -> int:
+    return sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
                or (t.state == TrialState.FAIL and t.user_attrs.get("error")))
+
+
+def progress_bar(study: optuna.Study, config: StudyConfig, space: SearchSpace) -> ProgressBar:
+    def epochs_of(params: dict[str, Any]) -> int | None:
+        try:
+            return space.hparams(params).epochs
+        except Exception:  # noqa: BLE001  (a trial still sampling its parameters)
+            return None
+
+    return ProgressBar(study, config.trials, count_finished, epochs_of)
 
 
 class _StopAtTarget:
@@ -131,6 +143,7 @@ class Context:
     store: Any  # Tracker or Recorder
     base_params: dict[str, Any] = field(default_factory=dict)
     fatal: BaseException | None = None
+    bar: ProgressBar | None = None
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
@@ -157,8 +170,10 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
                                                     or previous[2].get("trial_number") or -1))
             trial.set_user_attr("test_accuracy", previous[1].get("test_accuracy"))
             return previous[1]["val_accuracy"]
-        # Pruning follows the first seed; later seeds of --repeats run to the end.
-        pruning = [KerasPruningCallback(trial, "val_accuracy")] if config.pruner != "none" else []
+        # Pruning follows the first seed; later seeds of --repeats run to the end. The callback
+        # reports every epoch's val_accuracy to the storage (the progress line reads it), and
+        # prunes nothing under --pruner none.
+        pruning = [KerasPruningCallback(trial, "val_accuracy")]
         tracked = run_tracked(
             ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
             dataset=ctx.dataset, hparams=hparams, seeds=seeds, params=params, tags=tags,
@@ -166,7 +181,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
             pruned_exceptions=(optuna.TrialPruned,),
             log_model=lambda value: config.log_models == "all" or (
                 config.log_models == "best" and value > _best_value(trial.study)),
-            on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id))
+            on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
+            on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None)
     except optuna.TrialPruned:
         raise
     except StoreError as exc:
@@ -191,7 +207,8 @@ def _best_value(study: optuna.Study) -> float:
 
 def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | None, *,
              progress: bool, callbacks: Sequence[Callable[..., None]] = ()) -> None:
-    bar = ProgressBar(study, ctx.config.trials, counted_trials) if progress else None
+    bar = progress_bar(study, ctx.config, ctx.space) if progress else None
+    ctx.bar = bar
     every: list[Any] = [_StopAtTarget(ctx.config.trials), *callbacks]
     if bar is not None:
         every.append(bar.on_trial)
@@ -215,20 +232,27 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
 # ------------------------------------------------------------------------- running a study
 
 
-def _parent(study: optuna.Study, created: bool, store: Any, name: str,
-            settings: dict[str, Any]) -> str:
+def _parent(study: optuna.Study, created: bool, store: Any, prepared: Prepared,
+            dataset: Dataset) -> str:
     """The study's parent run: made by whoever created the study, found by everyone else."""
     known = study.user_attrs.get(PARENT_ATTR)
     if known is None and not created:
         for _ in range(60):  # the creating worker is making it right now
             time.sleep(1)
-            known = optuna.load_study(study_name=name, storage=study._storage).user_attrs.get(PARENT_ATTR)
+            known = optuna.load_study(study_name=study.study_name,
+                                      storage=study._storage).user_attrs.get(PARENT_ATTR)
             if known:
                 break
-    parent_id = lifecycle.open_parent(store, name, settings, known)
+    parent_id = lifecycle.start(store, prepared, dataset, known=known)
     if parent_id != known:
         study.set_user_attr(PARENT_ATTR, parent_id)
     return parent_id
+
+
+def _fail_stale_trials(study: optuna.Study) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
 
 
 def _dead_runs(study: optuna.Study) -> list[str]:
@@ -243,21 +267,23 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         ) -> optuna.Study:
     """Run (or resume) the study until it holds `config.trials` counted trials."""
     config, space = prepared.config, prepared.space
-    # Everything a user can get wrong is checked before any training starts.
+    # Everything a user can get wrong is checked before any training starts; the data first,
+    # so that a folder that cannot be used leaves no empty study or experiment behind.
+    dataset = lifecycle.load_data(config, space)
     study, created = open_study(config, space)
     store = lifecycle.open_store(config)
-    dataset = lifecycle.load_data(config, space)
-    settings = lifecycle.parent_settings(prepared, dataset)
-    parent_id = _parent(study, created, store, config.study_name, settings)
-    store.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
-                               "pruner": config.pruner, "engine": ENGINE})
-    baseline = space.baseline_params()
-    if baseline and not study.get_trials(deepcopy=False):
-        study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
-
-    remaining = config.trials - counted_trials(study)
+    # Trials whose worker died (no heartbeat for the grace period) are failed now, and
+    # retried, rather than when some later trial happens to start.
+    _fail_stale_trials(study)
+    parent_id = _parent(study, created, store, prepared, dataset)
     status = "FINISHED"
     try:
+        store.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
+                                   "pruner": config.pruner, "engine": ENGINE})
+        baseline = space.baseline_params()
+        if baseline and not study.get_trials(deepcopy=False):
+            study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
+        remaining = config.trials - counted_trials(study)
         if remaining > 0:
             # This process is still fresh: when it has no more trials to run than a worker
             # would, it runs them itself and saves a worker's start (imports, data load).
@@ -268,7 +294,7 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
                 optimize(study, ctx, remaining, config.timeout, progress=config.progress,
                          callbacks=trial_callbacks)
             else:
-                bar = ProgressBar(study, config.trials, counted_trials) if config.progress else None
+                bar = progress_bar(study, config, space) if config.progress else None
                 try:
                     workers.run_workers(worker_main, config, remaining=lambda: config.trials
                                         - counted_trials(study), on_tick=bar.refresh if bar else None)
@@ -278,7 +304,11 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except BaseException:
+        status = "FAILED"  # never left RUNNING, whatever ended the study
+        raise
     finally:
+        _fail_stale_trials(study)
         log_study_plots(study, store, parent_id)
         lifecycle.finish(store, parent_id, config, status, dead_runs=_dead_runs(study))
     return study
@@ -303,10 +333,7 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
         with done.get_lock():
             done.value += 1
 
-    try:
-        optimize(study, ctx, n_trials, None, progress=False, callbacks=[count])
-    except KeyboardInterrupt:
-        sys.exit(130)
+    optimize(study, ctx, n_trials, None, progress=False, callbacks=[count])
 
 
 def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:

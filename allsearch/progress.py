@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.trial import TrialState
@@ -22,36 +23,65 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
 
 
 class ProgressBar:
-    """A tqdm bar over counted trials, showing the best value so far."""
+    """A tqdm line over counted trials: the best value so far and what the running trials are
+    doing (epoch and latest validation accuracy, from the Optuna storage, so it works for
+    trials in worker processes and on other machines alike)."""
 
     def __init__(self, study: optuna.Study, target: int,
-                 counted: Callable[[optuna.Study], int]) -> None:
+                 counted: Callable[[Sequence[optuna.trial.FrozenTrial]], int],
+                 epochs_of: Callable[[dict], int | None] = lambda params: None,
+                 min_interval_s: float = 2.0) -> None:
         from tqdm.auto import tqdm
 
         self.study = study
         self.counted = counted
-        self.bar = tqdm(total=target, initial=min(target, counted(study)), unit="trial",
-                        desc=f"study {study.study_name}", dynamic_ncols=True, file=sys.stderr)
-        self.refresh()
+        self.epochs_of = epochs_of
+        self.min_interval_s = min_interval_s
+        self._last = -math.inf
+        trials = study.get_trials(deepcopy=False)
+        # smoothing=0: the rate is the average since the start, never a burst between polls.
+        self.bar = tqdm(total=target, initial=min(target, counted(trials)), unit="trial",
+                        desc=f"study {study.study_name}", dynamic_ncols=True, file=sys.stderr,
+                        smoothing=0)
+        self._show(trials)
 
-    def refresh(self) -> None:
-        done = min(self.bar.total, self.counted(self.study))
-        if done != self.bar.n:
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if force or now - self._last >= self.min_interval_s:
+            self._last = now
+            self._show(self.study.get_trials(deepcopy=False))
+
+    def _show(self, trials: Sequence[optuna.trial.FrozenTrial]) -> None:
+        done = min(self.bar.total, self.counted(trials))
+        if done > self.bar.n:
             self.bar.update(done - self.bar.n)
-        values = [t.value for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                  if t.value is not None]
+        parts = []
+        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
         if values:
-            self.bar.set_postfix_str(f"best val_accuracy {max(values):.3f}")
+            parts.append(f"best val_accuracy {max(values):.3f}")
+        for t in [t for t in trials if t.state == TrialState.RUNNING][:3]:
+            steps = t.intermediate_values
+            epochs = self.epochs_of(t.params)
+            if steps:
+                last = max(steps)
+                of = f"/{epochs}" if epochs else ""
+                parts.append(f"#{t.number} epoch {last + 1}{of} val {steps[last]:.3f}")
+            else:
+                parts.append(f"#{t.number} starting")
+        self.bar.set_postfix_str("; ".join(parts), refresh=True)
 
     def on_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.refresh()
+        self.refresh(force=True)
+
+    def on_epoch(self, epoch: int, values: dict[str, float]) -> None:
+        self.refresh(force=True)
 
     def close(self) -> None:
-        self.refresh()
+        self.refresh(force=True)
         self.bar.close()
 
 
-def summarize(study: optuna.Study) -> str:
+def summarize(study: optuna.Study, *, record: str | None = None) -> str:
     """The closing lines: counts, best trial, the paper's baseline configuration beside it."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials)
@@ -78,7 +108,10 @@ def summarize(study: optuna.Study) -> str:
         lines.append(f"paper's config, #{baseline.number}: {baseline.state.name}")
     lines.append(paper_line())
     parent = study.user_attrs.get(PARENT_ATTR)
-    if parent:
+    if record is not None:
+        lines.append(f"recorded in '{record}' (no MLflow); put it into MLflow with: "
+                     f"python -m allsearch.study import {record}")
+    elif parent:
         lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; browse with: "
                      f"python -m allsearch.ui")
     return "\n".join(lines)

@@ -65,12 +65,12 @@ def import_record(folder: str, *, tracking_uri: str | None = None) -> list[Any]:
     return replay(folder, tracking_uri=tracking_uri)
 
 
-def summarize(study: Any) -> str:
+def summarize(study: Any, *, record: str | None = None) -> str:
     """The closing lines of a study of either engine."""
     if hasattr(study, "study_name"):
         from allsearch.progress import summarize as summarize_optuna
 
-        return summarize_optuna(study)
+        return summarize_optuna(study, record=record)
     from allsearch.kt_engine import summarize as summarize_keras_tuner
 
     return summarize_keras_tuner(study)
@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def execute(args: argparse.Namespace) -> int:
         started = time.perf_counter()
-        study = run_config(config_mod.from_arguments(args))
-        print(summarize(study))
+        config = config_mod.from_arguments(args)
+        study = run_config(config)
+        print(summarize(study, record=config.record))
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0
 

@@ -21,7 +21,7 @@ from typing import Any
 from allsearch import reports
 from allsearch.contract import CONFIG_KEY, MODEL_URI, RECALL_PREFIX, ROLE, RUN_STATUS, STATE, State
 from allsearch.data import Dataset
-from allsearch.errors import StoreError, first_line, store_errors
+from allsearch.errors import StoreError, cannot_write, first_line, store_errors
 from allsearch.space import HParams
 from allsearch.trial import Precision, TrialResult, run_trial
 
@@ -139,26 +139,25 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 first_callbacks: Sequence[Any] = (),
                 pruned_exceptions: tuple[type[BaseException], ...] = (),
                 log_model: bool | Callable[[float], bool] = False,
-                on_started: Callable[[TrialRun], None] | None = None) -> TrackedTrial:
+                on_started: Callable[[TrialRun], None] | None = None,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
-    The first seed streams its curves live and gets `first_callbacks` (e.g. a pruning
-    callback); an exception in `pruned_exceptions` ends the run as PRUNED, Ctrl-C as KILLED,
-    any other exception as FAIL with its error.
+    The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
+    `first_callbacks` (e.g. a pruning callback); an exception in `pruned_exceptions` ends the
+    run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error.
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
                             hparams=hparams, seeds=seeds, params=params, tags=tags,
                             precision=precision, first_callbacks=first_callbacks,
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
-                            on_started=on_started)
+                            on_started=on_started, on_epoch=on_epoch)
     except STORE_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
             raise
         # The store cannot be written: every further trial would fail the same way.
-        raise StoreError(f"cannot write the {store.location} ({first_line(exc)}); free disk "
-                         f"space or fix its permissions, then run the same command to resume"
-                         ) from None
+        raise StoreError(cannot_write(store.location, exc)) from None
 
 
 def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
@@ -166,7 +165,8 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  tags: dict[str, Any] | None, precision: Precision, first_callbacks: Sequence[Any],
                  pruned_exceptions: tuple[type[BaseException], ...],
                  log_model: bool | Callable[[float], bool],
-                 on_started: Callable[[TrialRun], None] | None) -> TrackedTrial:
+                 on_started: Callable[[TrialRun], None] | None,
+                 on_epoch: Callable[[int, dict[str, float]], None] | None) -> TrackedTrial:
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
     run = start_trial(store, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
@@ -175,12 +175,18 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         on_started(run)
     history: dict[str, list[float]] = {}
     results: list[TrialResult] = []
+
+    def log_epoch(epoch: int, values: dict[str, float]) -> None:
+        run.log_epoch(epoch, values)
+        if on_epoch is not None:
+            on_epoch(epoch, values)
+
     try:
         for i, seed in enumerate(seeds):
             first = i == 0
             results.append(run_trial(dataset, hparams, seed=seed, precision=precision,
                                      callbacks=first_callbacks if first else (),
-                                     on_epoch=run.log_epoch if first else None,
+                                     on_epoch=log_epoch if first else None,
                                      history=history if first else None))
     except pruned_exceptions:
         run.log_curves(history, title=f"{name} (pruned)")

@@ -27,7 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from allsearch.config import absolute_sqlite
-from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY
+from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
 from allsearch.errors import StoreError, first_line, lost_schema_race, redact, store_errors
 from allsearch.hardware import package_versions
 
@@ -148,7 +148,7 @@ class Tracker:
 
     def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
-        self.location = redact(self.tracking_uri)
+        self.location = f"MLflow store '{redact(self.tracking_uri)}'"
         self.experiment_name = experiment
         self._study_of_parent: dict[str, str] = {}
         check_tracking_uri(self.tracking_uri)
@@ -164,7 +164,7 @@ class Tracker:
                         raise
                     time.sleep(0.5 + random.random() * attempt)
         except STORE_ERRORS as exc:
-            raise StoreError(f"MLflow store '{self.location}' cannot be used "
+            raise StoreError(f"{self.location} cannot be used "
                              f"({first_line(exc)}); check --tracking-uri, and that the "
                              f"folder is writable and the disk not full") from None
 
@@ -185,7 +185,8 @@ class Tracker:
         # and MLflow would default to ./mlruns of whatever folder the worker runs in.
         if not self.tracking_uri.startswith(("http:", "https:", "databricks")):
             root = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT))
-            location = (root.resolve() / name).as_uri()
+            # The study name a user typed never becomes a path as it is (../x, 400 characters).
+            location = (root.resolve() / folder_name(name)).as_uri()
         try:
             return self.client.create_experiment(name, artifact_location=location)
         except MlflowException:  # another worker created it first

@@ -10,6 +10,9 @@ after each trial, and asks `remaining()` how many trials the study still needs.
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -53,8 +56,8 @@ def run_workers(target: Callable[..., None], config: StudyConfig, *,
             while need > 0 and len(running) < config.workers and not timed_out:
                 n = min(per_process, need)
                 done = context.Value("i", 0)
-                process = context.Process(target=target, args=(config, index, n, done))
-                process.start()
+                process = context.Process(target=_entry, args=(target, config, index, n, done))
+                _start_ignoring_ctrl_c(process)
                 running.append((process, n, done))
                 index += 1
                 need -= n
@@ -64,6 +67,44 @@ def run_workers(target: Callable[..., None], config: StudyConfig, *,
             if on_tick is not None:
                 on_tick()
     except KeyboardInterrupt:
+        # A terminal's Ctrl-C reached the workers too; `kill`, `docker stop` or systemd
+        # reached only this process. Either way each worker ends its trial as KILLED.
         for process, _, _ in running:
-            process.join(timeout=60)  # the workers got the same Ctrl-C and end their trial
+            if process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        for process, _, _ in running:
+            process.join(timeout=60)
+            if process.is_alive():
+                process.kill()
+                process.join()
         raise
+
+
+def _start_ignoring_ctrl_c(process: Any) -> None:
+    """Start a worker that ignores Ctrl-C until _entry runs: a process still importing has no
+    trial to end, and Python would print the import's traceback. (An ignored signal stays
+    ignored across exec, and Python then installs no KeyboardInterrupt handler of its own.)"""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        process.start()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trials: int,
+           done: Any) -> None:
+    """A worker process: Ctrl-C and SIGTERM end its trial (recorded as KILLED), then it exits
+    with INTERRUPTED, quietly."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        target(config, index, n_trials, done)
+    except KeyboardInterrupt:
+        sys.exit(INTERRUPTED)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    # Once: a second signal must not interrupt the recording of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    raise KeyboardInterrupt

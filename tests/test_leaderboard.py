@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from allsearch import leaderboard, table1
+from allsearch.contract import MODEL_URI
 from allsearch.leaderboard import METRIC_COLUMNS, render, runs_to_table
 from allsearch.space import HParams, load_space
 from allsearch.tracked import start_trial
@@ -20,7 +21,9 @@ PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Ac
 
 
 def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, test: float,
-             state: str = "COMPLETE", seed: int = 0, recalls: dict | None = None) -> None:
+             state: str = "COMPLETE", seed: int = 0, recalls: dict | None = None,
+             epochs_run: int = 15, model: bool = False) -> str:
+    """A trial run with final metrics, ended in `state` ("RUNNING": left running); its id."""
     run = start_trial(tracker, parent_id=parent, name=f"trial-{number}",
                               params={"epochs": 15, "batch_size": 64, "loss": "categorical_crossentropy",
                                       "conv_layers": 3, "learning_rate": 0.001, "dropout": 0.5,
@@ -28,9 +31,13 @@ def fake_run(tracker: Tracker, parent: str, number: int, hp: dict, val: float, t
                                       "trial_number": number, "seed": seed, "variant": "tiny"})
     tracker.log_metrics(run.run_id, {"val_accuracy": val, "test_accuracy": test,
                                      "val_prediction_time_s": 1.5, "test_prediction_time_s": 1.4,
-                                     "latency_ms_p50": 3.0, "epochs_run": 15,
+                                     "latency_ms_p50": 3.0, "epochs_run": epochs_run,
                                      **{f"test_recall_{c}": r for c, r in (recalls or {}).items()}})
-    run.end(state)
+    if model:
+        tracker.set_tags(run.run_id, {MODEL_URI: f"models:/m-{run.run_id}"})
+    if state != "RUNNING":
+        run.end(state)
+    return run.run_id
 
 
 @pytest.fixture
@@ -98,6 +105,43 @@ def test_cli_without_any_study(capsys) -> None:
     assert leaderboard.main([]) == 2
     assert "no study found" in capsys.readouterr().err
     assert not Path("mlruns/mlflow.db").exists()  # reading creates no store
+
+
+RESULT_COLUMNS = ["Validation Accuracy", "Validation Accuracy SD", "Validation Prediction Time (s)",
+                  "Test Accuracy", "Test Accuracy SD", "Test Prediction Time (s)",
+                  "Latency p50 (ms)", "Recall Benign", "Recall Benign SD",
+                  "Δ Val vs paper", "Δ Test vs paper"]
+
+
+def test_unfinished_trials_show_no_result_and_rows_link_the_model() -> None:
+    """A killed, failed, pruned or running trial's partial numbers are not a result; the row
+    of a configuration that ran more than once links the run that holds the model."""
+    tracker = Tracker("partial")
+    parent = tracker.start_parent("partial", {"space": "paper"})
+    copy_first = fake_run(tracker, parent, 0, {"batch_size": 32}, 0.86, 0.84)
+    with_model = fake_run(tracker, parent, 5, {"batch_size": 32}, 0.86, 0.84, model=True)
+    plain_first = fake_run(tracker, parent, 1, {"batch_size": 8}, 0.70, 0.70)
+    fake_run(tracker, parent, 6, {"batch_size": 8}, 0.70, 0.70)  # a copy, neither has a model
+    unfinished = {state: fake_run(tracker, parent, 10 + i, {"epochs": 20 + i}, 0.99, 0.98,
+                                  state=state, epochs_run=3 + i, recalls={"Benign": 1.0})
+                  for i, state in enumerate(["KILLED", "FAIL", "PRUNED", "RUNNING"])}
+    table = leaderboard.study_table(tracker, parent)
+    assert len(table) == 6
+    assert list(table["State"][:2]) == ["COMPLETE", "COMPLETE"]
+    assert table.iloc[0]["Run ID"] == with_model != copy_first  # the model's run, not the copy's
+    assert table.iloc[0]["Trial"] == "0,5"
+    assert table.iloc[1]["Run ID"] == plain_first  # no model anywhere: the first run
+    assert table.iloc[0]["Validation Accuracy"] == pytest.approx(0.86)
+    for i, (state, run_id) in enumerate(unfinished.items()):
+        row = table[table["State"] == state].iloc[0]
+        assert row["Run ID"] == run_id and row["Trial"] == str(10 + i)
+        assert row["Epochs Run"] == 3 + i
+        shown = {c: row[c] for c in RESULT_COLUMNS if not pd.isna(row[c])}
+        assert shown == {}, f"a {state} trial shows {shown}"
+    markdown = render(table, "markdown")
+    assert "0.990" not in markdown and "+0.190" not in markdown
+    best = leaderboard.best_configuration(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"))
+    assert best[1]["Run ID"] == with_model
 
 
 def test_metric_columns_match_the_design_names() -> None:

@@ -1,0 +1,304 @@
+"""Faults that used to lose state or lock a user out, reproduced on real processes and files:
+names that become paths, damaged caches, signals, two commands at once, credentials in URLs,
+skipped images, the progress line."""
+
+from __future__ import annotations
+
+import base64
+import http.server
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from allsearch import study
+from allsearch.contract import model_name
+from allsearch.data import CacheWarning, load_dataset
+from allsearch.tracking import check_tracking_uri, resolve_tracking_uri
+
+SPACE = """
+name: tiny
+params:
+  batch_size: {type: categorical, choices: [8, 16]}
+fixed: {epochs: EPOCHS, conv_layers: 2, learning_rate: 0.001, dropout: 0.5, dense_units: 16}
+baseline: {batch_size: 8}
+"""
+
+
+def space(tmp_path: Path, epochs: int = 1) -> Path:
+    path = tmp_path / f"tiny{epochs}.yaml"
+    path.write_text(SPACE.replace("EPOCHS", str(epochs)))
+    return path
+
+
+def command(tmp_path: Path, data: Path, *extra: str, epochs: int = 1) -> list[str]:
+    return [sys.executable, "-m", "allsearch.study", "--space", str(space(tmp_path, epochs)),
+            "--data", str(data), "--study-name", "tiny", "--pruner", "none", *extra]
+
+
+def env(**more: str) -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1", **more}
+
+
+def runs(tmp_path: Path) -> list:
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def wait_for_running_trial(tmp_path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert process.poll() is None, "the study ended before a trial started"
+        time.sleep(0.5)
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        except Exception:  # noqa: BLE001  (not created yet)
+            continue
+        if any(t.state.name == "RUNNING" and t.intermediate_values for t in trials):
+            return
+    raise AssertionError("no trial reached its first epoch")
+
+
+# ----------------------------------------------------------------------------- 1: names
+
+
+@pytest.mark.train
+@pytest.mark.parametrize("name", ["../../../../elsewhere", "x" * 400])
+def test_a_study_name_never_becomes_a_path_outside_the_store(name: str, tiny_data: Path,
+                                                             tmp_path: Path) -> None:
+    code = study.main(["--space", str(space(tmp_path)), "--data", str(tiny_data), "--trials", "1",
+                       "--study-name", name, "--no-progress", "--trials-per-process", "0"])
+    assert code == 0
+    root = (tmp_path / "mlruns" / "artifacts").resolve()
+    assert not (tmp_path.parent / "elsewhere").exists()  # where ../../../../elsewhere leads
+    [folder] = list(root.iterdir())
+    assert len(folder.name) <= 80 and list(folder.rglob("*.png"))  # the study's artifacts
+    client = MlflowClient(resolve_tracking_uri())
+    parent = [r for r in runs(tmp_path) if r.data.tags.get("allsearch.role") == "parent"][0]
+    assert parent.info.status == "FINISHED" and "champion" in parent.data.tags
+    assert client.get_model_version_by_alias(model_name(name), "champion")
+
+
+# ----------------------------------------------------------------------------- 2: caches
+
+
+def test_a_damaged_pixel_cache_is_said_and_rebuilt(tiny_data: Path, isolated_store: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = load_dataset(tiny_data)
+    [cache] = (isolated_store / "cache").glob("pixels-*.npz")
+    for damage in (lambda b: b[: len(b) // 2], lambda b: b"not a zip file at all" * 10,
+                   lambda b: b""):
+        cache.write_bytes(damage(cache.read_bytes()) if cache.stat().st_size else b"x")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            again = load_dataset(tiny_data)
+        damaged = [w for w in caught if issubclass(w.category, CacheWarning)]
+        assert len(damaged) == 1 and "damaged" in str(damaged[0].message)
+        assert not again.report.cache_hit and again.report.cache_written
+        assert (again.x_train == first.x_train).all()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            assert load_dataset(tiny_data).report.cache_hit  # rewritten whole
+    assert not list((isolated_store / "cache").glob("*.tmp"))
+
+
+def test_the_data_command_says_when_no_cache_was_written(tiny_data: Path, tmp_path: Path) -> None:
+    blocked = tmp_path / "cache-is-a-file"
+    blocked.write_text("")
+    done = subprocess.run([sys.executable, "-m", "allsearch.data", str(tiny_data)],
+                          capture_output=True, text=True, timeout=120,
+                          env=env(ALLSEARCH_CACHE_DIR=str(blocked / "sub")))
+    assert done.returncode == 0, done.stderr
+    assert "decoded, no cache written" in done.stdout
+    assert "could not write the pixel cache" in done.stderr and "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- 3: signals
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_sigterm_ends_a_study_like_ctrl_c(tiny_data: Path, tmp_path: Path) -> None:
+    # Trials in worker processes (the default): SIGTERM reaches only the main process, as
+    # `docker stop` or systemd would send it.
+    process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
+                                       epochs=200),
+                               env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_running_trial(tmp_path, process)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "interrupted" in err
+    states = {r.info.run_name: (r.info.status, r.data.tags.get("state")) for r in runs(tmp_path)}
+    assert states["tiny"][0] == "KILLED"
+    assert states["trial-0000"] == ("KILLED", "KILLED")
+    assert "RUNNING" not in [s for s, _ in states.values()]
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_full(
+        tiny_data: Path, tmp_path: Path) -> None:
+    heartbeat = {"ALLSEARCH_HEARTBEAT_S": "1", "ALLSEARCH_GRACE_S": "3"}
+    first = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress"),
+                           env=env(**heartbeat), capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
+                                       "--trials-per-process", "0", epochs=200),
+                               env=env(**heartbeat), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for_running_trial(tmp_path, process)
+    os.killpg(process.pid, signal.SIGKILL)  # a dead machine: nothing gets to clean up
+    process.wait()
+    time.sleep(5)  # past the grace period
+    full = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress"),
+                          env=env(**heartbeat), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr[-2000:]
+    states = {r.info.run_name: r.info.status for r in runs(tmp_path)}
+    assert states == {"tiny": "FINISHED", "trial-0000": "FINISHED", "trial-0001": "KILLED"}
+    trials = optuna.load_study(study_name="tiny",
+                               storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}").trials
+    assert trials[1].state.name == "FAIL"
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_ctrl_c_while_a_worker_starts_prints_no_traceback(tiny_data: Path, tmp_path: Path) -> None:
+    process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
+                                       epochs=50),
+                               env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    children: list[str] = []
+    deadline = time.time() + 60
+    while not children and time.time() < deadline:
+        time.sleep(0.05)
+        found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
+        children = found.stdout.split()
+    assert children, "no worker process started"
+    time.sleep(0.3)  # the worker is importing TensorFlow now
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130
+    assert "Traceback" not in err, err[-3000:]
+
+
+# ----------------------------------------------------------------------------- 4: races
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_two_commands_started_together_on_a_fresh_folder_both_run(tiny_data: Path,
+                                                                   tmp_path: Path) -> None:
+    argv = command(tmp_path, tiny_data, "--trials", "1", "--no-progress",
+                   "--trials-per-process", "0")
+    processes = [subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
+    assert [code for code, _ in results] == [0, 0], [err[-1500:] for _, err in results]
+
+
+# ----------------------------------------------------------------------------- 5: credentials
+
+
+class _Health(http.server.BaseHTTPRequestHandler):
+    """An MLflow-like /health endpoint that records the Authorization header it gets."""
+
+    seen: list[str | None] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        _Health.seen.append(self.headers.get("Authorization"))
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_credentials_in_a_tracking_url_reach_the_server() -> None:
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Health)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        check_tracking_uri(f"http://alice:s3cret@127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+    assert _Health.seen == ["Basic " + base64.b64encode(b"alice:s3cret").decode()]
+
+
+# ----------------------------------------------------------------------------- 8: data
+
+
+@pytest.mark.train
+def test_a_study_says_what_it_skipped_and_logs_the_list(tiny_data: Path, tmp_path: Path) -> None:
+    (tiny_data / "Early" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    done = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress",
+                                  "--trials-per-process", "0"),
+                          env=env(), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "skipped" in line]
+    assert lines[0].startswith("warning: skipped 3 file(s)")
+    assert any("broken.png" in line for line in lines) and "Traceback" not in done.stderr
+    parent = [r for r in runs(tmp_path) if r.data.tags.get("allsearch.role") == "parent"][0]
+    assert parent.data.params["n_skipped"] == "3"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    listed = Path(client.download_artifacts(parent.info.run_id, "skipped_files.txt")).read_text()
+    assert "Early/broken.png" in listed and len(listed.splitlines()) == 3
+
+
+def test_a_failed_data_load_leaves_no_study_behind(tmp_path: Path, capsys) -> None:
+    (tmp_path / "one_class" / "A").mkdir(parents=True)
+    code = study.main(["--space", str(space(tmp_path)), "--data", str(tmp_path / "one_class"),
+                       "--trials", "1", "--no-progress"])
+    assert code == 2 and "class folder" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+# ----------------------------------------------------------------------------- 9: progress
+
+
+@pytest.mark.train
+def test_the_progress_line_shows_the_running_epoch_and_an_honest_rate(tiny_data: Path,
+                                                                      tmp_path: Path) -> None:
+    started = time.monotonic()
+    done = subprocess.run(command(tmp_path, tiny_data, "--trials", "2", "--trials-per-process",
+                                  "0", epochs=3),
+                          env=env(COLUMNS="200"), capture_output=True, text=True, timeout=300)
+    wall = time.monotonic() - started
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"#\d+ epoch [123]/3 val \d\.\d{3}", done.stderr), done.stderr[-2000:]
+    rates = re.findall(r"(\d+\.\d+)(s/trial|trial/s)[,\]]", done.stderr)
+    assert rates, done.stderr[-1000:]
+    value, unit = rates[-1]
+    seconds_per_trial = float(value) if unit == "s/trial" else 1 / float(value)
+    assert seconds_per_trial < wall  # two trials took `wall`: one cannot take longer
+    assert seconds_per_trial > 0.05 * wall  # and not a hundredth of it
+
+
+# ----------------------------------------------------------------------------- 7: read-only
+
+
+@pytest.mark.train
+def test_resuming_on_a_read_only_store_says_read_only(tiny_data: Path, tmp_path: Path,
+                                                      capsys) -> None:
+    argv = ["--space", str(space(tmp_path)), "--data", str(tiny_data), "--no-progress",
+            "--trials-per-process", "0", "--study-name", "tiny"]
+    assert study.main([*argv, "--trials", "1"]) == 0
+    capsys.readouterr()
+    read_only = f"sqlite:///file:{tmp_path / 'mlruns' / 'mlflow.db'}?mode=ro&uri=true"
+    assert study.main([*argv, "--trials", "2", "--tracking-uri", read_only]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [x for x in err.splitlines() if x.startswith("error:")]
+    assert "is read-only" in line and "max length" not in line
