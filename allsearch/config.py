@@ -81,6 +81,10 @@ class StudyConfig:
         "auto", "training precision; auto: bfloat16 (mixed, output layer in float32) where the "
                 "CPU computes bf16 natively, else float32", choices=PRECISIONS)
     split_seed: int = setting(42, "seed of the 70/15/15 split")
+    trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
+                                    "stand-in that sleeps and returns a synthetic result (load "
+                                    "tests of the study loop: it measures coordination, not "
+                                    "training)")
     progress: bool = setting(True, "show the progress bar")
 
     def validate(self) -> None:
@@ -99,6 +103,9 @@ class StudyConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {list(choices)}, "
                                   f"got {getattr(self, f.name)!r}")
+        from allsearch.standin import parse
+
+        parse(self.trainer)
         if self.record is not None and self.tracking_uri is not None:
             raise ConfigError("--record and --tracking-uri exclude each other: --record writes "
                               "the runs to a folder, import them into MLflow later")

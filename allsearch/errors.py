@@ -68,8 +68,8 @@ def redact_text(text: str, uri: str) -> str:
 
 
 def store_errors() -> tuple[type[BaseException], ...]:
-    """What a store that cannot be reached or written raises (OSError, and MLflow's and
-    SQLAlchemy's errors where installed): these end a study, not a trial."""
+    """What a store that cannot be reached or written raises (OSError, and MLflow's,
+    SQLAlchemy's and gRPC's errors where installed): these end a study, not a trial."""
     errors: list[type[BaseException]] = [OSError]
     try:
         from mlflow.exceptions import MlflowException
@@ -81,6 +81,12 @@ def store_errors() -> tuple[type[BaseException], ...]:
         import sqlalchemy.exc
 
         errors.append(sqlalchemy.exc.SQLAlchemyError)
+    except ImportError:
+        pass
+    try:
+        import grpc  # the Optuna storage proxy's transport
+
+        errors.append(grpc.RpcError)
     except ImportError:
         pass
     return tuple(errors)

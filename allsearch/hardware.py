@@ -9,12 +9,14 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import platform
+import sys
 from typing import Literal
 
 from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
-           "threads_per_worker", "configure_threads", "package_versions"]
+           "threads_per_worker", "configure_threads", "package_versions", "use_threads",
+           "start_tensorflow"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -96,3 +98,45 @@ def package_versions() -> dict[str, str]:
             continue
     versions["python"] = platform.python_version()
     return versions
+
+
+_threads: int | None = None  # what use_threads asked for, applied when TensorFlow starts
+
+
+def use_threads(n_threads: int) -> None:
+    """The TensorFlow thread count of this process, applied when its runtime starts (now, if
+    it already has: a runtime that has run an operation keeps its count)."""
+    global _threads
+    _threads = n_threads
+    if "tensorflow" in sys.modules:
+        configure_threads(n_threads)
+
+
+def start_tensorflow() -> None:
+    """Import TensorFlow once per process, quietly and with the thread count of use_threads
+    (else $ALLSEARCH_THREADS); a process that trains nothing never pays for it.
+
+    TensorFlow writes its start-up lines (oneDNN, CUDA probing) straight to file descriptor 2,
+    ignoring TF_CPP_MIN_LOG_LEVEL: they are hidden while it starts. Under another Keras
+    backend (KERAS_BACKEND=jax, on a machine without TensorFlow) this does nothing.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
+        return
+    threads = _threads or (threads_per_worker(1) if os.environ.get("ALLSEARCH_THREADS") else None)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            try:
+                import tensorflow as tf
+
+                if threads:
+                    configure_threads(threads)
+                tf.constant(0)  # starts the runtime: the CUDA probe logs here, once
+            except ImportError:
+                pass  # Keras reports a missing backend itself, with its message
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

@@ -123,6 +123,10 @@ def _replay(tracker: Any, run_id: str, event: dict[str, Any], artifacts: Path,
 
 def _log_model(tracker: Any, run_id: str, folder: Path) -> str:
     import joblib
+
+    from allsearch.hardware import start_tensorflow
+
+    start_tensorflow()
     import keras
 
     meta = json.loads((folder / MODEL_META).read_text())

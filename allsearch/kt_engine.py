@@ -71,6 +71,9 @@ def hyperparameters(space: SearchSpace, *, tuner: str) -> keras_tuner.HyperParam
     sampled: Hyperband trains each configuration for the epochs its bracket gives, up to the
     space's largest epoch count.
     """
+    from allsearch.hardware import start_tensorflow
+
+    start_tensorflow()
     import keras_tuner
 
     hp = keras_tuner.HyperParameters()

@@ -8,12 +8,16 @@ which gives the 1,728,932 parameters of the paper's network on 100x100x1 inputs,
 from __future__ import annotations
 
 from collections.abc import Sequence
-
-import keras
-from keras import layers
+from typing import TYPE_CHECKING
 
 from allsearch.errors import ModelError
 from allsearch.space import HParams
+
+if TYPE_CHECKING:
+    import keras
+
+# Keras is imported where a network is built: the geometry below (max_conv_layers) is read by
+# processes that never build one.
 
 __all__ = ["build_cnn", "conv_blocks", "max_conv_layers", "PAPER_BLOCKS", "PIXELS", "HOG_PCA"]
 
@@ -56,6 +60,9 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
     features='pixels': the CNN on the image; 'hog_pca': a dense network on the PCA components;
     'both': the CNN branch and a dense branch on the components, joined before the dense layer.
     """
+    import keras
+    from keras import layers
+
     if n_classes < 2:
         raise ModelError(f"n_classes must be >= 2, got {n_classes}")
     inputs: list[keras.KerasTensor] = []
@@ -100,6 +107,8 @@ def _augmentation(image: keras.KerasTensor) -> keras.KerasTensor:
     pixel branch is augmented: the HOG/PCA components are computed once, from the unaugmented
     images (so `augment` changes nothing under features=hog_pca).
     """
+    from keras import layers
+
     x = layers.RandomFlip("horizontal_and_vertical", name="augment_flip", dtype="float32")(image)
     x = layers.RandomRotation(0.028, fill_mode="reflect", name="augment_rotate",
                               dtype="float32")(x)
@@ -120,11 +129,15 @@ def _standardization(image: keras.KerasTensor) -> keras.KerasTensor:
     After augmentation, it also undoes most of the brightness/contrast change (all but the
     clipping): flips and rotations remain.
     """
+    from keras import layers
+
     return layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-6,
                                      name="standardize", dtype="float32")(image)
 
 
 def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int) -> keras.KerasTensor:
+    from keras import layers
+
     conv_layers = hparams.conv_layers
     deepest = max_conv_layers(image_size)
     if not 1 <= conv_layers <= deepest:

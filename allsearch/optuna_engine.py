@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from allsearch import lifecycle, workers
+from allsearch import lifecycle, standin, workers
 from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
 from allsearch.contract import CONFIG_KEY, PARENT_ATTR
 from allsearch.data import Dataset
@@ -147,8 +147,6 @@ class Context:
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
-    from optuna_integration import KerasPruningCallback
-
     config = ctx.config
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
@@ -173,7 +171,13 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         # Pruning follows the first seed; later seeds of --repeats run to the end. The callback
         # reports every epoch's val_accuracy to the storage (the progress line reads it), and
         # prunes nothing under --pruner none.
-        pruning = [KerasPruningCallback(trial, "val_accuracy")]
+        seconds = standin.parse(config.trainer)
+        if seconds is None:
+            from optuna_integration import KerasPruningCallback
+
+            pruning, trainer = [KerasPruningCallback(trial, "val_accuracy")], None
+        else:
+            pruning, trainer = [standin.PruningReporter(trial)], standin.stand_in(seconds)
         tracked = run_tracked(
             ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
             dataset=ctx.dataset, hparams=hparams, seeds=seeds, params=params, tags=tags,
@@ -182,7 +186,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
             log_model=lambda value: config.log_models == "all" or (
                 config.log_models == "best" and value > _best_value(trial.study)),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
-            on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None)
+            on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer)
     except optuna.TrialPruned:
         raise
     except StoreError as exc:

@@ -58,6 +58,10 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context: Any) -> None:
         import joblib
+
+        from allsearch.hardware import start_tensorflow
+
+        start_tensorflow()  # quietly: TensorFlow's start-up lines are no use to a caller
         import keras
 
         artifacts = context.artifacts

@@ -23,6 +23,25 @@ from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_ra
 __all__ = ["open_storage", "storage_url", "heartbeat_settings", "SCHEMA_RACE_ATTEMPTS"]
 
 SCHEMA_RACE_ATTEMPTS = 5
+GRPC_SCHEME = "grpc://"
+
+
+def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or not port:
+        raise ConfigError(f"--storage '{redact(url)}': a proxy is grpc://HOST:PORT, e.g. "
+                          f"grpc://localhost:13000 (python -m allsearch.proxy serves one)")
+    try:
+        return optuna.storages.GrpcStorageProxy(host=host, port=port)
+    except Exception as exc:  # grpc raises its own types for a proxy that is not there
+        raise StoreError(f"--storage '{redact(url)}' cannot be reached ({first_line(exc)[:160]}); "
+                         f"start the proxy (python -m allsearch.proxy) or fix the URL") from None
 
 
 def storage_url(url: str | None, *, record: str | None = None) -> str:
@@ -42,9 +61,12 @@ def heartbeat_settings() -> tuple[int, int]:
     return interval, grace
 
 
-def open_storage(url: str | None, *, record: str | None = None) -> optuna.storages.RDBStorage:
-    """Optuna's RDB storage with heartbeats: a trial whose worker died is failed and retried."""
+def open_storage(url: str | None, *, record: str | None = None) -> optuna.storages.BaseStorage:
+    """Optuna's RDB storage with heartbeats (a trial whose worker died is failed and retried),
+    or `grpc://HOST:PORT`, Optuna's storage proxy (python -m allsearch.proxy) in front of one."""
     url = storage_url(url, record=record)
+    if url.startswith(GRPC_SCHEME):
+        return _grpc_storage(url)
     if "://" not in url:
         raise ConfigError(f"--storage '{redact(url)}' is not a database URL; use e.g. "
                           f"sqlite:///mlruns/optuna.db or postgresql://user@host/db")

@@ -22,8 +22,9 @@ from allsearch import reports
 from allsearch.contract import CONFIG_KEY, MODEL_URI, RECALL_PREFIX, ROLE, RUN_STATUS, STATE, State
 from allsearch.data import Dataset
 from allsearch.errors import StoreError, cannot_write, first_line, store_errors
+from allsearch.hardware import Precision
+from allsearch.results import TrialResult
 from allsearch.space import HParams
-from allsearch.trial import Precision, TrialResult, run_trial
 
 __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate", "config_key",
            "find_duplicate", "record_duplicate", "STORE_ERRORS"]
@@ -95,6 +96,14 @@ class TrackedTrial:
         return self.metrics["val_accuracy"]
 
 
+def run_trial(*args: Any, **kwargs: Any) -> TrialResult:
+    """allsearch.trial.run_trial, imported when a trial first trains: a process that only
+    supervises, records duplicates or runs a stand-in never loads Keras."""
+    from allsearch import trial
+
+    return trial.run_trial(*args, **kwargs)
+
+
 def start_trial(store: Any, *, parent_id: str | None, name: str, params: dict[str, Any],
                 tags: dict[str, Any] | None = None) -> TrialRun:
     """A new trial run (role trial, state RUNNING) under `parent_id`."""
@@ -140,7 +149,8 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 pruned_exceptions: tuple[type[BaseException], ...] = (),
                 log_model: bool | Callable[[float], bool] = False,
                 on_started: Callable[[TrialRun], None] | None = None,
-                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrackedTrial:
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                trainer: Callable[..., TrialResult] | None = None) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
@@ -152,7 +162,8 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                             hparams=hparams, seeds=seeds, params=params, tags=tags,
                             precision=precision, first_callbacks=first_callbacks,
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
-                            on_started=on_started, on_epoch=on_epoch)
+                            on_started=on_started, on_epoch=on_epoch,
+                            trainer=trainer or run_trial)
     except STORE_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
             raise
@@ -166,7 +177,8 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  pruned_exceptions: tuple[type[BaseException], ...],
                  log_model: bool | Callable[[float], bool],
                  on_started: Callable[[TrialRun], None] | None,
-                 on_epoch: Callable[[int, dict[str, float]], None] | None) -> TrackedTrial:
+                 on_epoch: Callable[[int, dict[str, float]], None] | None,
+                 trainer: Callable[..., TrialResult]) -> TrackedTrial:
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
     run = start_trial(store, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
@@ -184,7 +196,7 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     try:
         for i, seed in enumerate(seeds):
             first = i == 0
-            results.append(run_trial(dataset, hparams, seed=seed, precision=precision,
+            results.append(trainer(dataset, hparams, seed=seed, precision=precision,
                                      callbacks=first_callbacks if first else (),
                                      on_epoch=log_epoch if first else None,
                                      history=history if first else None))

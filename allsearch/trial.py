@@ -8,92 +8,28 @@ train, evaluate and time models the same way. trial.py never touches MLflow: cal
 from __future__ import annotations
 
 import gc
-import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-import keras
-import numpy as np
-from sklearn.metrics import classification_report, confusion_matrix
+from allsearch.hardware import Precision, start_tensorflow
 
-from allsearch.contract import EPOCH_METRICS, RECALL_PREFIX
-from allsearch.data import Dataset
-from allsearch.errors import ConfigError
-from allsearch.hardware import Precision
-from allsearch.model import HOG_PCA, PIXELS, build_cnn
-from allsearch.space import HParams
+start_tensorflow()  # quietly, with this process's thread count, before Keras loads it
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from allsearch.contract import EPOCH_METRICS  # noqa: E402
+from allsearch.data import Dataset  # noqa: E402
+from allsearch.errors import ConfigError  # noqa: E402
+from allsearch.model import HOG_PCA, PIXELS, build_cnn  # noqa: E402
+from allsearch.results import TrialResult, recall_metric  # noqa: E402
+from allsearch.space import HParams  # noqa: E402
 
 __all__ = ["TrialResult", "run_trial", "model_inputs", "network_inputs", "timed_predict",
            "latency_ms", "recall_metric", "Precision"]
 LATENCY_WARMUP = 5
 LATENCY_SAMPLES = 50
-
-
-@dataclass
-class TrialResult:
-    """Everything one training run produced; plain values only (and the trained model)."""
-
-    hparams: HParams
-    seed: int
-    class_names: tuple[str, ...]
-    history: dict[str, list[float]]
-    epochs_run: int
-    train_time_s: float
-    val_accuracy: float
-    test_accuracy: float
-    val_prediction_time_s: float
-    test_prediction_time_s: float
-    latency_ms_p50: float
-    latency_ms_p95: float
-    y_test: np.ndarray
-    test_probabilities: np.ndarray
-    test_files: tuple[str, ...]
-    precision: str = "float32"
-    kept_epoch: int = 0  # the epoch (1-based) whose weights were evaluated
-    model: keras.Model | None = field(default=None, repr=False)
-
-    @property
-    def test_predictions(self) -> np.ndarray:
-        return self.test_probabilities.argmax(axis=1)
-
-    def confusion(self) -> np.ndarray:
-        return confusion_matrix(self.y_test, self.test_predictions,
-                                labels=list(range(len(self.class_names))))
-
-    def per_class_report(self) -> dict[str, Any]:
-        return classification_report(self.y_test, self.test_predictions,
-                                     labels=list(range(len(self.class_names))),
-                                     target_names=list(self.class_names), output_dict=True,
-                                     zero_division=0)
-
-    def final_metrics(self) -> dict[str, float]:
-        """The final metrics under their contract names (docs/design.md)."""
-        return {
-            "val_accuracy": self.val_accuracy,
-            "test_accuracy": self.test_accuracy,
-            "val_prediction_time_s": self.val_prediction_time_s,
-            "test_prediction_time_s": self.test_prediction_time_s,
-            "latency_ms_p50": self.latency_ms_p50,
-            "latency_ms_p95": self.latency_ms_p95,
-            "epochs_run": float(self.epochs_run),
-            "kept_epoch": float(self.kept_epoch or self.epochs_run),
-            "train_time_s": self.train_time_s,
-            **self.recalls(),
-        }
-
-    def recalls(self) -> dict[str, float]:
-        """Test recall per class (a class absent from the test split has none)."""
-        matrix = self.confusion()
-        return {recall_metric(name): float(matrix[i, i] / matrix[i].sum())
-                for i, name in enumerate(self.class_names) if matrix[i].sum()}
-
-
-def recall_metric(class_name: str) -> str:
-    """The metric name of one class's test recall; characters MLflow refuses in a metric name
-    (it takes ASCII letters, digits, `_ - . /` and spaces) become `_`."""
-    return RECALL_PREFIX + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)
 
 
 class _EpochRecorder(keras.callbacks.Callback):

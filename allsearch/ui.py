@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
         raise StoreError("a UI server stopped by itself; run with --debug to see why")
 
-    return cli.main_wrapper(run, parser, argv, tensorflow=False)
+    return cli.main_wrapper(run, parser, argv)
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ def test_thread_count_reaches_tensorflow(env: dict[str, str], expected: int | No
     import subprocess
     import sys
 
-    code = ("from allsearch import cli; cli.quiet_libraries(); import tensorflow as tf; "
-            "print(tf.config.threading.get_intra_op_parallelism_threads())")
+    # The trial module starts TensorFlow (quietly, with the count) when a process first trains.
+    code = ("from allsearch import cli; cli.quiet_libraries(); import allsearch.trial; "
+            "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
     environment = {k: v for k, v in os.environ.items() if k != "ALLSEARCH_THREADS"}
     done = subprocess.run([sys.executable, "-c", code], env={**environment, **env},
                           capture_output=True, text=True, check=True)
@@ -72,3 +73,16 @@ def test_threads_per_worker_splits_cores(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("ALLSEARCH_THREADS", "many")
     with pytest.raises(ConfigError, match="ALLSEARCH_THREADS must be a positive integer"):
         hardware.threads_per_worker(1)
+
+
+def test_a_worker_thread_count_reaches_tensorflow_started_later() -> None:
+    """A worker sets its share of the cores before anything imports TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("from allsearch import cli; cli.quiet_libraries(threads=1); import sys; "
+            "assert 'tensorflow' not in sys.modules; import allsearch.trial; "
+            "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert int(done.stdout.split()[-1]) == 1
+    assert "oneDNN" not in done.stderr and "cuda" not in done.stderr.lower()  # started quietly

@@ -1,0 +1,86 @@
+"""What one training run produced: plain values (and the trained model), no Keras import.
+
+allsearch.trial.run_trial makes a TrialResult; tracking, the recorder and the engines read it.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from allsearch.contract import RECALL_PREFIX
+from allsearch.space import HParams
+
+__all__ = ["TrialResult", "recall_metric"]
+
+
+@dataclass
+class TrialResult:
+    """Everything one training run produced; plain values only (and the trained model)."""
+
+    hparams: HParams
+    seed: int
+    class_names: tuple[str, ...]
+    history: dict[str, list[float]]
+    epochs_run: int
+    train_time_s: float
+    val_accuracy: float
+    test_accuracy: float
+    val_prediction_time_s: float
+    test_prediction_time_s: float
+    latency_ms_p50: float
+    latency_ms_p95: float
+    y_test: np.ndarray
+    test_probabilities: np.ndarray
+    test_files: tuple[str, ...]
+    precision: str = "float32"
+    kept_epoch: int = 0  # the epoch (1-based) whose weights were evaluated
+    model: Any = field(default=None, repr=False)  # the trained keras.Model, when kept
+
+    @property
+    def test_predictions(self) -> np.ndarray:
+        return self.test_probabilities.argmax(axis=1)
+
+    def confusion(self) -> np.ndarray:
+        from sklearn.metrics import confusion_matrix
+
+        return confusion_matrix(self.y_test, self.test_predictions,
+                                labels=list(range(len(self.class_names))))
+
+    def per_class_report(self) -> dict[str, Any]:
+        from sklearn.metrics import classification_report
+
+        return classification_report(self.y_test, self.test_predictions,
+                                     labels=list(range(len(self.class_names))),
+                                     target_names=list(self.class_names), output_dict=True,
+                                     zero_division=0)
+
+    def final_metrics(self) -> dict[str, float]:
+        """The final metrics under their contract names (docs/design.md)."""
+        return {
+            "val_accuracy": self.val_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "val_prediction_time_s": self.val_prediction_time_s,
+            "test_prediction_time_s": self.test_prediction_time_s,
+            "latency_ms_p50": self.latency_ms_p50,
+            "latency_ms_p95": self.latency_ms_p95,
+            "epochs_run": float(self.epochs_run),
+            "kept_epoch": float(self.kept_epoch or self.epochs_run),
+            "train_time_s": self.train_time_s,
+            **self.recalls(),
+        }
+
+    def recalls(self) -> dict[str, float]:
+        """Test recall per class (a class absent from the test split has none)."""
+        matrix = self.confusion()
+        return {recall_metric(name): float(matrix[i, i] / matrix[i].sum())
+                for i, name in enumerate(self.class_names) if matrix[i].sum()}
+
+
+def recall_metric(class_name: str) -> str:
+    """The metric name of one class's test recall; characters MLflow refuses in a metric name
+    (it takes ASCII letters, digits, `_ - . /` and spaces) become `_`."""
+    return RECALL_PREFIX + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)

@@ -1,0 +1,107 @@
+"""The commands that only read a store (leaderboard, ui) on faulty stores, paths and flags:
+one `error:` line and exit code 2, never a traceback, run as a user runs them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from allsearch import leaderboard
+from allsearch.tracked import start_trial
+from allsearch.tracking import Tracker
+from conftest import free_port, one_line_error
+
+
+def command(*args: str, timeout: float = 120) -> tuple[subprocess.CompletedProcess, float]:
+    """`python -m allsearch.<args>` in the test's folder: (its result, seconds it took)."""
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return done, time.monotonic() - started
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    """The one line a failed command printed (nothing else but library noise)."""
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, done.stderr[-3000:]
+    return lines[0]
+
+
+def small_study(name: str = "readme") -> str:
+    """A study in the default store (one complete trial run, nothing trained); its parent id."""
+    tracker = Tracker(name)
+    parent = tracker.start_parent(name, {"space": "paper"})
+    run = start_trial(tracker, parent_id=parent, name="trial-0",
+                      params={"epochs": 15, "batch_size": 64, "loss": "categorical_crossentropy",
+                              "conv_layers": 3, "trial_number": 0, "seed": 0, "variant": "tiny"})
+    tracker.log_metrics(run.run_id, {"val_accuracy": 0.8, "test_accuracy": 0.8, "epochs_run": 15})
+    run.end("COMPLETE")
+    tracker.end_run(parent)
+    return parent
+
+
+def test_leaderboard_unreachable_server_fails_fast() -> None:
+    done, seconds = command("allsearch.leaderboard", "--tracking-uri", "http://127.0.0.1:1")
+    line = error_line(done)
+    assert "MLflow server 'http://127.0.0.1:1' cannot be reached" in line
+    assert seconds < 15, f"took {seconds:.0f} s"
+
+
+@pytest.mark.parametrize("damage", ["random bytes", "truncated"])
+def test_leaderboard_on_a_corrupt_store_names_the_file(tmp_path: Path, damage: str) -> None:
+    small_study()
+    store = tmp_path / "mlruns" / "mlflow.db"
+    assert leaderboard.main([]) == 0  # readable before the damage
+    if damage == "random bytes":
+        store.write_bytes(os.urandom(store.stat().st_size))
+    else:
+        store.write_bytes(store.read_bytes()[:4096])
+    done, _ = command("allsearch.leaderboard")
+    line = error_line(done)
+    assert str(store) in line and "damaged" in line and "move it aside" in line, line
+    for other in ("allsearch.ui", "--port", str(free_port())), ("allsearch.leaderboard", "--study", "x"):
+        assert str(store) in error_line(command(*other)[0])
+
+
+def test_leaderboard_writes_into_folders_it_creates(tmp_path: Path, capsys) -> None:
+    small_study()
+    out, space = tmp_path / "reports" / "missing" / "x.md", Path("missing/dir/x.yaml")
+    assert leaderboard.main(["--out", str(out), "--save-space", str(space)]) == 0
+    assert out.read_text().startswith("| epochs |")
+    assert "sample" in space.read_text() and (tmp_path / space).is_file()
+    # Where a folder cannot be made (a file is in the way): one line naming the flag.
+    (tmp_path / "taken").write_text("a file, not a folder")
+    capsys.readouterr()
+    assert leaderboard.main(["--out", "taken/x.md"]) == 2
+    line = one_line_error(capsys)
+    assert "--out 'taken/x.md' cannot be written" in line, line
+    assert leaderboard.main(["--save-space", "taken/sub/x.yaml"]) == 2
+    assert "--save-space 'taken/sub/x.yaml' cannot be written" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "-1"])
+def test_ui_port_out_of_range(port: str) -> None:
+    small_study()  # everything else is fine: the flag is what is wrong
+    line = error_line(command("allsearch.ui", "--port", port, timeout=60)[0])
+    assert f"--port must be between 1 and 65535, got {port}" in line, line
+
+
+def test_ui_without_any_study(tmp_path: Path) -> None:
+    # The leaderboard first, as a user tries it: it creates no store, and the UI then says
+    # what to do instead of failing on the Optuna storage.
+    assert error_line(command("allsearch.leaderboard")[0]).startswith("error: no study found")
+    for _ in range(2):
+        line = error_line(command("allsearch.ui", "--port", str(free_port()))[0])
+        assert line.startswith("error: no study found") and \
+            "run python -m allsearch.study first" in line, line
+        # A store that holds no study yet (e.g. created by hand) is no different.
+        (tmp_path / "mlruns").mkdir(exist_ok=True)
+        (tmp_path / "mlruns" / "mlflow.db").touch()
+    assert not (tmp_path / "mlruns" / "optuna.db").exists()
