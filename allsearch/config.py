@@ -68,8 +68,12 @@ class StudyConfig:
                               "objective is the mean validation accuracy")
     workers: int = setting(1, "processes on this machine sharing the study")
     trials_per_process: int = setting(
-        1, "trials a worker process runs before a fresh one replaces it (TensorFlow keeps "
-           "memory after every fit); 0 runs every trial in this process (with --workers 1)")
+        0, "at most this many trials per process, then a fresh one takes over (0: no count; "
+           "a process runs trials until its memory grows past --worker-memory-mb)")
+    worker_memory_mb: int = setting(
+        256, "a process takes trials until its resident memory has grown this many MB past its "
+             "first trial (TensorFlow keeps some after every fit), then a fresh one replaces it "
+             "(0: no limit)")
     retrain_duplicates: bool = setting(
         False, "train a configuration again when the sampler proposes one that already "
                "completed with the same seed (by default its result is reused: training is "
@@ -92,10 +96,11 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
-        value = self.trials_per_process
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"--trials-per-process must be 0 (all in this process) or a "
-                              f"positive integer, got {value!r}")
+        for name in ("trials_per_process", "worker_memory_mb"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or a positive "
+                                  f"integer, got {value!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):

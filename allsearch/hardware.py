@@ -16,7 +16,7 @@ from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
-           "start_tensorflow"]
+           "start_tensorflow", "process_age_s", "resident_mb"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -140,3 +140,23 @@ def start_tensorflow() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc), or None where unknown."""
+    try:
+        fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+        uptime = float(open("/proc/uptime").read().split()[0])
+        return max(0.0, uptime - started)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory now (Linux /proc), in MB, or None where unknown."""
+    try:
+        pages = int(open("/proc/self/statm").read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None

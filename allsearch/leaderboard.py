@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,11 +20,12 @@ import numpy as np
 import pandas as pd
 
 from allsearch.contract import MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX
-from allsearch.errors import ConfigError
+from allsearch.errors import ConfigError, StoreError, first_line, redact, redact_text
 from allsearch.space import HParams, fixed_space_text
 
 __all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
-           "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown", "main"]
+           "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown", "main",
+           "damaged_store", "write_output"]
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
 Format = Literal["markdown", "csv", "html", "latex", "json"]
@@ -220,7 +222,7 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
     text = fixed_space_text(hparams, name=Path(path).stem,
                             description=f"The best configuration found by study '{study}'.",
                             comments=comments)
-    Path(path).write_text(text, encoding="utf-8")
+    write_output(str(path), text, "--save-space")
     return hparams, row
 
 
@@ -279,10 +281,39 @@ def markdown(table: pd.DataFrame) -> str:
 def load_study_runs(study: str | None = None, *, tracking_uri: str | None = None
                     ) -> tuple[str, pd.DataFrame]:
     """(study name, its child runs); without a name, the study whose parent run is newest."""
-    from allsearch.tracking import find_study_parent, runs_of_parent
+    from allsearch.tracking import STORE_ERRORS, find_study_parent, resolve_tracking_uri, runs_of_parent
 
-    name, parent_id = find_study_parent(study, tracking_uri=tracking_uri)
-    return name, runs_of_parent(parent_id, tracking_uri=tracking_uri)
+    try:
+        name, parent_id = find_study_parent(study, tracking_uri=tracking_uri)
+        return name, runs_of_parent(parent_id, tracking_uri=tracking_uri)
+    except STORE_ERRORS as exc:  # e.g. an mlflow.db overwritten or cut short
+        raise damaged_store(resolve_tracking_uri(tracking_uri), exc) from None
+
+
+def damaged_store(uri: str, exc: BaseException) -> StoreError:
+    """The error for a store that is there but cannot be read, naming its file."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        reason = re.sub(r"^\([\w.]+\)\s*", "", first_line(exc))[:160]  # no "(sqlite3.DatabaseError)"
+        return StoreError(f"the MLflow store {path} cannot be read ({reason}): it "
+                          f"is damaged; move it aside (mv {path} {path}.damaged) and run the "
+                          f"study again, or pass --tracking-uri")
+    return StoreError(f"MLflow store '{redact(uri)}' cannot be read "
+                      f"({redact_text(first_line(exc), uri)[:160]}); check --tracking-uri")
+
+
+def write_output(path: str, text: str, flag: str) -> None:
+    """Write a command's output file, creating its folder; one line where it cannot be."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        reason = (f"{exc.filename} is a file, not a folder"
+                  if isinstance(exc, FileExistsError | NotADirectoryError) and exc.filename
+                  else exc.strerror or first_line(exc))
+        raise ConfigError(f"{flag} '{path}' cannot be written ({reason}); pass a file in a "
+                          f"folder you can write to") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -322,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"study '{name}': trial {row['Trial']} (validation {row['Validation Accuracy']:.3f}) "
                   f"written to {args.save_space} as a space that samples nothing", file=sys.stderr)
         if args.out:
-            Path(args.out).write_text(text, encoding="utf-8")
+            write_output(args.out, text, "--out")
             print(f"study '{name}': {len(table)} rows written to {args.out}", file=sys.stderr)
         else:
             sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -23,6 +23,7 @@ from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
 from allsearch.contract import CONFIG_KEY, PARENT_ATTR
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, first_line, redact, store_errors
+from allsearch.hardware import process_age_s, resident_mb
 from allsearch.lifecycle import Prepared
 from allsearch.progress import ProgressBar, summarize
 from allsearch.space import SearchSpace, load_space
@@ -90,7 +91,8 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
                 return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                                          pruner=pruner), False
         except store_errors() as exc:
-            raise StoreError(f"study storage '{redact(storage.url)}' cannot be written "
+            url = getattr(storage, "url", None) or config.storage or ""
+            raise StoreError(f"study storage '{redact(url)}' cannot be used "
                              f"({first_line(exc)}); check that its folder is writable and the "
                              f"disk not full, or pass another --storage") from None
 
@@ -144,6 +146,8 @@ class Context:
     base_params: dict[str, Any] = field(default_factory=dict)
     fatal: BaseException | None = None
     bar: ProgressBar | None = None
+    # Seconds this process spent before its first trial (start-up, data load): logged on it.
+    startup: dict[str, float] = field(default_factory=dict)
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float:
@@ -186,7 +190,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
             log_model=lambda value: config.log_models == "all" or (
                 config.log_models == "best" and value > _best_value(trial.study)),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
-            on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer)
+            on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
+            timings=_first_trial_timings(ctx))
     except optuna.TrialPruned:
         raise
     except StoreError as exc:
@@ -203,6 +208,16 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
     return tracked.value
 
 
+def _first_trial_timings(ctx: Context) -> dict[str, float]:
+    """The process's start-up seconds, once: on the first trial it runs."""
+    timings, ctx.startup = ctx.startup, {}
+    if timings:
+        age = process_age_s()
+        if age is not None:
+            timings["time_process_start_s"] = age - timings.get("time_data_load_s", 0.0)
+    return timings
+
+
 def _best_value(study: optuna.Study) -> float:
     values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if t.value is not None]
@@ -210,12 +225,15 @@ def _best_value(study: optuna.Study) -> float:
 
 
 def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | None, *,
-             progress: bool, callbacks: Sequence[Callable[..., None]] = ()) -> None:
-    bar = progress_bar(study, ctx.config, ctx.space) if progress else None
-    ctx.bar = bar
-    every: list[Any] = [_StopAtTarget(ctx.config.trials), *callbacks]
-    if bar is not None:
-        every.append(bar.on_trial)
+             callbacks: Sequence[Callable[..., None]] = ()) -> None:
+    """Run trials in this process until the study is full, `n_trials` ran, or this process
+    should make way for a fresh one (--trials-per-process, --worker-memory-mb)."""
+    reseed = _Reseed(ctx.config, ctx.space)
+    reseed(study, None)
+    every: list[Any] = [_StopAtTarget(ctx.config.trials), _Retire(ctx.config), reseed,
+                        *callbacks]
+    if ctx.bar is not None:
+        every.append(ctx.bar.on_trial)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -226,11 +244,44 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
         raise StoreError(f"cannot write the study storage ({first_line(exc)}); free disk "
                          f"space or fix its permissions, then run the same command to resume"
                          ) from None
-    finally:
-        if bar is not None:
-            bar.close()
     if ctx.fatal is not None:
         raise ctx.fatal
+
+
+class _Reseed:
+    """Each trial samples with a seed of its own (the study's seed and the trial's number), so
+    the same --seed proposes the same configurations however the trials fall on processes."""
+
+    def __init__(self, config: StudyConfig, space: SearchSpace) -> None:
+        self.config, self.space = config, space
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
+        if self.config.sampler == "grid":
+            return  # one seed for all: it orders the grid, and every process must agree
+        number = len(study.get_trials(deepcopy=False))  # the next trial's number
+        study.sampler = make_sampler(self.config.sampler, self.space,
+                                     self.config.seed + 1000 * (number + 1))
+
+
+class _Retire:
+    """Stops this process's trials once it ran --trials-per-process of them or its resident
+    memory grew --worker-memory-mb past its first trial (a fresh process then takes over)."""
+
+    def __init__(self, config: StudyConfig) -> None:
+        self.config = config
+        self.done = 0
+        self.baseline: float | None = None
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done += 1
+        resident = resident_mb()
+        if self.baseline is None:
+            self.baseline = resident  # after the first fit: TensorFlow's own start-up is in
+        limit = self.config.worker_memory_mb
+        if (self.config.trials_per_process and self.done >= self.config.trials_per_process) or (
+                limit and resident is not None and self.baseline is not None
+                and resident - self.baseline > limit):
+            study.stop()
 
 
 # ------------------------------------------------------------------------- running a study
@@ -273,7 +324,9 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
     config, space = prepared.config, prepared.space
     # Everything a user can get wrong is checked before any training starts; the data first,
     # so that a folder that cannot be used leaves no empty study or experiment behind.
+    loading = time.perf_counter()
     dataset = lifecycle.load_data(config, space)
+    data_load_s = time.perf_counter() - loading
     study, created = open_study(config, space)
     store = lifecycle.open_store(config)
     # Trials whose worker died (no heartbeat for the grace period) are failed now, and
@@ -287,24 +340,25 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         baseline = space.baseline_params()
         if baseline and not study.get_trials(deepcopy=False):
             study.enqueue_trial(baseline, user_attrs={"baseline": True}, skip_if_exists=True)
-        remaining = config.trials - counted_trials(study)
-        if remaining > 0:
-            # This process is still fresh: when it has no more trials to run than a worker
-            # would, it runs them itself and saves a worker's start (imports, data load).
-            if config.workers == 1 and (config.trials_per_process == 0
-                                        or remaining <= config.trials_per_process):
+        started = time.monotonic()
+        bar = progress_bar(study, config, space) if config.progress else None
+        try:
+            remaining = config.trials - counted_trials(study)
+            if remaining > 0 and config.workers == 1:
+                # With one worker this process is the first: it saves a worker's start
+                # (imports, data load) and runs trials until its memory has grown too much.
                 ctx = Context(config, space, dataset, parent_id, store,
-                              lifecycle.base_params(dataset, ENGINE))
-                optimize(study, ctx, remaining, config.timeout, progress=config.progress,
-                         callbacks=trial_callbacks)
-            else:
-                bar = progress_bar(study, config, space) if config.progress else None
-                try:
-                    workers.run_workers(worker_main, config, remaining=lambda: config.trials
-                                        - counted_trials(study), on_tick=bar.refresh if bar else None)
-                finally:
-                    if bar is not None:
-                        bar.close()
+                              lifecycle.base_params(dataset, ENGINE), bar=bar,
+                              startup={"time_data_load_s": data_load_s})
+                optimize(study, ctx, remaining, config.timeout, callbacks=trial_callbacks)
+            timeout = None if config.timeout is None else config.timeout - (time.monotonic() - started)
+            if config.trials > counted_trials(study) and (timeout is None or timeout > 0):
+                workers.run_workers(worker_main, config, timeout=timeout,
+                                    remaining=lambda: config.trials - counted_trials(study),
+                                    on_tick=bar.refresh if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -326,18 +380,20 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
     # Workers share the cores: more threads than cores per worker only adds switching.
     cli.quiet_libraries(threads=threads_per_worker(config.workers))
     space = load_space(config.space)
-    # Each worker samples from its own seeded stream, or all would propose the same trial.
+    # Each trial samples from its own seeded stream (_Reseed), or all would propose the same.
     study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
     store = lifecycle.open_store(config)
+    loading = time.perf_counter()
     dataset = lifecycle.load_data(config, space)  # a cache hit: the main process decoded it
     ctx = Context(config, space, dataset, study.user_attrs[PARENT_ATTR], store,
-                  lifecycle.base_params(dataset, ENGINE))
+                  lifecycle.base_params(dataset, ENGINE),
+                  startup={"time_data_load_s": time.perf_counter() - loading})
 
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         with done.get_lock():
             done.value += 1
 
-    optimize(study, ctx, n_trials, None, progress=False, callbacks=[count])
+    optimize(study, ctx, n_trials, None, callbacks=[count])
 
 
 def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:

@@ -39,6 +39,8 @@ class TrialResult:
     precision: str = "float32"
     kept_epoch: int = 0  # the epoch (1-based) whose weights were evaluated
     model: Any = field(default=None, repr=False)  # the trained keras.Model, when kept
+    # Seconds per stage of the run (time_build_s, time_fit_s, time_evaluate_s).
+    timings: dict[str, float] = field(default_factory=dict)
 
     @property
     def test_predictions(self) -> np.ndarray:
@@ -70,6 +72,7 @@ class TrialResult:
             "epochs_run": float(self.epochs_run),
             "kept_epoch": float(self.kept_epoch or self.epochs_run),
             "train_time_s": self.train_time_s,
+            **self.timings,
             **self.recalls(),
         }
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import resource
 import statistics
+import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate"
 
 
 STORE_ERRORS = store_errors()
+TIME_PREFIX = "time_"  # metrics time_*_s: where a trial's seconds went
 _STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
@@ -137,7 +139,9 @@ def record_duplicate(store: Any, *, parent_id: str, name: str, params: dict[str,
     trained_by = source_tags.get("duplicate_of") or source_tags.get("trial_number", "")
     run = start_trial(store, parent_id=parent_id, name=name, params=params,
                       tags={**tags, "duplicate_of": trained_by, "duplicate_run": source_id})
-    store.log_metrics(run.run_id, metrics)
+    # The results are copied; the seconds are not (this run trained nothing).
+    store.log_metrics(run.run_id, {k: v for k, v in metrics.items()
+                                   if not k.startswith(TIME_PREFIX) and k != "peak_rss_mb"})
     run.end("COMPLETE")
     return run.run_id
 
@@ -150,12 +154,16 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 log_model: bool | Callable[[float], bool] = False,
                 on_started: Callable[[TrialRun], None] | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-                trainer: Callable[..., TrialResult] | None = None) -> TrackedTrial:
+                trainer: Callable[..., TrialResult] | None = None,
+                timings: dict[str, float] | None = None) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
     `first_callbacks` (e.g. a pruning callback); an exception in `pruned_exceptions` ends the
-    run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error.
+    run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error. The run gets
+    the seconds of each stage as metrics time_*_s (build, fit, evaluate, logging, model
+    logging, the whole trial, and `timings` the caller measured, e.g. a worker's start), so
+    the MLflow UI shows where a trial's time went.
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -163,7 +171,7 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                             precision=precision, first_callbacks=first_callbacks,
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
                             on_started=on_started, on_epoch=on_epoch,
-                            trainer=trainer or run_trial)
+                            trainer=trainer or run_trial, timings=timings or {})
     except STORE_ERRORS as exc:
         if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
             raise
@@ -178,8 +186,10 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  log_model: bool | Callable[[float], bool],
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
-                 trainer: Callable[..., TrialResult]) -> TrackedTrial:
+                 trainer: Callable[..., TrialResult], timings: dict[str, float]) -> TrackedTrial:
+    started = time.perf_counter()
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
+    untimed, store = store, _Timed(store)
     run = start_trial(store, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
                       tags={CONFIG_KEY: key, **(tags or {})})
@@ -226,8 +236,34 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         for i, result in enumerate(results):
             store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
                                            "repeat_test_accuracy": result.test_accuracy}, step=i)
+    untimed.log_metrics(run.run_id, {**store.seconds, **timings,
+                                     "time_trial_s": time.perf_counter() - started})
     run.end("COMPLETE")
     return TrackedTrial(run.run_id, metrics, results, model_uri)
+
+
+class _Timed:
+    """A store whose calls are timed: the seconds a trial spends writing its run (the model
+    apart). Per-epoch logging happens inside fit, so it is counted in both."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+        self.seconds = {"time_logging_s": 0.0, "time_model_logging_s": 0.0}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.store, name)
+        if not callable(attr):
+            return attr
+        key = "time_model_logging_s" if name == "log_model" else "time_logging_s"
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return attr(*args, **kwargs)
+            finally:
+                self.seconds[key] += time.perf_counter() - started
+
+        return timed
 
 
 def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:

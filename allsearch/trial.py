@@ -91,6 +91,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
     `history`, when given, is filled epoch by epoch, so a caller keeps the curves of a run
     that was stopped early.
     """
+    clock = time.perf_counter()
     _fresh_session()
     keras.utils.set_random_seed(seed)
     keras.mixed_precision.set_global_policy(
@@ -123,10 +124,14 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         kept_epoch = (int(np.argmax(history["val_accuracy"])) + 1
                       if hparams.patience and history.get("val_accuracy") else epochs_run)
 
+        fitted = time.perf_counter()
         _predict(model, _first(x_val, 2))  # trace the predict function outside the timings
         val_probs, val_time = timed_predict(model, x_val)
         test_probs, test_time = timed_predict(model, x_test)
         p50, p95 = latency_ms(model, x_test)
+        # Where the trial's seconds went (metrics time_*_s, docs/design.md).
+        timings = {"time_build_s": started - clock, "time_fit_s": train_time_s,
+                   "time_evaluate_s": time.perf_counter() - fitted}
         return TrialResult(
             hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
             epochs_run=epochs_run, kept_epoch=kept_epoch, train_time_s=train_time_s,
@@ -135,7 +140,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
             val_prediction_time_s=val_time, test_prediction_time_s=test_time,
             latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
             test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
-            model=model if keep_model else None,
+            model=model if keep_model else None, timings=timings,
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")

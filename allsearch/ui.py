@@ -4,9 +4,11 @@
 
 Runs MLflow's own server on the tracking store (default sqlite:///mlruns/mlflow.db): every
 study is an experiment, every trial a child run of its study's parent run, with its curves,
-plots, confusion matrix, predictions and model. When optuna-dashboard is installed
-(`pip install -e .[dashboard]`), it serves the Optuna storage on the next port. Ctrl-C stops
-both. Binding to 127.0.0.1 keeps the runs private; use an SSH tunnel from another machine.
+plots, confusion matrix, predictions and model. It prints each study's page of training runs
+(MLflow 3 opens on its GenAI overview, where a study looks empty). When optuna-dashboard is
+installed (`pip install -e .[dashboard]`) and the Optuna storage exists, it serves that storage
+on the next port. Ctrl-C stops both. Binding to 127.0.0.1 keeps the runs private; use an SSH
+tunnel from another machine.
 """
 
 from __future__ import annotations
@@ -26,13 +28,32 @@ from pathlib import Path
 
 from allsearch.errors import ConfigError, StoreError
 
-__all__ = ["UiServers", "start_ui", "main"]
+__all__ = ["UiServers", "StudyPage", "find_studies", "runs_page", "start_ui", "main"]
 
 HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
+# MLflow 3.x's UI (a hash router) shows an experiment's runs table at
+# #/experiments/<id>/runs; `workflowType=machine_learning` switches its sidebar and pages from
+# the GenAI default (traces, overview) to classic training runs, whatever the browser last chose.
+RUNS_PAGE = "/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 # optuna-dashboard's public entry point (its package has no __main__).
 _DASHBOARD = ("import os, sys, optuna_dashboard; optuna_dashboard.run_server("
               "os.environ['ALLSEARCH_DASHBOARD_STORAGE'], host=sys.argv[1], port=int(sys.argv[2]))")
+
+
+@dataclass(frozen=True)
+class StudyPage:
+    """A study in the store: its experiment and how many trial runs it holds."""
+
+    study: str
+    experiment: str
+    experiment_id: str
+    trial_runs: int
+
+
+def runs_page(mlflow_url: str, experiment_id: str) -> str:
+    """The UI page listing an experiment's training runs."""
+    return mlflow_url + RUNS_PAGE.format(experiment_id=experiment_id)
 
 
 @dataclass
@@ -42,6 +63,9 @@ class UiServers:
     mlflow_url: str
     dashboard_url: str | None = None
     processes: list[subprocess.Popen] = field(default_factory=list)
+    studies: list[StudyPage] = field(default_factory=list)
+    # Why optuna-dashboard was not started, where it was wanted and installed.
+    dashboard_note: str | None = None
 
     def stop(self) -> None:
         # The whole group, even when its leader has exited: its workers may not have.
@@ -114,23 +138,67 @@ def _wait_until_up(process: subprocess.Popen, url: str, what: str, timeout_s: fl
     raise StoreError(f"{what} did not answer on {url} within {timeout_s:.0f} s")
 
 
-def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
-             storage: str | None = None, dashboard: bool = True,
-             timeout_s: float = 120) -> UiServers:
-    """Start the MLflow UI (and optuna-dashboard when installed and `dashboard`) on loopback."""
+def find_studies(tracking_uri: str | None = None) -> list[StudyPage]:
+    """Every study in the store (newest first); StoreError where there is none."""
+    from collections import Counter
+
+    from allsearch.contract import ROLE, STUDY
     from allsearch.errors import redact
-    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
+    from allsearch.leaderboard import damaged_store
+    from allsearch.tracking import STORE_ERRORS, open_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise StoreError(f"no MLflow store at '{uri}': run a study first "
-                         f"(python -m allsearch.study), or pass --tracking-uri")
+        raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
+                         f"python -m allsearch.study first, or pass --tracking-uri")
+    try:
+        client = open_client(uri)
+        experiments = {e.experiment_id: e.name for e in client.search_experiments()}
+        parents = _all_runs(client, list(experiments), f"tags.`{ROLE}` = 'parent'")
+        trials = _all_runs(client, list(experiments), f"tags.`{ROLE}` = 'trial'")
+    except STORE_ERRORS as exc:  # e.g. an mlflow.db overwritten or cut short
+        raise damaged_store(uri, exc) from None
+    if not parents:
+        raise StoreError(f"no study found in '{redact(uri)}'; run python -m allsearch.study "
+                         f"first, or pass --tracking-uri")
+    per_parent = Counter(run.data.tags.get("mlflow.parentRunId") for run in trials)
+    return [StudyPage(study=run.data.tags.get(STUDY, run.info.run_name or run.info.run_id),
+                      experiment=experiments[run.info.experiment_id],
+                      experiment_id=run.info.experiment_id, trial_runs=per_parent[run.info.run_id])
+            for run in parents]
+
+
+def _all_runs(client, experiment_ids: list[str], filter_string: str) -> list:
+    runs, token = [], None
+    while experiment_ids:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000,
+                                  order_by=["attributes.start_time DESC"], page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
+             storage: str | None = None, dashboard: bool = True,
+             timeout_s: float = 120) -> UiServers:
+    """Start the MLflow UI (and optuna-dashboard when installed, `dashboard`, and the Optuna
+    storage exists) on loopback."""
+    from allsearch.errors import redact
+    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
+
+    if not 1 <= port <= 65535:
+        raise ConfigError(f"--port must be between 1 and 65535, got {port}; pass a free port "
+                          f"such as {DEFAULT_PORT}")
+    uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise ConfigError(f"'{redact(uri)}' is already a tracking server: open it in a browser")
     if not _port_free(port):
         raise ConfigError(f"port {port} on {HOST} is in use; pass --port with a free one")
+    studies = find_studies(uri)
     artifacts = Path(os.environ.get("ALLSEARCH_ARTIFACT_ROOT", DEFAULT_ARTIFACT_ROOT)).resolve()
-    servers = UiServers(mlflow_url=f"http://{HOST}:{port}")
+    servers = UiServers(mlflow_url=f"http://{HOST}:{port}", studies=studies)
     # Store URLs travel in the environment, not the command line: `ps` shows command lines,
     # and a PostgreSQL URL carries its password.
     mlflow_server = _spawn(
@@ -144,6 +212,13 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
             from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
 
             url = absolute_sqlite(storage or os.environ.get("ALLSEARCH_STORAGE") or DEFAULT_STORAGE)
+            if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file():
+                # optuna-dashboard would create an empty database here, and fail on it.
+                servers.dashboard_note = (
+                    f"optuna-dashboard: not started, there is no Optuna storage at "
+                    f"{url.removeprefix('sqlite:///')} (pass --storage URL where the study "
+                    f"keeps it)")
+                return servers
             dashboard_port = next(p for p in range(port + 1, port + 50) if _port_free(p))
             process = _spawn([sys.executable, "-c", _DASHBOARD, HOST, str(dashboard_port)],
                              env={"ALLSEARCH_DASHBOARD_STORAGE": url})
@@ -184,8 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         with start_ui(port=args.port, tracking_uri=args.tracking_uri, storage=args.storage,
                       dashboard=not args.no_dashboard) as servers:
             print(f"MLflow UI: {servers.mlflow_url}", flush=True)
+            for page in servers.studies:
+                experiment = "" if page.experiment == page.study else f", experiment '{page.experiment}'"
+                print(f"  study '{page.study}' ({page.trial_runs} trial runs{experiment}): "
+                      f"{runs_page(servers.mlflow_url, page.experiment_id)}", flush=True)
             if servers.dashboard_url:
                 print(f"optuna-dashboard: {servers.dashboard_url}", flush=True)
+            elif servers.dashboard_note:
+                print(servers.dashboard_note, flush=True)
             elif not args.no_dashboard:
                 print("(optuna-dashboard is not installed: pip install -e .[dashboard])",
                       flush=True)

@@ -1,8 +1,9 @@
 """Local worker processes: keep `--workers` processes busy until a study needs no more trials.
 
-A worker runs at most `--trials-per-process` trials, then a fresh one takes its place
-(TensorFlow keeps tens of MB per model.fit that clear_session does not return; see
-benchmarks/memory.py). The pool knows nothing of the engine: it starts `target(config, index,
+A worker runs trials until its memory has grown by --worker-memory-mb (TensorFlow keeps some
+memory after every model.fit that clear_session does not return; see benchmarks/memory.py) or
+it ran --trials-per-process of them; then a fresh one takes its place. The pool knows nothing
+of the engine: it starts `target(config, index,
 n_trials, done)` in spawned processes, where `done` is a shared counter the target increments
 after each trial, and asks `remaining()` how many trials the study still needs.
 """
@@ -27,14 +28,14 @@ _POLL_S = 0.5
 
 
 def run_workers(target: Callable[..., None], config: StudyConfig, *,
-                remaining: Callable[[], int], on_tick: Callable[[], None] | None = None) -> None:
+                remaining: Callable[[], int], timeout: float | None = None,
+                on_tick: Callable[[], None] | None = None) -> None:
     """Start workers until `remaining()` trials are covered; return when all have ended.
 
     Ctrl-C reaches the workers too (same process group): they end their trial, and this
     raises KeyboardInterrupt once they have. Three crashed workers in a row end the study.
     """
     context = multiprocessing.get_context("spawn")
-    per_process = config.trials_per_process or max(1, remaining())
     started = time.monotonic()
     running: list[tuple[Any, int, Any]] = []  # (process, trials assigned, trials done counter)
     crashes: list[int] = []
@@ -49,12 +50,14 @@ def run_workers(target: Callable[..., None], config: StudyConfig, *,
                 crashes = crashes + [code] if code != 0 else []
                 if len(crashes) >= 3:
                     raise StoreError(f"worker processes keep ending with an error (exit codes "
-                                     f"{crashes}); run with --trials-per-process 0 --debug to see it")
-            in_flight = sum(assigned - done.value for _, assigned, done in running)
+                                     f"{crashes}); run with --workers 1 --debug to see it")
+            # A worker runs at most its assigned trials, and stops early when the study is
+            # full or its memory has grown; each running one has at least one trial in hand.
+            in_flight = sum(max(1, assigned - done.value) for _, assigned, done in running)
             need = remaining() - in_flight
-            timed_out = config.timeout is not None and time.monotonic() - started > config.timeout
+            timed_out = timeout is not None and time.monotonic() - started > timeout
             while need > 0 and len(running) < config.workers and not timed_out:
-                n = min(per_process, need)
+                n = min(config.trials_per_process or need, need)
                 done = context.Value("i", 0)
                 process = context.Process(target=_entry, args=(target, config, index, n, done))
                 _start_ignoring_ctrl_c(process)

@@ -157,7 +157,7 @@ def test_two_local_workers_share_one_study(tiny_data: Path, space_file: Path) ->
 
 @pytest.mark.parametrize("argv, message", [
     (["--trials", "0"], "--trials must be a positive integer, got 0"),
-    (["--trials-per-process", "-1"], "--trials-per-process must be 0"),
+    (["--trials-per-process", "-1"], "--trials-per-process must be 0 (no limit)"),
     (["--repeats", "-1"], "--repeats must be a positive integer"),
     (["--workers", "0"], "--workers must be a positive integer"),
     (["--timeout", "0"], "--timeout must be a positive number"),
