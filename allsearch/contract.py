@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
+__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "COLLAPSED", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
            "CHAMPION_ALIAS", "model_name", "folder_name"]
 
@@ -17,6 +17,8 @@ __all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "CONFIG_KEY", "RECORDED_ID", "
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
 ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
 MODEL_URI = "model_uri"
+# "true" on a run whose network predicted one class for every test image (any of its seeds).
+COLLAPSED = "collapsed"
 # A hash of what makes two runs the same computation (hyperparameters, seeds, data, precision):
 # the duplicate rule of every engine looks runs up by it (allsearch.tracked.config_key).
 CONFIG_KEY = "allsearch.config_key"

@@ -202,11 +202,17 @@ def _hash_file(path: Path) -> str:
 def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
                  image_size: int = IMAGE_SIZE, cache_dir: str | Path | None = None,
                  use_cache: bool = True, download: bool = True) -> Dataset:
-    """Load a folder of class folders as a split Dataset (see the module docstring)."""
+    """Load a folder of class folders (or a bundle) as a split Dataset (see the module
+    docstring)."""
     start = time.perf_counter()
     root = resolve_data_path(path, download=download)
     if root.is_file():
         return load_bundle(root, split_seed=split_seed)
+    return _load_images(root, image_size, cache_dir, use_cache).split(split_seed, started=start)
+
+
+def _load_images(root: Path, image_size: int, cache_dir: str | Path | None,
+                 use_cache: bool) -> _Images:
     listing = _discover(root)
     report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
 
@@ -251,23 +257,39 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
     counts = Counter(labels.tolist())
     report.class_counts = {name: counts.get(i, 0) for i, name in enumerate(listing.class_names)}
     _check_counts(root, report.class_counts)
+    return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
 
-    train, val, test = _split(labels, split_seed)
-    fingerprint = hashlib.sha256(f"{key}|split={split_seed}|{SPLIT_FRACTIONS}".encode()).hexdigest()
-    report.split_sizes = {"train": len(train), "val": len(val), "test": len(test)}
-    report.fingerprint = fingerprint[:16]
 
-    images = to_network_input(pixels)
-    files = np.array(rels, dtype=object)
-    report.load_time_s = round(time.perf_counter() - start, 3)
-    return Dataset(
-        x_train=images[train], y_train=labels[train],
-        x_val=images[val], y_val=labels[val],
-        x_test=images[test], y_test=labels[test],
-        class_names=listing.class_names,
-        files_train=tuple(files[train]), files_val=tuple(files[val]), files_test=tuple(files[test]),
-        fingerprint=fingerprint[:16], variant=root.name, split_seed=split_seed, report=report,
-    )
+@dataclass
+class _Images:
+    """Every usable image of a dataset before the split, in a fixed order (by path)."""
+
+    pixels: np.ndarray  # (N, H, W) uint8
+    labels: np.ndarray
+    files: tuple[str, ...]
+    class_names: tuple[str, ...]
+    key: str  # the content fingerprint: files, bytes, preprocessing
+    variant: str
+    report: DataReport
+
+    def split(self, split_seed: int, *, started: float) -> Dataset:
+        train, val, test = _split(self.labels, split_seed)
+        fingerprint = hashlib.sha256(
+            f"{self.key}|split={split_seed}|{SPLIT_FRACTIONS}".encode()).hexdigest()[:16]
+        report = replace(self.report, split_sizes={"train": len(train), "val": len(val),
+                                                   "test": len(test)}, fingerprint=fingerprint)
+        images = to_network_input(self.pixels)
+        files = np.array(self.files, dtype=object)
+        report.load_time_s = round(time.perf_counter() - started, 3)
+        return Dataset(
+            x_train=images[train], y_train=self.labels[train],
+            x_val=images[val], y_val=self.labels[val],
+            x_test=images[test], y_test=self.labels[test],
+            class_names=self.class_names,
+            files_train=tuple(files[train]), files_val=tuple(files[val]),
+            files_test=tuple(files[test]),
+            fingerprint=fingerprint, variant=self.variant, split_seed=split_seed, report=report,
+        )
 
 
 def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]],
@@ -359,54 +381,51 @@ def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.nd
 # --------------------------------------------------------------------------- bundles
 
 
-def save_bundle(dataset: Dataset, path: str | Path) -> Path:
-    """The split dataset as one .npz file: uint8 pixels (exact: the network input is
-    pixels / 255), labels, file names and the split, a few MB where the images are 100s.
-    A machine without the images (a lent GPU box) trains on it with --data FILE.npz."""
+def save_bundle(folder: str | Path, path: str | Path) -> Path:
+    """A dataset folder as one .npz file: its decoded, de-duplicated images (uint8), labels,
+    file names and content fingerprint, a few MB where the images are 100s. It is split at
+    load time like the folder, for any --split-seed, with the same fingerprints, so a machine
+    without the images (a lent GPU box) trains on exactly the same splits: --data FILE.npz."""
     path = Path(path)
     if path.suffix != BUNDLE_SUFFIX:
         raise DataError(f"a dataset bundle is a {BUNDLE_SUFFIX} file; got '{path}'")
-    arrays: dict[str, Any] = {}
-    for split in SPLITS:
-        x, y = dataset.split(split)
-        pixels = np.rint(x[..., 0] * 255.0).astype(np.uint8)
-        if not np.array_equal(to_network_input(pixels), x):
-            raise DataError("these images are not 8-bit pixels / 255; they cannot be bundled exactly")
-        arrays[f"x_{split}"], arrays[f"y_{split}"] = pixels, y
-        arrays[f"files_{split}"] = np.array(getattr(dataset, f"files_{split}"), dtype=str)
+    root = resolve_data_path(folder, download=False)
+    if root.is_file():
+        raise DataError(f"'{root}' is a file; bundle a folder of class folders")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the data report lists the skipped files
+        images = _load_images(root, IMAGE_SIZE, None, True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, class_names=np.array(dataset.class_names, dtype=str),
-                        meta=np.array([dataset.fingerprint, dataset.variant,
-                                       str(dataset.split_seed),
-                                       str(dataset.report.duplicates_dropped)]), **arrays)
+    report = images.report
+    np.savez_compressed(
+        path, pixels=images.pixels, labels=images.labels, files=np.array(images.files, dtype=str),
+        class_names=np.array(images.class_names, dtype=str),
+        meta=np.array([images.key, images.variant, str(report.duplicates_dropped),
+                       str(report.n_files)]),
+        skipped=np.array(report.skipped, dtype=str).reshape(-1, 2))
     return path
 
 
-def load_bundle(path: str | Path, *, split_seed: int | None = None) -> Dataset:
-    """A Dataset from save_bundle's file; its split is fixed, so another split_seed is refused."""
+def load_bundle(path: str | Path, *, split_seed: int = 42) -> Dataset:
+    """A Dataset from save_bundle's file, split by `split_seed` as load_dataset would."""
+    started = time.perf_counter()
     path = Path(path)
     try:
         with np.load(path, allow_pickle=False) as z:
-            fingerprint, variant, seed, dropped = (str(v) for v in z["meta"])
-            parts: dict[str, Any] = {}
-            for split in SPLITS:
-                parts[f"x_{split}"] = to_network_input(z[f"x_{split}"])
-                parts[f"y_{split}"] = z[f"y_{split}"].astype(np.int64)
-                parts[f"files_{split}"] = tuple(str(f) for f in z[f"files_{split}"])
+            key, variant, dropped, n_files = (str(v) for v in z["meta"])
+            pixels, labels = z["pixels"], z["labels"].astype(np.int64)
+            files = tuple(str(f) for f in z["files"])
             class_names = tuple(str(c) for c in z["class_names"])
+            skipped = [(str(a), str(b)) for a, b in z["skipped"].tolist()]
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise DataError(f"'{path}' is not a dataset bundle ({type(exc).__name__}); write one "
                         f"with python -m allsearch.data FOLDER --bundle FILE.npz") from None
-    if split_seed is not None and split_seed != int(seed):
-        raise DataError(f"bundle '{path}' holds the split of --split-seed {seed}, not "
-                        f"{split_seed}; bundle the data again with --split-seed {split_seed}")
-    sizes = {s: len(parts[f"y_{s}"]) for s in SPLITS}
-    counts = Counter(np.concatenate([parts[f"y_{s}"] for s in SPLITS]).tolist())
-    report = DataReport(root=str(path), n_files=sum(sizes.values()), split_sizes=sizes,
-                        class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)},
-                        duplicates_dropped=int(dropped), fingerprint=fingerprint, cache_hit=True)
-    return Dataset(class_names=class_names, fingerprint=fingerprint, variant=variant,
-                   split_seed=int(seed), report=report, **parts)
+    counts = Counter(labels.tolist())
+    report = DataReport(root=str(path), n_files=int(n_files), skipped=skipped,
+                        duplicates_dropped=int(dropped), cache_hit=True,
+                        class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)})
+    images = _Images(pixels, labels, files, class_names, key, variant, report)
+    return images.split(split_seed, started=started)
 
 
 # --------------------------------------------------------------------------- command line
@@ -460,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print(_format_report(dataset.report))
         if args.bundle:
-            written = save_bundle(dataset, args.bundle)
+            written = save_bundle(args.path or dataset.report.root, args.bundle)
             print(f"bundle:      {written} ({written.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
         return 0
 

@@ -217,7 +217,8 @@ def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None
                                                                            math.nan)),
                                       "best_trial": float(trial) if trial else math.nan})
         uri = best.get(f"tags.{MODEL_URI}")
-        if isinstance(uri, str) and uri:
+        # A record folder registers nothing: its champion is registered when imported.
+        if isinstance(uri, str) and uri and hasattr(store, "register_champion"):
             register_champion(store, uri, model_name(config.study_name or ""), parent_id)
     table = leaderboard.runs_to_table(runs)
     if len(table):

@@ -88,9 +88,18 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
     model = keras.Model(inputs=inputs if len(inputs) > 1 else inputs[0], outputs=outputs,
                         name=f"allsearch_cnn_{hparams.features}_{hparams.conv_layers}conv")
     if compile:
+        optimizer = (keras.optimizers.AdamW(learning_rate=hparams.learning_rate,
+                                            weight_decay=hparams.weight_decay)
+                     if hparams.weight_decay else
+                     keras.optimizers.Adam(learning_rate=hparams.learning_rate))
+        loss: object = hparams.loss
+        if hparams.label_smoothing:
+            kind = (keras.losses.CategoricalCrossentropy if hparams.loss == "categorical_crossentropy"
+                    else keras.losses.BinaryCrossentropy)
+            loss = kind(label_smoothing=hparams.label_smoothing)
         model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate=hparams.learning_rate),
-            loss=hparams.loss,
+            optimizer=optimizer,
+            loss=loss,
             # Always categorical: Keras' plain "accuracy" becomes binary accuracy under a
             # binary cross-entropy loss and inflates the number.
             metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],

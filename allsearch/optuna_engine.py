@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 
 from allsearch import lifecycle, standin, workers
 from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
-from allsearch.contract import CONFIG_KEY, PARENT_ATTR
+from allsearch.contract import COLLAPSED, CONFIG_KEY, PARENT_ATTR
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, first_line, redact, store_errors
 from allsearch.hardware import process_age_s, resident_mb
@@ -171,6 +171,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
             trial.set_user_attr("duplicate_of", int(previous[2].get("duplicate_of")
                                                     or previous[2].get("trial_number") or -1))
             trial.set_user_attr("test_accuracy", previous[1].get("test_accuracy"))
+            if previous[2].get(COLLAPSED) == "true":
+                trial.set_user_attr("collapsed", True)
             return previous[1]["val_accuracy"]
         # Pruning follows the first seed; later seeds of --repeats run to the end. The callback
         # reports every epoch's val_accuracy to the storage (the progress line reads it), and
@@ -205,6 +207,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
         raise
     trial.set_user_attr("test_accuracy", tracked.metrics["test_accuracy"])
+    if tracked.collapsed:
+        trial.set_user_attr("collapsed", True)
     return tracked.value
 
 

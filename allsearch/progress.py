@@ -86,9 +86,11 @@ def summarize(study: optuna.Study, *, record: str | None = None) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials)
               for s in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)}
+    collapsed = sum(1 for t in trials if t.user_attrs.get("collapsed"))
     lines = [f"study '{study.study_name}': {len(trials)} trials "
              f"({counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
-             f"{counts[TrialState.FAIL]} failed)"]
+             f"{counts[TrialState.FAIL]} failed"
+             + (f"; {collapsed} collapsed to one class" if collapsed else "") + ")"]
 
     def describe(t: optuna.trial.FrozenTrial) -> str:
         test = t.user_attrs.get("test_accuracy")
@@ -96,6 +98,8 @@ def summarize(study: optuna.Study, *, record: str | None = None) -> str:
         shown = f"val_accuracy {t.value:.3f}"
         if test is not None and not math.isnan(test):
             shown += f"  test_accuracy {test:.3f}"
+        if t.user_attrs.get("collapsed"):
+            shown += "  COLLAPSED (one class for every test image)"
         return f"{shown}  {params}"
 
     best = best_trial(study)

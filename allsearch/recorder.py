@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -28,7 +29,8 @@ from typing import Any
 from allsearch.contract import ROLE, STUDY
 from allsearch.errors import StoreError
 
-__all__ = ["Recorder", "RecordedRun", "read_events", "read_runs", "MODEL_DIR", "RECORD_SCHEME"]
+__all__ = ["Recorder", "RecordedRun", "read_events", "read_runs", "runs_frame", "MODEL_DIR",
+           "RECORD_SCHEME"]
 
 RECORD_SCHEME = "record:"
 MODEL_DIR = "model"
@@ -120,6 +122,13 @@ class Recorder:
     def run_status(self, run_id: str) -> str:
         return read_runs(self.folder)[run_id].status
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        return dict(read_runs(self.folder)[run_id].params)
+
+    def runs_frame(self, filter_string: str = "") -> Any:
+        """The runs as MLflow's search_runs frame (see the module function runs_frame)."""
+        return runs_frame(self.folder, self.experiment_name, filter_string)
+
     # ----------------------------------------------------------------- writing to a run
 
     def log_params(self, run_id: str, values: dict[str, Any]) -> None:
@@ -197,6 +206,8 @@ class RecordedRun:
     tags: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
     status: str = "RUNNING"
+    params: dict[str, str] = field(default_factory=dict)
+    start_time: float = 0.0
 
 
 def read_runs(folder: str | Path) -> dict[str, RecordedRun]:
@@ -207,15 +218,57 @@ def read_runs(folder: str | Path) -> dict[str, RecordedRun]:
         if op in ("start_parent", "start_run"):
             runs[run_id] = RecordedRun(run_id, event["experiment"], event["name"],
                                        event.get("parent"),
-                                       {k: str(v) for k, v in event["tags"].items()})
+                                       {k: str(v) for k, v in event["tags"].items()},
+                                       start_time=event["t"])
+            _add_params(runs[run_id], event.get("params", {}))
         elif run_id not in runs:
             continue
+        elif op in ("params", "resume_parent"):
+            _add_params(runs[run_id], event.get("params", {}))
+            if op == "resume_parent":
+                runs[run_id].status = "RUNNING"
         elif op == "tags":
             runs[run_id].tags.update({k: str(v) for k, v in event["tags"].items()})
         elif op == "metrics":
             runs[run_id].metrics.update(event["metrics"])
         elif op == "end":
             runs[run_id].status = event["status"]
-        elif op == "resume_parent":
-            runs[run_id].status = "RUNNING"
     return runs
+
+
+def _add_params(run: RecordedRun, values: dict[str, Any]) -> None:
+    """Params as MLflow keeps them: text, the first value of a key wins."""
+    for key, value in values.items():
+        if key not in run.params:
+            text = json.dumps(value) if isinstance(value, list | dict) else str(value)
+            run.params[key] = text[:6000]
+
+
+_CLAUSE = re.compile(r"^\s*(tags|params|attributes)\.`?([^`=]+?)`?\s*=\s*'([^']*)'\s*$")
+
+
+def runs_frame(folder: str | Path, experiment: str, filter_string: str = "") -> Any:
+    """The recorded runs of an experiment as MLflow's search_runs frame (run_id, status,
+    start_time, params.*, metrics.*, tags.*), for the filters allsearch writes: clauses
+    `tags.X = 'v'`, `params.X = 'v'` and `attributes.status = 'v'` joined by `and`."""
+    import pandas as pd
+
+    clauses = []
+    for part in re.split(r"\s+and\s+", filter_string.strip()) if filter_string.strip() else []:
+        match = _CLAUSE.match(part)
+        if match is None:
+            raise ValueError(f"a record folder cannot filter runs by {part!r}")
+        clauses.append(match.groups())
+    rows = []
+    for run in read_runs(folder).values():
+        if run.experiment != experiment:
+            continue
+        tags = {**run.tags, **({"mlflow.parentRunId": run.parent} if run.parent else {})}
+        fields = {"tags": tags, "params": run.params, "attributes": {"status": run.status}}
+        if all(fields[kind].get(name) == value for kind, name, value in clauses):
+            rows.append({"run_id": run.run_id, "status": run.status,
+                         "start_time": pd.Timestamp(run.start_time, unit="s"),
+                         **{f"params.{k}": v for k, v in run.params.items()},
+                         **{f"metrics.{k}": v for k, v in run.metrics.items()},
+                         **{f"tags.{k}": v for k, v in tags.items()}})
+    return pd.DataFrame(rows)

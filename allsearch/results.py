@@ -46,6 +46,11 @@ class TrialResult:
     def test_predictions(self) -> np.ndarray:
         return self.test_probabilities.argmax(axis=1)
 
+    @property
+    def collapsed(self) -> bool:
+        """Did the network predict one class for every test image (a degenerate fit)?"""
+        return len(self.y_test) > 1 and len(np.unique(self.test_predictions)) == 1
+
     def confusion(self) -> np.ndarray:
         from sklearn.metrics import confusion_matrix
 

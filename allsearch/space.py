@@ -18,7 +18,7 @@ from allsearch.errors import SpaceError
 
 __all__ = [
     "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES", "POOLINGS",
-    "CLASS_WEIGHTS", "PAPER_BEST", "SPACE_DIR", "fixed_space_text",
+    "CLASS_WEIGHTS", "LR_SCHEDULES", "PAPER_BEST", "SPACE_DIR", "fixed_space_text",
 ]
 
 Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
@@ -27,6 +27,7 @@ LOSSES: tuple[str, ...] = ("categorical_crossentropy", "binary_crossentropy")
 FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
 POOLINGS: tuple[str, ...] = ("flatten", "gap")
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
+LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
 SPACE_DIR = Path(__file__).resolve().parent.parent / "search"
 
 
@@ -53,6 +54,13 @@ class HParams:
     # 0: train every epoch and keep the last weights (the paper). k > 0: stop once validation
     # accuracy has not improved for k epochs and keep the best epoch's weights.
     patience: int = 0
+    # How the learning rate moves over the epochs: constant (the paper), cosine decay to 0 over
+    # `epochs`, or halved whenever validation loss has not improved for 2 epochs (plateau).
+    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
+    # Decoupled weight decay (AdamW) when > 0; 0 is plain Adam (the paper).
+    weight_decay: float = 0.0
+    # Targets of 1 - s for the true class and s / (k - 1) elsewhere; 0 is hard targets.
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         _check_int(self, "epochs", 1, 10_000)
@@ -84,6 +92,14 @@ class HParams:
         if self.class_weights not in CLASS_WEIGHTS:
             raise SpaceError(f"The 'class_weights' hyperparameter must be one of "
                              f"{list(CLASS_WEIGHTS)}. Got {self.class_weights!r} instead.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise SpaceError(f"The 'lr_schedule' hyperparameter must be one of "
+                             f"{list(LR_SCHEDULES)}. Got {self.lr_schedule!r} instead.")
+        for name, high in (("weight_decay", 1.0), ("label_smoothing", 0.5)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
+                raise SpaceError(f"The '{name}' hyperparameter must be a float in [0, {high}). "
+                                 f"Got {value!r} instead.")
         if self.features not in FEATURE_MODES:
             raise SpaceError(f"The 'features' hyperparameter must be one of {list(FEATURE_MODES)}. "
                              f"Got {self.features!r} instead.")
@@ -102,6 +118,14 @@ class HParams:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_params(cls, values: Any, *, prefix: str = "params.",
+                    where: str = "hyperparameters") -> HParams:
+        """From a run's params (MLflow's text; a search_runs row's `params.<name>` columns):
+        the hyperparameters it names, the defaults for those it predates."""
+        found = {name: values.get(prefix + name) for name in cls.names()}
+        return cls.from_text({k: v for k, v in found.items() if isinstance(v, str)}, where=where)
 
     @classmethod
     def from_text(cls, values: dict[str, str], *, where: str = "hyperparameters") -> HParams:

@@ -20,7 +20,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from allsearch import reports
-from allsearch.contract import CONFIG_KEY, MODEL_URI, RECALL_PREFIX, ROLE, RUN_STATUS, STATE, State
+from allsearch.contract import (
+    COLLAPSED,
+    CONFIG_KEY,
+    MODEL_URI,
+    RECALL_PREFIX,
+    ROLE,
+    RUN_STATUS,
+    STATE,
+    State,
+)
 from allsearch.data import Dataset
 from allsearch.errors import StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import Precision
@@ -96,6 +105,10 @@ class TrackedTrial:
     @property
     def value(self) -> float:
         return self.metrics["val_accuracy"]
+
+    @property
+    def collapsed(self) -> bool:
+        return any(r.collapsed for r in self.results)
 
 
 def run_trial(*args: Any, **kwargs: Any) -> TrialResult:
@@ -227,6 +240,10 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         raise
 
     metrics = aggregate(results)
+    collapsed = sum(r.collapsed for r in results)
+    if collapsed:
+        store.set_tags(run.run_id, {COLLAPSED: "true",
+                                    "collapsed_seeds": f"{collapsed} of {len(results)}"})
     # The process's peak resident memory so far: flat across trials when nothing leaks.
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wants_model = log_model(metrics["val_accuracy"]) if callable(log_model) else log_model

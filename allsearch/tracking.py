@@ -254,6 +254,9 @@ class Tracker:
     def run_metrics(self, run_id: str) -> dict[str, float]:
         return dict(self.client.get_run(run_id).data.metrics)
 
+    def run_params(self, run_id: str) -> dict[str, str]:
+        return dict(self.client.get_run(run_id).data.params)
+
     def run_status(self, run_id: str) -> str:
         return self.client.get_run(run_id).info.status
 

@@ -111,6 +111,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         early_stop = [] if not hparams.patience else [keras.callbacks.EarlyStopping(
             monitor="val_accuracy", mode="max", patience=hparams.patience,
             restore_best_weights=True)]  # restores at the end whether or not it stopped
+        early_stop += learning_rate_schedule(hparams)
         started = time.perf_counter()
         model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
                   validation_data=(x_val, y_val), shuffle=True, verbose=0,
@@ -147,6 +148,21 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
 
 
 _trained_in_this_process = False
+
+
+def learning_rate_schedule(hparams: HParams) -> list[keras.callbacks.Callback]:
+    """The callback that moves the learning rate (none for the paper's constant rate)."""
+    import math
+
+    rate, epochs = hparams.learning_rate, hparams.epochs
+    if hparams.lr_schedule == "cosine":
+        # Per epoch from the full rate down towards 0 at the last epoch.
+        return [keras.callbacks.LearningRateScheduler(
+            lambda epoch: rate * 0.5 * (1 + math.cos(math.pi * epoch / max(1, epochs))))]
+    if hparams.lr_schedule == "plateau":
+        return [keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=2,
+                                                  min_lr=rate / 100, verbose=0)]
+    return []
 
 
 def _fresh_session() -> None:

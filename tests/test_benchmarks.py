@@ -21,7 +21,8 @@ KEY_FIGURES = {
     "pruning": r"^median pruner: \d+ epochs, best val \d\.\d{3}; no pruner: \d+ epochs",
     "workers": r"^trials per hour: 1 worker \d+, 2 workers \d+ \(ratio \d+\.\d+\)$",
     "engines": r"^best validation accuracy: optuna-tpe-median \d\.\d{3}, kt-hyperband \d\.\d{3}, kt-random \d\.\d{3}$",
-    "memory": r"^peak RSS growth trial 1 -> 4 \(default, recycled\): [+-]\d+ MB$",
+    "memory": r"^peak RSS growth trial 1 -> 4 \(default\): [+-]\d+ MB$",
+    "efficiency": r"^training share \(seconds in model\.fit / study wall seconds\): \d\.\d{3}$",
 }
 
 

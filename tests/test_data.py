@@ -187,3 +187,29 @@ def test_real_original_dataset(real_data: Path) -> None:
     assert ds.report.duplicates_dropped == 40
     assert ds.report.class_counts == {"Benign": 504, "Early": 985, "Pre": 963, "Pro": 764}
     assert ds.report.split_sizes == {"train": 2251, "val": 482, "test": 483}
+
+
+def test_a_bundle_splits_like_its_folder_for_any_split_seed(tiny_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    from allsearch import data as data_mod
+
+    bundle = tmp_path / "tiny.npz"
+    assert data_mod.main([str(tiny_data), "--bundle", str(bundle)]) == 0
+    assert bundle.is_file() and "bundle:" in capsys.readouterr().err
+    for seed in (42, 7):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            folder = load_dataset(tiny_data, split_seed=seed)
+        packed = load_dataset(bundle, split_seed=seed)
+        assert packed.fingerprint == folder.fingerprint and packed.split_seed == seed
+        assert packed.files_test == folder.files_test and packed.class_names == folder.class_names
+        assert (packed.x_train == folder.x_train).all() and (packed.y_val == folder.y_val).all()
+        assert packed.report.skipped == folder.report.skipped
+        assert packed.report.duplicates_dropped == folder.report.duplicates_dropped == 1
+
+
+def test_a_file_that_is_no_bundle_is_one_line(tmp_path: Path) -> None:
+    fake = tmp_path / "x.npz"
+    fake.write_bytes(b"not a bundle")
+    with pytest.raises(DataError, match="is not a dataset bundle"):
+        load_dataset(fake)

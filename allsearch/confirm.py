@@ -1,0 +1,261 @@
+"""Confirm a study's best configurations on seeds and splits the search never saw.
+
+    python -m allsearch.confirm --study NAME [--top 3] [--seeds 5] [--data PATH] [--record DIR]
+
+A configuration chosen on some seeds looks better on those seeds than on new ones (the
+winner's curse of every tuning study). This re-trains the study's top configurations by
+validation accuracy on fresh pairs of (training seed, split seed): split seed i is the study's
+split seed + 1000 + i, training seed i is the study's first seed + 1000 + i, duplicates dropped
+before every split (allsearch.data). Every run is a child run of one confirmation parent run,
+`<study>-confirm`, in the study's experiment, tagged `allsearch.confirms=<study>`; running the
+same command again trains only what is missing. The result is each configuration's test
+accuracy mean ± sd, 95% interval and n over the fresh pairs, ranked by that mean.
+With --record DIR it reads the study from a record folder and writes there (no MLflow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from allsearch import lifecycle
+from allsearch.config import StudyConfig
+from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE
+from allsearch.errors import ConfigError, DataError, StoreError
+from allsearch.hardware import resolve_precision
+from allsearch.space import HParams
+from allsearch.tracked import config_key, find_duplicate, run_tracked
+
+__all__ = ["Candidate", "candidates", "confirm", "summary", "CONFIRMS", "main"]
+
+ENGINE = "confirm"
+CONFIRMS = "allsearch.confirms"  # tag of a confirmation parent run: the study it confirms
+SUFFIX = "-confirm"
+OFFSET = 1000  # fresh seeds and split seeds start this far from the study's
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A configuration of the study, as the search ranked it."""
+
+    rank: int  # 1 = best validation accuracy in the search
+    hparams: HParams
+    search_val: float
+    search_test: float
+    search_n: int
+    trial: str
+    run_id: str
+
+
+def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
+    """The study's `top` complete configurations by validation accuracy (mean over seeds)."""
+    from allsearch.leaderboard import runs_to_table
+
+    table = runs_to_table(runs)
+    complete = table[table["State"] == "COMPLETE"] if len(table) else table
+    if complete.empty:
+        raise ConfigError("the study has no complete trial to confirm; run it (or let it finish) "
+                          "first")
+    found = []
+    for rank, (_, row) in enumerate(complete.head(top).iterrows(), start=1):
+        run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
+        found.append(Candidate(rank, HParams.from_params(run, where=f"run {row['Run ID']}"),
+                               float(row["Validation Accuracy"]), float(row["Test Accuracy"]),
+                               int(row["n"]), str(row["Trial"]), str(row["Run ID"])))
+    return found
+
+
+def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None,
+            tracking_uri: str | None = None, record: str | None = None,
+            precision: str = "auto", progress: bool = True) -> pd.DataFrame:
+    """Train each of the study's `top` configurations on `seeds` fresh (seed, split) pairs
+    (only the pairs not trained yet), then return summary()."""
+    for name, value in (("top", top), ("seeds", seeds)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+    store, study_parent = _open(study, tracking_uri, record)
+    runs = store.runs_frame(f"tags.`mlflow.parentRunId` = '{study_parent}'")
+    chosen = candidates(runs, top)
+    settings = store.run_params(study_parent)
+    first_seed, split_seed = int(settings.get("seed", 0)), int(settings.get("split_seed", 42))
+    data = data or settings.get("data")
+    if not data or not Path(data).exists():
+        raise DataError(f"the study's data '{data}' is not here; pass --data with the same "
+                        f"dataset (a folder of class folders or a bundle)")
+    resolved, reason = resolve_precision(precision)
+    name = f"{study}{SUFFIX}"
+    parent = lifecycle.open_parent(store, name, {
+        "confirms": study, "study_parent": study_parent, "top": top, "seeds": seeds,
+        "data": str(data), "precision": resolved, "precision_reason": reason,
+        "seed_pairs": [[first_seed + OFFSET + i, split_seed + OFFSET + i] for i in range(seeds)]})
+    store.set_tags(parent, {CONFIRMS: study, "engine": ENGINE})
+    store.set_tags(study_parent, {"confirmed_by": parent})
+    status = "FINISHED"
+    bar = _bar(len(chosen) * seeds, progress)
+    try:
+        for i in range(seeds):
+            seed, fresh_split = first_seed + OFFSET + i, split_seed + OFFSET + i
+            dataset = _dataset(data, fresh_split, chosen)
+            for candidate in chosen:
+                key = config_key(candidate.hparams, seeds=[seed], dataset=dataset, precision=resolved)
+                if find_duplicate(store, parent, key) is None:
+                    run_tracked(
+                        store, parent_id=parent, name=f"confirm-{candidate.rank}-{i}",
+                        dataset=dataset, hparams=candidate.hparams, seeds=[seed],
+                        precision=resolved,
+                        params={**lifecycle.base_params(dataset, ENGINE), "seed": seed,
+                                "config_rank": candidate.rank, "trial_number": candidate.trial},
+                        tags={"engine": ENGINE, "config_rank": candidate.rank,
+                              "search_run": candidate.run_id})
+                bar.update(1)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        bar.close()
+        table = summary(store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"), chosen)
+        if len(table):
+            store.log_text(parent, table.to_csv(index=False), "confirmed.csv")
+            store.log_text(parent, render(table), "confirmed.md")
+        lifecycle.finish(store, parent, StudyConfig(study_name=name), status)
+    return table
+
+
+def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Any, str]:
+    """The store holding the study (MLflow, or a record folder) and its parent run's id."""
+    if record is not None:
+        from allsearch.recorder import Recorder
+
+        store: Any = Recorder(record, study)
+    else:
+        from allsearch.tracking import Tracker, find_study_parent
+
+        find_study_parent(study, tracking_uri=tracking_uri)  # a one-line error if it is not there
+        store = Tracker(study, tracking_uri=tracking_uri)
+    parent = store.find_parent(study)
+    if parent is None:
+        raise StoreError(f"no study named '{study}' in the {store.location}")
+    return store, parent
+
+
+def _dataset(data: str, split_seed: int, chosen: list[Candidate]) -> Any:
+    from allsearch.data import load_dataset
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the study reported its skipped files
+        dataset = load_dataset(data, split_seed=split_seed)
+        if any(c.hparams.features != "pixels" for c in chosen):
+            from allsearch.features import add_hog_pca
+
+            dataset = add_hog_pca(dataset)  # PCA fitted on this split's train images only
+    return dataset
+
+
+def summary(runs: pd.DataFrame, chosen: list[Candidate]) -> pd.DataFrame:
+    """Per configuration: its search figures beside the confirmed ones (mean ± sd, 95%
+    t-interval clipped to [0, 1], n, per-class recall), best confirmed mean first."""
+    from scipy import stats
+
+    rows = []
+    complete = runs[runs.get(f"tags.{STATE}", pd.Series(dtype=str)) == "COMPLETE"] if len(runs) else runs
+    recalls = sorted(c for c in runs.columns if c.startswith(f"metrics.{RECALL_PREFIX}"))
+    for c in chosen:
+        mine = complete[complete["tags.config_rank"] == str(c.rank)] if len(complete) else complete
+        tests = mine["metrics.test_accuracy"].astype(float) if len(mine) else pd.Series(dtype=float)
+        n = len(tests)
+        mean = float(tests.mean()) if n else math.nan
+        sd = float(tests.std(ddof=1)) if n > 1 else math.nan
+        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+        row = {"Search Rank": c.rank, "Trial": c.trial, "Search Val": c.search_val,
+               "Search Test": c.search_test, "Search n": c.search_n,
+               "Confirmed Test": mean, "Confirmed Test SD": sd,
+               "CI95 low": max(0.0, mean - half) if n > 1 else math.nan,
+               "CI95 high": min(1.0, mean + half) if n > 1 else math.nan, "n": n,
+               "Confirmed Val": float(mine["metrics.val_accuracy"].astype(float).mean()) if n else math.nan,
+               "Collapsed": int((mine.get(f"tags.{COLLAPSED}", pd.Series(dtype=str)) == "true").sum())
+               if n else 0}
+        for column in recalls:
+            row["Recall " + column[len(f"metrics.{RECALL_PREFIX}"):]] = (
+                float(mine[column].astype(float).mean()) if n else math.nan)
+        row["hparams"] = " ".join(f"{k}={v}" for k, v in c.hparams.to_dict().items())
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if len(table):
+        table = table.sort_values("Confirmed Test", ascending=False, na_position="last")
+    return table.reset_index(drop=True)
+
+
+def render(table: pd.DataFrame) -> str:
+    from allsearch.leaderboard import markdown
+
+    def number(v: Any) -> str:
+        return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
+
+    shown = pd.DataFrame({
+        "Search Rank": table["Search Rank"], "Trial": table["Trial"],
+        "Search Val (n)": [f"{v:.3f} ({n})" for v, n in zip(table["Search Val"], table["Search n"], strict=True)],
+        "Confirmed Test": [number(m) + ("" if math.isnan(s) else f" ± {s:.3f}")
+                           for m, s in zip(table["Confirmed Test"], table["Confirmed Test SD"], strict=True)],
+        "95% CI": ["" if math.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]"
+                   for lo, hi in zip(table["CI95 low"], table["CI95 high"], strict=True)],
+        "n": table["n"], "Confirmed Val": table["Confirmed Val"].map(number),
+        **{c: table[c].map(number) for c in table.columns if c.startswith("Recall ")},
+        "Collapsed": table["Collapsed"], "Configuration": table["hparams"]})
+    return markdown(shown)
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _bar(total: int, progress: bool) -> Any:
+    if not progress:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc="confirm", file=sys.stderr, smoothing=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from allsearch import cli
+
+    parser = argparse.ArgumentParser(prog="python -m allsearch.confirm",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--study", required=True, help="the study whose best configurations to confirm")
+    parser.add_argument("--top", type=int, default=3, help="how many configurations (default 3)")
+    parser.add_argument("--seeds", type=int, default=5,
+                        help="fresh (training seed, split seed) pairs per configuration (default 5)")
+    parser.add_argument("--data", default=None, help="the dataset (default: the study's)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI")
+    parser.add_argument("--record", default=None, metavar="DIR",
+                        help="read the study from this record folder and write there")
+    parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_debug_flag(parser)
+
+    def run(args: argparse.Namespace) -> int:
+        table = confirm(study=args.study, top=args.top, seeds=args.seeds, data=args.data,
+                        tracking_uri=args.tracking_uri, record=args.record,
+                        precision=args.precision, progress=not args.no_progress)
+        print(render(table))
+        return 0
+
+    return cli.main_wrapper(run, parser, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
