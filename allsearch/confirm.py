@@ -74,12 +74,15 @@ def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
 
 def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None,
             tracking_uri: str | None = None, record: str | None = None,
-            precision: str = "auto", progress: bool = True) -> pd.DataFrame:
+            precision: str = "auto", progress: bool = True, workers: int = 1,
+            name: str | None = None) -> pd.DataFrame:
     """Train each of the study's `top` configurations on `seeds` fresh (seed, split) pairs
-    (only the pairs not trained yet), then return summary()."""
-    for name, value in (("top", top), ("seeds", seeds)):
+    (only the pairs not trained yet), in `workers` processes, then return summary(). `name`
+    names the confirmation (default `<study>-confirm`; another one, e.g. on another dataset,
+    needs another name)."""
+    for name_, value in (("top", top), ("seeds", seeds), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"--{name} must be a positive integer, got {value!r}")
+            raise ConfigError(f"--{name_} must be a positive integer, got {value!r}")
     store, study_parent = _open(study, tracking_uri, record)
     runs = store.runs_frame(f"tags.`mlflow.parentRunId` = '{study_parent}'")
     chosen = candidates(runs, top)
@@ -90,7 +93,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
         raise DataError(f"the study's data '{data}' is not here; pass --data with the same "
                         f"dataset (a folder of class folders or a bundle)")
     resolved, reason = resolve_precision(precision)
-    name = f"{study}{SUFFIX}"
+    name = name or f"{study}{SUFFIX}"
     parent = lifecycle.open_parent(store, name, {
         "confirms": study, "study_parent": study_parent, "top": top, "seeds": seeds,
         "data": str(data), "precision": resolved, "precision_reason": reason,
@@ -99,22 +102,25 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     store.set_tags(study_parent, {"confirmed_by": parent})
     status = "FINISHED"
     bar = _bar(len(chosen) * seeds, progress)
+    jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
+                 precision=resolved, pair=i, seed=first_seed + OFFSET + i,
+                 split_seed=split_seed + OFFSET + i, candidates=tuple(chosen))
+            for i in range(seeds)]
     try:
-        for i in range(seeds):
-            seed, fresh_split = first_seed + OFFSET + i, split_seed + OFFSET + i
-            dataset = _dataset(data, fresh_split, chosen)
-            for candidate in chosen:
-                key = config_key(candidate.hparams, seeds=[seed], dataset=dataset, precision=resolved)
-                if find_duplicate(store, parent, key) is None:
-                    run_tracked(
-                        store, parent_id=parent, name=f"confirm-{candidate.rank}-{i}",
-                        dataset=dataset, hparams=candidate.hparams, seeds=[seed],
-                        precision=resolved,
-                        params={**lifecycle.base_params(dataset, ENGINE), "seed": seed,
-                                "config_rank": candidate.rank, "trial_number": candidate.trial},
-                        tags={"engine": ENGINE, "config_rank": candidate.rank,
-                              "search_run": candidate.run_id})
-                bar.update(1)
+        if workers == 1:
+            for job in jobs:
+                _train_pair(job, store=store, on_run=lambda: bar.update(1))
+        else:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor, as_completed
+
+            with ProcessPoolExecutor(max_workers=workers,
+                                     mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_train_pair, job, candidate=c)
+                           for job in jobs for c in job.candidates]
+                for future in as_completed(futures):
+                    future.result()
+                    bar.update(1)
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -129,6 +135,44 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
             store.log_text(parent, render(table), "confirmed.md")
         lifecycle.finish(store, parent, StudyConfig(study_name=name), status)
     return table
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One fresh (seed, split) pair to train the candidates on; picklable for a worker."""
+
+    store_of: tuple[str, str | None, str | None]  # (study, tracking_uri, record)
+    parent: str
+    data: str
+    precision: str
+    pair: int
+    seed: int
+    split_seed: int
+    candidates: tuple[Candidate, ...]
+
+
+def _train_pair(job: _Job, *, store: Any = None, candidate: Candidate | None = None,
+                on_run: Any = None) -> None:
+    """Train the candidates (or one) on the job's pair, skipping what is done already."""
+    if store is None:  # a worker process: its own connection to the store
+        from allsearch import cli
+
+        cli.quiet_libraries()
+        store, _ = _open(*job.store_of)
+    chosen = [candidate] if candidate is not None else list(job.candidates)
+    dataset = _dataset(job.data, job.split_seed, chosen)
+    for c in chosen:
+        key = config_key(c.hparams, seeds=[job.seed], dataset=dataset, precision=job.precision)
+        if find_duplicate(store, job.parent, key) is None:
+            run_tracked(
+                store, parent_id=job.parent, name=f"confirm-{c.rank}-{job.pair}",
+                dataset=dataset, hparams=c.hparams, seeds=[job.seed], precision=job.precision,
+                params={**lifecycle.base_params(dataset, ENGINE), "seed": job.seed,
+                        "config_rank": c.rank, "trial_number": c.trial},
+                tags={"engine": ENGINE, "config_rank": c.rank, "search_run": c.run_id,
+                      "worker": lifecycle.worker_id()})
+        if on_run is not None:
+            on_run()
 
 
 def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Any, str]:
@@ -244,13 +288,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", default=None, metavar="DIR",
                         help="read the study from this record folder and write there")
     parser.add_argument("--precision", default="auto", choices=("auto", "float32", "bfloat16"))
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes training at once (default 1; a GPU takes several)")
+    parser.add_argument("--name", default=None,
+                        help="the confirmation's name (default: STUDY-confirm); another "
+                             "confirmation of the same study, e.g. on other data, needs another")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         table = confirm(study=args.study, top=args.top, seeds=args.seeds, data=args.data,
                         tracking_uri=args.tracking_uri, record=args.record,
-                        precision=args.precision, progress=not args.no_progress)
+                        precision=args.precision, progress=not args.no_progress,
+                        workers=args.workers, name=args.name)
         print(render(table))
         return 0
 

@@ -6,6 +6,7 @@ Any image (8/16-bit, float, palette, CMYK, with transparency) -> 100x100 uint8 g
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,9 @@ def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
             image.load()
             return image_to_array(image, size)
     except Exception as exc:  # PIL raises many types for bad bytes
-        raise DataError(f"not a readable image ({type(exc).__name__}: {str(exc)[:80]})") from None
+        # PIL names the buffer it read (<_io.BytesIO object at 0x...>): no use to anyone.
+        reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))[:80]
+        raise DataError(f"not a readable image ({type(exc).__name__}: {reason})") from None
 
 
 def _to_8bit(image: Image.Image) -> Image.Image:

@@ -19,7 +19,7 @@ from allsearch import lifecycle
 from allsearch.config import StudyConfig
 from allsearch.contract import RECORDED_ID, ROLE, STUDY
 from allsearch.errors import ConfigError
-from allsearch.recorder import MODEL_META, NETWORK_FILE, PIPELINE_FILE, read_events
+from allsearch.recorder import MODEL_META, NETWORK_FILE, PIPELINE_FILE, read_events, read_runs
 
 __all__ = ["ImportReport", "import_record"]
 
@@ -87,11 +87,15 @@ def import_record(folder: str | Path, *, tracking_uri: str | None = None) -> lis
                 status[recorded] = event["status"]  # the parent ends after its summary
                 continue
             _replay(tracker, str(ids[recorded]), event, folder / "runs" / recorded, uris)
+    recorded_runs = read_runs(folder)
     for recorded, report in reports.items():
         tracker = trackers[report.experiment]
-        # A study whose record ends while running was cut off.
+        # A study, or a trial, whose record ends while running was cut off.
         final = status[recorded] if status[recorded] != "RUNNING" else "KILLED"
-        lifecycle.finish(tracker, report.parent_id, StudyConfig(study_name=report.study), final)
+        cut_off = [str(ids[r.run_id]) for r in recorded_runs.values()
+                   if r.parent == recorded and r.status == "RUNNING" and ids.get(r.run_id)]
+        lifecycle.finish(tracker, report.parent_id, StudyConfig(study_name=report.study), final,
+                         dead_runs=cut_off)
     return list(reports.values())
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from allsearch.contract import MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX
-from allsearch.errors import ConfigError, StoreError, first_line, redact, redact_text
+from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
 
 __all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
            "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown", "main",
-           "damaged_store", "write_output"]
+           "write_output"]
 
 FORMATS = ("markdown", "csv", "html", "latex", "json")
 Format = Literal["markdown", "csv", "html", "latex", "json"]
@@ -281,25 +280,10 @@ def markdown(table: pd.DataFrame) -> str:
 def load_study_runs(study: str | None = None, *, tracking_uri: str | None = None
                     ) -> tuple[str, pd.DataFrame]:
     """(study name, its child runs); without a name, the study whose parent run is newest."""
-    from allsearch.tracking import STORE_ERRORS, find_study_parent, resolve_tracking_uri, runs_of_parent
+    from allsearch.tracking import find_study_parent, runs_of_parent
 
-    try:
-        name, parent_id = find_study_parent(study, tracking_uri=tracking_uri)
-        return name, runs_of_parent(parent_id, tracking_uri=tracking_uri)
-    except STORE_ERRORS as exc:  # e.g. an mlflow.db overwritten or cut short
-        raise damaged_store(resolve_tracking_uri(tracking_uri), exc) from None
-
-
-def damaged_store(uri: str, exc: BaseException) -> StoreError:
-    """The error for a store that is there but cannot be read, naming its file."""
-    if uri.startswith("sqlite:///"):
-        path = uri.removeprefix("sqlite:///")
-        reason = re.sub(r"^\([\w.]+\)\s*", "", first_line(exc))[:160]  # no "(sqlite3.DatabaseError)"
-        return StoreError(f"the MLflow store {path} cannot be read ({reason}): it "
-                          f"is damaged; move it aside (mv {path} {path}.damaged) and run the "
-                          f"study again, or pass --tracking-uri")
-    return StoreError(f"MLflow store '{redact(uri)}' cannot be read "
-                      f"({redact_text(first_line(exc), uri)[:160]}); check --tracking-uri")
+    name, parent_id = find_study_parent(study, tracking_uri=tracking_uri)
+    return name, runs_of_parent(parent_id, tracking_uri=tracking_uri)
 
 
 def write_output(path: str, text: str, flag: str) -> None:

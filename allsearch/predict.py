@@ -21,15 +21,23 @@ from pathlib import Path
 import pandas as pd
 
 from allsearch.contract import CHAMPION_ALIAS, model_name
-from allsearch.errors import DataError, ModelError, StoreError, redact
+from allsearch.errors import AllsearchError, DataError, ModelError, StoreError, first_line, redact
 from allsearch.images import IMAGE_EXTENSIONS, decode_image_bytes
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.tracking import check_tracking_uri, open_client, resolve_tracking_uri
 
-__all__ = ["ImageFile", "resolve_model_uri", "load_classifier", "collect_images",
+__all__ = ["ImageFile", "SkippedFile", "resolve_model_uri", "load_classifier", "collect_images",
            "predict_files", "main"]
 
 FORMATS = ("table", "csv", "json")
 _RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+# Model URIs resolved through the tracking store (a path or file:// URI is read directly).
+STORE_SCHEMES = ("models:/", "runs:/")
+# What Python prints for an object without a text of its own (PIL names its BytesIO so).
+_OBJECT_REPR = re.compile(r"\s*<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+class SkippedFile(UserWarning):
+    """A file in a folder of images that is not predicted (hidden, not an image, unreadable)."""
 
 
 @dataclass(frozen=True)
@@ -49,15 +57,21 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
         return f"runs:/{model}/model" if _RUN_ID.match(model) else model
     if study:
         return f"models:/{model_name(study)}@{CHAMPION_ALIAS}"
-    from mlflow.tracking import MlflowClient
-
     uri = resolve_tracking_uri(tracking_uri)
+    if _missing_store(uri):
+        raise ModelError(f"no champion model in '{uri}': there is no MLflow store there yet; run "
+                         f"a study first (python -m allsearch.study), or pass --tracking-uri or "
+                         f"--model URI")
     try:
-        registered = MlflowClient(tracking_uri=uri, registry_uri=uri).search_registered_models(
+        # open_client: a server that does not answer is one line at once (MLflow would retry
+        # for minutes).
+        registered = open_client(uri).search_registered_models(
             filter_string="name LIKE 'allsearch-%'", max_results=1000)
+    except AllsearchError:
+        raise
     except Exception as exc:  # a store that cannot be read
         raise StoreError(f"cannot read the model registry of '{redact(uri)}' "
-                         f"({str(exc).splitlines()[0][:160]}); check --tracking-uri") from None
+                         f"({first_line(exc)[:160]}); check --tracking-uri") from None
     champions = [m for m in registered if CHAMPION_ALIAS in (m.aliases or {})]
     if not champions:
         raise ModelError(f"no champion model in '{redact(uri)}': run a study first "
@@ -72,6 +86,11 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
     import mlflow
 
     uri = resolve_tracking_uri(tracking_uri)
+    if model_uri.startswith(STORE_SCHEMES):  # a model in the store, not a folder
+        if _missing_store(uri):
+            raise ModelError(f"model '{model_uri}' cannot be loaded from '{uri}' (there is no "
+                             f"MLflow store there); check --model and --tracking-uri")
+        check_tracking_uri(uri)  # a server that does not answer: one line at once
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     try:
@@ -89,6 +108,11 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
                          f"logged without the image preprocessing, e.g. as a bare Keras model "
                          f"by an older allsearch): pass a model logged by a current study")
     return loaded
+
+
+def _missing_store(uri: str) -> bool:
+    """A local store that is not there (reading it through MLflow would create it)."""
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def model_classes(loaded) -> list[str]:
@@ -127,7 +151,12 @@ def _check_image_file(path: Path) -> None:
     try:
         decode_image_bytes(path.read_bytes())
     except DataError as exc:
-        raise DataError(f"'{path}' is {exc}; pass a PNG, JPEG, BMP or TIFF image") from None
+        raise DataError(f"'{path}' is {_reason(exc)}; pass a PNG, JPEG, BMP or TIFF image") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """Why an image cannot be read, without the `<_io.BytesIO object at 0x...>` PIL adds."""
+    return _OBJECT_REPR.sub("", str(exc))
 
 
 def _images_in_folder(folder: Path, *, labelled: bool) -> list[ImageFile]:
@@ -144,11 +173,11 @@ def _images_in_folder(folder: Path, *, labelled: bool) -> list[ImageFile]:
             try:
                 decode_image_bytes(p.read_bytes())
             except DataError as exc:
-                skipped.append(f"{p}: {exc}")
+                skipped.append(f"{p}: {_reason(exc)}")
                 continue
             files.append(rel)
     for line in skipped:
-        warnings.warn(f"skipped {line}", stacklevel=3)
+        warnings.warn(SkippedFile(f"skipped {line}"), stacklevel=3)
     by_class = labelled and files and all(len(rel.parts) >= 2 for rel in files)
     return [ImageFile(folder / rel, rel.parts[0] if by_class else None) for rel in files]
 
@@ -218,7 +247,16 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
-        images = collect_images(args.inputs, labelled=not args.unlabelled)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SkippedFile)
+            images = collect_images(args.inputs, labelled=not args.unlabelled)
+        for warning in caught:
+            # One line a person reads per file: no source excerpt, however warnings print.
+            if issubclass(warning.category, SkippedFile):
+                print(f"warning: {warning.message}", file=sys.stderr)
+            else:
+                warnings.warn_explicit(warning.message, warning.category, warning.filename,
+                                       warning.lineno)
         uri = resolve_model_uri(args.model, study=args.study, tracking_uri=args.tracking_uri)
         loaded = load_classifier(uri, tracking_uri=args.tracking_uri)
         frame = predict_files(loaded, images)

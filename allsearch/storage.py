@@ -1,8 +1,11 @@
-"""Where a study's Optuna state lives: the storage URL, its heartbeats and its schema race.
+"""Where a study's Optuna state lives: the storage URL, its heartbeats, its connection pool,
+its schema race, and the gRPC storage proxy in front of it.
 
 The Optuna storage is the source of truth of a study: its trials, their states, and the id of
 the study's MLflow parent run (a study user attribute), so every worker on any machine finds
-the same study and nests its runs under the same parent (docs/design.md, "Storage").
+the same study and nests its runs under the same parent (docs/design.md, "Storage"). Hundreds
+of workers reach the database through one or a few proxies (`--storage grpc://HOST:PORT`,
+`python -m allsearch.proxy`): Optuna's proxy, with heartbeats added (docs/scale-out.md).
 """
 
 from __future__ import annotations
@@ -12,18 +15,90 @@ import os
 import random
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+# Optuna's heartbeat interface has no public name; its fail_stale_trials and optimize loop
+# recognize a storage with heartbeats by this base class (tests/test_coordination.py checks).
+from optuna.storages._heartbeat import BaseHeartbeat
+
 from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
 from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_race, redact, redact_text
 
-__all__ = ["open_storage", "storage_url", "heartbeat_settings", "SCHEMA_RACE_ATTEMPTS"]
+__all__ = ["open_storage", "open_proxied_storage", "serve_proxy", "storage_url",
+           "heartbeat_settings", "pool_settings", "HeartbeatProxyClient", "ProxiedRDBStorage",
+           "SCHEMA_RACE_ATTEMPTS", "POOL_SIZE", "HEARTBEAT_ATTR", "FAIL_STALE_ATTR"]
 
 SCHEMA_RACE_ATTEMPTS = 5
 GRPC_SCHEME = "grpc://"
+# How long a worker waits for a proxy to answer before saying it is not there.
+PROXY_WAIT_S = float(os.environ.get("ALLSEARCH_PROXY_WAIT_S", "10"))
+# Database connections of one process: its trial loop and its heartbeat thread each hold one
+# at a time, so two bound a worker without ever making it wait (docs/scale-out.md has the
+# arithmetic: workers x pool + proxies x their threads + MLflow <= max_connections).
+POOL_SIZE = 2
+POOL_RECYCLE_S = 1800  # below the idle timeouts of firewalls, NATs and connection poolers
+POOL_TIMEOUT_S = 60  # a thread waits this long for a free connection before failing
+# The two calls allsearch's proxy turns into heartbeats, since Optuna's proxy has none:
+HEARTBEAT_ATTR = "allsearch:heartbeat"  # a trial system attr: record the trial's heartbeat
+FAIL_STALE_ATTR = "allsearch:fail_stale_trials"  # a study system attr: fail its stale trials
+
+
+class HeartbeatProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
+    """Optuna's gRPC storage client with heartbeats: Optuna's own GrpcStorageProxy has none,
+    so a worker that dies behind a proxy would leave its trial RUNNING forever.
+
+    The heartbeat thread Optuna runs beside each trial records a heartbeat through the proxy
+    (a write of the HEARTBEAT_ATTR trial system attr, which allsearch's proxy stores as the
+    database's heartbeat, with the database's clock), and `fail_stale_trials` asks the proxy to
+    fail the study's stale trials (a write of FAIL_STALE_ATTR): the proxy does it on the
+    database, with its grace period and its retry callback, as a worker does it on PostgreSQL.
+    Needs `python -m allsearch.proxy`; Optuna's own proxy server would store the two attrs.
+    """
+
+    def __init__(self, *, host: str, port: int, heartbeat_interval: int) -> None:
+        self._heartbeat_interval = heartbeat_interval
+        super().__init__(host=host, port=port)
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, True)
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        # The proxy fails them (and enqueues their retries) itself; none are left to fail here.
+        self.set_study_system_attr(study_id, FAIL_STALE_ATTR, True)
+        return []
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._heartbeat_interval
+
+    def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
+        return None  # the proxy's storage runs the retry callback
+
+
+class ProxiedRDBStorage(optuna.storages.RDBStorage):
+    """The database storage behind `python -m allsearch.proxy`: an RDBStorage (heartbeats,
+    grace period, retries) that takes the heartbeat calls of HeartbeatProxyClient."""
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key == HEARTBEAT_ATTR:
+            self.record_heartbeat(trial_id)
+        else:
+            super().set_trial_system_attr(trial_id, key, value)
+
+    def set_study_system_attr(self, study_id: int, key: str, value: Any) -> None:
+        if key != FAIL_STALE_ATTR:
+            super().set_study_system_attr(study_id, key, value)
+            return
+        # Optuna's own fail_stale_trials, on the database: every proxy thread and every other
+        # proxy may do it at once; a trial is failed (and retried) by exactly one of them.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.load_study(study_name=self.get_study_name_from_id(study_id),
+                                      storage=self)
+            optuna.storages.fail_stale_trials(study)
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
@@ -37,11 +112,29 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     if not host or not port:
         raise ConfigError(f"--storage '{redact(url)}': a proxy is grpc://HOST:PORT, e.g. "
                           f"grpc://localhost:13000 (python -m allsearch.proxy serves one)")
+    interval, _ = heartbeat_settings()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
+        client = HeartbeatProxyClient(host=host, port=port, heartbeat_interval=interval)
     try:
-        return optuna.storages.GrpcStorageProxy(host=host, port=port)
-    except Exception as exc:  # grpc raises its own types for a proxy that is not there
-        raise StoreError(f"--storage '{redact(url)}' cannot be reached ({first_line(exc)[:160]}); "
-                         f"start the proxy (python -m allsearch.proxy) or fix the URL") from None
+        # gRPC connects lazily and would fail at the first call with a multi-line repr.
+        client.wait_server_ready(timeout=PROXY_WAIT_S)
+    except Exception:  # noqa: BLE001  (ConnectionError, or grpc's own types)
+        client.close()
+        raise StoreError(f"no Optuna storage proxy answers at '{redact(url)}' (waited "
+                         f"{PROXY_WAIT_S:g} s); start one there (python -m allsearch.proxy "
+                         f"--storage postgresql://... --port {port}) or fix the URL") from None
+    return client
+
+
+def pool_settings(pool_size: int | None = None) -> dict[str, Any]:
+    """SQLAlchemy's connection pool for a database server: at most `pool_size` connections
+    (default POOL_SIZE, or $ALLSEARCH_DB_POOL), checked before use, renewed every 30 min."""
+    size = pool_size or int(os.environ.get("ALLSEARCH_DB_POOL", str(POOL_SIZE)))
+    if size < 1:
+        raise ConfigError(f"ALLSEARCH_DB_POOL must be >= 1, got {size}")
+    return {"pool_size": size, "max_overflow": 0, "pool_pre_ping": True,
+            "pool_recycle": POOL_RECYCLE_S, "pool_timeout": POOL_TIMEOUT_S}
 
 
 def storage_url(url: str | None, *, record: str | None = None) -> str:
@@ -62,28 +155,68 @@ def heartbeat_settings() -> tuple[int, int]:
 
 
 def open_storage(url: str | None, *, record: str | None = None) -> optuna.storages.BaseStorage:
-    """Optuna's RDB storage with heartbeats (a trial whose worker died is failed and retried),
-    or `grpc://HOST:PORT`, Optuna's storage proxy (python -m allsearch.proxy) in front of one."""
+    """Optuna's RDB storage with heartbeats (a trial whose worker died is failed and retried)
+    and a bounded connection pool, or `grpc://HOST:PORT`: a storage proxy in front of one
+    (python -m allsearch.proxy), with heartbeats through it."""
     url = storage_url(url, record=record)
     if url.startswith(GRPC_SCHEME):
         return _grpc_storage(url)
+    return _open_rdb(url, optuna.storages.RDBStorage)
+
+
+def open_proxied_storage(url: str, *, connections: int) -> optuna.storages.BaseStorage:
+    """What `python -m allsearch.proxy` serves: the database at `url` with at most
+    `connections` connections (one per serving thread), taking its clients' heartbeats."""
+    if url.startswith(GRPC_SCHEME):
+        raise ConfigError(f"--storage '{redact(url)}' is a proxy itself; a proxy serves a "
+                          f"database: postgresql://user@host/db (or any SQLAlchemy URL)")
+    # Optuna's in-process cache in front of the database, as Optuna advises for its proxy.
+    return optuna.storages.get_storage(_open_rdb(url, ProxiedRDBStorage, pool_size=connections))
+
+
+def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int,
+                threads: int) -> None:
+    """Serve `storage` over gRPC on host:port with `threads` threads, until interrupted
+    (KeyboardInterrupt: Ctrl-C, or SIGTERM in a command)."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    # gRPC would share a busy port (SO_REUSEPORT) with another server and split the traffic.
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
+                          f"another --port, or --host with an address of this machine") from None
+    pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
+            optuna.storages.run_grpc_proxy_server(storage, host=host, port=port,
+                                                  thread_pool=pool)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
+              pool_size: int | None = None) -> optuna.storages.RDBStorage:
     if "://" not in url:
         raise ConfigError(f"--storage '{redact(url)}' is not a database URL; use e.g. "
                           f"sqlite:///mlruns/optuna.db or postgresql://user@host/db")
-    engine_kwargs: dict[str, Any] = {}
+    engine_kwargs: dict[str, Any]
+    if url.startswith("sqlite:///"):
+        url = absolute_sqlite(url)
+        # Several local workers share one file: wait for the lock instead of failing.
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = pool_settings(pool_size)
     try:
-        if url.startswith("sqlite:///"):
-            url = absolute_sqlite(url)
-            # Several local workers share one file: wait for the lock instead of failing.
-            engine_kwargs["connect_args"] = {"timeout": 60}
-        else:
-            engine_kwargs["pool_pre_ping"] = True
         interval, grace = heartbeat_settings()
         for attempt in itertools.count(1):
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return optuna.storages.RDBStorage(
+                    return kind(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
                         grace_period=grace,
                         heartbeat_stale_trial_callback=(

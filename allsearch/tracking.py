@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import random
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +29,7 @@ from mlflow.tracking import MlflowClient
 
 from allsearch.config import absolute_sqlite
 from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
-from allsearch.errors import StoreError, first_line, lost_schema_race, redact, store_errors
+from allsearch.errors import StoreError, first_line, lost_schema_race, redact, redact_text, store_errors
 from allsearch.hardware import package_versions
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "STORE_ERRORS",
     "resolve_tracking_uri", "check_tracking_uri", "open_client", "find_study_parent",
-    "runs_of_parent",
+    "runs_of_parent", "damaged_store",
     "param_text", "SERVING_PACKAGES",
 ]
 
@@ -103,7 +104,25 @@ def open_client(tracking_uri: str | None = None, *, what: str = "a study") -> Ml
         raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
                          f"{what} first (python -m allsearch.study), or pass --tracking-uri")
     check_tracking_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)  # a damaged file fails here, not later
+    except STORE_ERRORS as exc:
+        raise damaged_store(uri, exc) from None
+    return client
+
+
+def damaged_store(uri: str, exc: BaseException) -> StoreError:
+    """The error for a store that is there but cannot be read, naming its file."""
+    if uri.startswith("sqlite:///"):
+        path = uri.removeprefix("sqlite:///")
+        reason = re.sub(r"^\([\w.]+\)\s*", "", first_line(exc))[:160]  # no "(sqlite3.DatabaseError)"
+        return StoreError(f"the MLflow store {path} cannot be read ({reason}): it "
+                          f"is damaged; move it aside (mv {path} {path}.damaged) and run the "
+                          f"study again, or pass --tracking-uri")
+    return StoreError(f"MLflow store '{redact(uri)}' cannot be read "
+                      f"({redact_text(first_line(exc), uri)[:160]}); check --tracking-uri")
+
 
 
 def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
@@ -119,8 +138,7 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
         runs = client.search_runs(experiments, filter_string=query,
                                   order_by=["attributes.start_time DESC"], max_results=1)
     except STORE_ERRORS as exc:
-        raise StoreError(f"MLflow store '{redact(uri)}' cannot be read ({first_line(exc)}); "
-                         f"check --tracking-uri, or move a damaged mlflow.db aside") from None
+        raise damaged_store(uri, exc) from None
     if not runs:
         if study is None:
             raise StoreError(f"no study found in '{redact(uri)}'; run python -m allsearch.study "
@@ -135,7 +153,7 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
 def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """Every child run of a parent run as MLflow's pandas frame (params.*, metrics.*, tags.*)."""
     uri = resolve_tracking_uri(tracking_uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = open_client(uri)
     experiment_id = client.get_run(parent_id).info.experiment_id
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs([experiment_id],

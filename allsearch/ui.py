@@ -144,8 +144,7 @@ def find_studies(tracking_uri: str | None = None) -> list[StudyPage]:
 
     from allsearch.contract import ROLE, STUDY
     from allsearch.errors import redact
-    from allsearch.leaderboard import damaged_store
-    from allsearch.tracking import STORE_ERRORS, open_client, resolve_tracking_uri
+    from allsearch.tracking import STORE_ERRORS, damaged_store, open_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():

@@ -113,3 +113,21 @@ def test_a_run_that_predicts_one_class_is_tagged_collapsed(tiny_data: Path) -> N
     assert one.collapsed and not fine.collapsed
     assert tracker.run_tags(one.run_id)["collapsed"] == "true"
     assert "collapsed" not in tracker.run_tags(fine.run_id)
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_confirmation_in_two_worker_processes_under_another_name(tiny_data: Path,
+                                                                 space_file: Path) -> None:
+    study.run(trials=2, space=str(space_file), data=str(tiny_data), progress=False,
+              pruner="none", sampler="grid")  # two distinct configurations
+    table = confirm.confirm(study="tiny", top=2, seeds=2, workers=2, name="tiny-again",
+                            progress=False)
+    assert list(table["n"]) == [2, 2]
+    client = MlflowClient(resolve_tracking_uri())
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    [parent] = client.search_runs([experiment],
+                                  filter_string="tags.`allsearch.study` = 'tiny-again' and "
+                                                "tags.`allsearch.role` = 'parent'")
+    runs = runs_under(client, parent.info.run_id)
+    assert len(runs) == 4 and len({r.data.tags["worker"] for r in runs}) == 2

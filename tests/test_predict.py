@@ -126,6 +126,52 @@ def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path
 
 
 @pytest.mark.train
+def test_predict_reports_each_unreadable_image_in_one_line(tiny_data: Path, tmp_path: Path) -> None:
+    """A folder with a corrupt and a truncated PNG among good ones (and the fixture's
+    notes.txt and .DS_Store): the good ones are predicted, each other file is one line on
+    stderr with its path and reason, no source line and no Python object."""
+    tiny_study(tiny_data, tmp_path, features="pixels")
+    good = sorted(tiny_data.glob("*/*.png"))
+    corrupt, cut = tiny_data / "Pre" / "corrupt.png", tiny_data / "Early" / "cut.png"
+    corrupt.write_bytes(os.urandom(600))
+    cut.write_bytes(good[0].read_bytes()[:200])
+    done = subprocess.run([sys.executable, "-m", "allsearch.predict", str(tiny_data),
+                           "--format", "csv"], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "MLFLOW_TRACKING_URI": resolve_tracking_uri()})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(done.stdout.splitlines()) == 1 + len(good)
+    benign = tiny_data / "Benign"
+    expected = [f"warning: skipped {benign / '.DS_Store'}: hidden file",
+                f"warning: skipped {cut}: not a readable image (OSError: image file is truncated)",
+                f"warning: skipped {benign / 'notes.txt'}: not an image (.txt)",
+                f"warning: skipped {corrupt}: not a readable image "
+                f"(UnidentifiedImageError: cannot identify image file)"]
+    skipped = [line for line in done.stderr.splitlines() if "skipped" in line]
+    assert sorted(skipped) == sorted(expected), done.stderr[-3000:]
+    assert "object at 0x" not in done.stderr and "warnings.warn" not in done.stderr
+    assert "model: models:/allsearch-served@champion" in done.stderr
+
+
+def test_predict_unreachable_tracking_server_fails_fast(tiny_data: Path) -> None:
+    """MLflow retries an HTTP store for minutes; predict says it in one line at once,
+    whether it looks for the champion or loads a given model."""
+    image = str(next((tiny_data / "Pre").glob("*.png")))
+    for extra in ([], ["--model", "runs:/0123456789abcdef0123456789abcdef/model"],
+                  ["--study", "served"]):
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "allsearch.predict", image, "--tracking-uri",
+                               "http://127.0.0.1:1", *extra], capture_output=True, text=True,
+                              timeout=120)
+        seconds = time.monotonic() - started
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        assert lines == ["error: MLflow server 'http://127.0.0.1:1' cannot be reached ([Errno 111] "
+                         "Connection refused); start it (mlflow server ...) or fix --tracking-uri"], \
+            done.stderr[-2000:]
+        assert seconds < 12, f"{extra}: {seconds:.0f} s"
+
+
+@pytest.mark.train
 def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
                                        capsys: pytest.CaptureFixture) -> None:
     image = next((tiny_data / "Pre").glob("*.png"))

@@ -130,8 +130,10 @@ def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -
         children = [t for t in tags if "mlflow.parentRunId" in t]
         assert len(parents) == 1 and len(children) == 2
         assert {c["mlflow.parentRunId"] for c in children} == {parents[0]["info"]["run_id"]}
-        # The artifacts the UI renders are served too: a child's PNG plot.
-        child = next(r for r, t in zip(runs, tags, strict=True) if "mlflow.parentRunId" in t)
+        # The artifacts the UI renders are served too: a child's PNG plot (a trained child's:
+        # the sampler may propose batch size 8 twice, and a duplicate's run holds no files).
+        child = next(r for r, t in zip(runs, tags, strict=True)
+                     if "mlflow.parentRunId" in t and "duplicate_of" not in t)
         listed = api(base, f"artifacts/list?run_id={child['info']['run_id']}")
         assert "confusion_matrix.png" in {f["path"] for f in listed["files"]}
         png = urllib.request.urlopen(f"{base}/get-artifact?path=confusion_matrix.png&run_uuid="
