@@ -208,23 +208,18 @@ def _dataset(data: str, split_seed: int, chosen: list[Candidate]) -> Any:
 def summary(runs: pd.DataFrame, chosen: list[Candidate]) -> pd.DataFrame:
     """Per configuration: its search figures beside the confirmed ones (mean ± sd, 95%
     t-interval clipped to [0, 1], n, per-class recall), best confirmed mean first."""
-    from scipy import stats
+    from allsearch.leaderboard import mean_interval
 
     rows = []
     complete = runs[runs.get(f"tags.{STATE}", pd.Series(dtype=str)) == "COMPLETE"] if len(runs) else runs
     recalls = sorted(c for c in runs.columns if c.startswith(f"metrics.{RECALL_PREFIX}"))
     for c in chosen:
         mine = complete[complete["tags.config_rank"] == str(c.rank)] if len(complete) else complete
-        tests = mine["metrics.test_accuracy"].astype(float) if len(mine) else pd.Series(dtype=float)
-        n = len(tests)
-        mean = float(tests.mean()) if n else math.nan
-        sd = float(tests.std(ddof=1)) if n > 1 else math.nan
-        half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)) if n > 1 else math.nan
+        mean, sd, low, high, n = mean_interval(mine["metrics.test_accuracy"] if len(mine) else [])
         row = {"Search Rank": c.rank, "Trial": c.trial, "Search Val": c.search_val,
                "Search Test": c.search_test, "Search n": c.search_n,
-               "Confirmed Test": mean, "Confirmed Test SD": sd,
-               "CI95 low": max(0.0, mean - half) if n > 1 else math.nan,
-               "CI95 high": min(1.0, mean + half) if n > 1 else math.nan, "n": n,
+               "Confirmed Test": mean, "Confirmed Test SD": sd, "CI95 low": low,
+               "CI95 high": high, "n": n,
                "Confirmed Val": float(mine["metrics.val_accuracy"].astype(float).mean()) if n else math.nan,
                "Collapsed": int((mine.get(f"tags.{COLLAPSED}", pd.Series(dtype=str)) == "true").sum())
                if n else 0}

@@ -18,7 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from allsearch.contract import MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX
+from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE
 from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
 
@@ -83,6 +83,9 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     columns = keys + [c for _, title in metric_columns for c in
                       ((title, title + SD) if title in spread else (title,))]
     columns += ["n", "State", "Trial", "Run ID", "Δ Val vs paper", "Δ Test vs paper"]
+    if table["Collapsed"].fillna(0).any():
+        # Runs that predicted one class for every test image (a degenerate fit), per row.
+        columns.insert(columns.index("State"), "Collapsed")
     table = table.reindex(columns=columns)
     # Complete results first, best validation accuracy first; then pruned, failed, running.
     table["_unfinished"] = table["State"] != "COMPLETE"
@@ -113,6 +116,8 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
     flat["_seed"] = [f"{a}/{b}" for a, b in zip(runs.get("params.seed", pd.Series("", index=runs.index)),
                                                runs.get("params.split_seed", pd.Series("", index=runs.index)),
                                                strict=True)]
+    collapsed = runs.get(f"tags.{COLLAPSED}", pd.Series("", index=runs.index))
+    flat["_collapsed"] = (collapsed == "true").astype(int)
     return flat
 
 
@@ -149,9 +154,77 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
     row["State"] = first["State"]
     row["Trial"] = trials if len(trials) <= 20 else f"{trials.count(',') + 1} runs"
     row["Run ID"] = linked["Run ID"]
+    row["Collapsed"] = int(group["_collapsed"].sum())
     row["Δ Val vs paper"] = row["Validation Accuracy"] - PAPER_BEST["val_accuracy"]
     row["Δ Test vs paper"] = row["Test Accuracy"] - PAPER_BEST["test_accuracy"]
     return row
+
+
+def mean_interval(values: Any) -> tuple[float, float, float, float, int]:
+    """(mean, sd, 95% t-interval low, high, n) of accuracies; the interval is clipped to
+    [0, 1] and NaN for fewer than two values."""
+    from scipy import stats
+
+    values = [float(v) for v in values if v == v]
+    n = len(values)
+    if not n:
+        return math.nan, math.nan, math.nan, math.nan, 0
+    mean = float(np.mean(values))
+    if n < 2:
+        return mean, math.nan, math.nan, math.nan, n
+    sd = float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
+    return mean, sd, max(0.0, mean - half), min(1.0, mean + half), n
+
+
+CONFIRMED = "Confirmed Test"
+
+
+def with_confirmation(table: pd.DataFrame, runs: pd.DataFrame,
+                      confirmed: pd.DataFrame) -> pd.DataFrame:
+    """The study's table with, beside each configuration's search figures, its test accuracy
+    on the fresh seeds and splits of its confirmation (python -m allsearch.confirm): mean ± sd,
+    95% interval and n. Confirmed configurations rank first, by that mean."""
+    if table.empty or confirmed.empty:
+        return table
+
+    def key(run: pd.Series) -> str:
+        return json.dumps(HParams.from_params(run).to_dict(), sort_keys=True)
+
+    done = confirmed[confirmed.get(f"tags.{STATE}") == "COMPLETE"]
+    by_key: dict[str, list[float]] = {}
+    for _, run in done.iterrows():
+        by_key.setdefault(key(run), []).append(run["metrics.test_accuracy"])
+    runs_by_id = runs.set_index("run_id")
+    stats = []
+    for _, row in table.iterrows():
+        values = (by_key.get(key(runs_by_id.loc[row["Run ID"]]), [])
+                  if row["State"] == "COMPLETE" and row["Run ID"] in runs_by_id.index else [])
+        stats.append(mean_interval(values))
+    table = table.copy()
+    at = table.columns.get_loc("Test Accuracy SD") + 1
+    for offset, (column, values) in enumerate((
+            (CONFIRMED, [s[0] for s in stats]), (CONFIRMED + SD, [s[1] for s in stats]),
+            ("Confirmed 95% CI", [f"[{s[2]:.3f}, {s[3]:.3f}]" if s[4] > 1 else "" for s in stats]),
+            ("Confirmed n", [s[4] for s in stats]))):
+        table.insert(at + offset, column, values)
+    table["_rank"] = [0 if state == "COMPLETE" and n else (1 if state == "COMPLETE" else 2)
+                      for state, n in zip(table["State"], table["Confirmed n"], strict=True)]
+    table["_value"] = table[CONFIRMED].where(table["_rank"] == 0, table["Validation Accuracy"])
+    table = table.sort_values(["_rank", "_value"], ascending=[True, False], na_position="last")
+    return table.drop(columns=["_rank", "_value"]).reset_index(drop=True)
+
+
+def confirmation_runs(study: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
+    """The runs of the study's confirmation (`<study>-confirm`), or an empty frame."""
+    from allsearch.errors import StoreError
+    from allsearch.tracking import find_study_parent, runs_of_parent
+
+    try:
+        _, parent = find_study_parent(f"{study}-confirm", tracking_uri=tracking_uri)
+    except StoreError:
+        return pd.DataFrame()
+    return runs_of_parent(parent, tracking_uri=tracking_uri)
 
 
 def _unfinished_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -329,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
         if runs.empty and args.where:
             raise ConfigError(f"no trial of study '{name}' has {' and '.join(args.where)}")
         table = runs_to_table(runs)
+        if not args.where:
+            table = with_confirmation(table, runs, confirmation_runs(
+                name, tracking_uri=args.tracking_uri))
         if args.top is not None:
             table = table.head(args.top)
         text = render(table, args.format)

@@ -57,10 +57,15 @@ def main(argv: list[str] | None = None) -> int:
             optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per study
         url = storage_url(args.storage)
         storage = open_proxied_storage(url, connections=args.threads)
-        print(f"serving {redact(url)} on grpc://{args.host}:{args.port} ({args.threads} "
-              f"threads); workers: --storage grpc://HOST:{args.port}; Ctrl-C stops", flush=True)
+
+        def ready() -> None:
+            print(f"serving {redact(url)} on grpc://{args.host}:{args.port} ({args.threads} "
+                  f"threads); workers: --storage grpc://HOST:{args.port}; Ctrl-C stops",
+                  flush=True)
+
         try:
-            serve_proxy(storage, host=args.host, port=args.port, threads=args.threads)
+            serve_proxy(storage, host=args.host, port=args.port, threads=args.threads,
+                        on_ready=ready)
         except KeyboardInterrupt:
             print("proxy stopped", flush=True)
         return 0

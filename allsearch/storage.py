@@ -174,10 +174,11 @@ def open_proxied_storage(url: str, *, connections: int) -> optuna.storages.BaseS
     return optuna.storages.get_storage(_open_rdb(url, ProxiedRDBStorage, pool_size=connections))
 
 
-def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int,
-                threads: int) -> None:
+def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int, threads: int,
+                on_ready: Callable[[], None] | None = None) -> None:
     """Serve `storage` over gRPC on host:port with `threads` threads, until interrupted
-    (KeyboardInterrupt: Ctrl-C, or SIGTERM in a command)."""
+    (KeyboardInterrupt: Ctrl-C, or SIGTERM in a command); `on_ready` is called once the port
+    is known to be free."""
     import socket
     from concurrent.futures import ThreadPoolExecutor
 
@@ -188,6 +189,8 @@ def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int,
     except OSError as exc:
         raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}); pass "
                           f"another --port, or --host with an address of this machine") from None
+    if on_ready is not None:
+        on_ready()
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="proxy")
     try:
         with warnings.catch_warnings():

@@ -253,3 +253,34 @@ def test_where_keeps_matching_trials_and_names_a_bad_condition(tmp_path: Path, c
     assert "--where 'colour=red': expected NAME=VALUE" in capsys.readouterr().err
     assert leaderboard.main(["--where", "features=both"]) == 2
     assert "no trial of study 'modes' has features=both" in capsys.readouterr().err
+
+
+def test_confirmed_figures_sit_beside_the_search_and_rank_the_table(tmp_path: Path,
+                                                                    capsys) -> None:
+    tracker = Tracker("conf")
+    parent = tracker.start_parent("conf", {"space": "paper"})
+    fake_run(tracker, parent, 0, {}, 0.90, 0.88)                      # best in the search
+    fake_run(tracker, parent, 1, {"batch_size": 32}, 0.85, 0.84)
+    fake_run(tracker, parent, 2, {"batch_size": 16}, 0.80, 0.80)      # never confirmed
+    confirmation = tracker.start_parent("conf-confirm", {"confirms": "conf"})
+    for i, test in enumerate((0.80, 0.84, 0.82)):                     # the winner's curse
+        fake_run(tracker, confirmation, 0, {}, 0.8, test, seed=1000 + i)
+    for i, test in enumerate((0.86, 0.85, 0.87)):
+        fake_run(tracker, confirmation, 1, {"batch_size": 32}, 0.8, test, seed=1000 + i)
+    assert leaderboard.main(["--study", "conf", "--format", "csv"]) == 0
+    table = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(table["batch_size"]) == [32, 64, 16]  # ranked by the confirmed mean
+    assert list(table["Confirmed n"]) == [3, 3, 0]
+    assert table["Confirmed Test"].iloc[0] == pytest.approx(0.86)
+    assert table["Confirmed 95% CI"].iloc[0].startswith("[0.8")
+    assert table["Validation Accuracy"].iloc[1] == pytest.approx(0.90)  # the search value kept
+
+
+def test_collapsed_runs_are_marked(capsys) -> None:
+    tracker = Tracker("flat")
+    parent = tracker.start_parent("flat", {"space": "paper"})
+    one = fake_run(tracker, parent, 0, {}, 0.31, 0.30)
+    tracker.set_tags(one, {"collapsed": "true"})
+    fake_run(tracker, parent, 1, {"batch_size": 32}, 0.85, 0.84)
+    table = runs_to_table(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"))
+    assert dict(zip(table["batch_size"], table["Collapsed"], strict=True)) == {32: 0, 64: 1}
