@@ -21,7 +21,7 @@ __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNER
            "DEFAULT_STORAGE", "add_arguments", "from_arguments", "settings", "absolute_sqlite"]
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
-SAMPLERS: tuple[str, ...] = ("tpe", "random", "grid", "cmaes", "gp")
+SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid", "cmaes", "gp")
 PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
@@ -29,9 +29,12 @@ TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, f
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
-            cli: bool = True) -> Any:
-    """A StudyConfig field with what the CLI needs to know about it."""
-    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli})
+            cli: bool = True, many: str | None = None, flag: str | None = None) -> Any:
+    """A StudyConfig field with what the CLI needs to know about it. `many`: a list of
+    values, given at once ("nargs") or by repeating the flag ("append"); `flag`: the flag's
+    name where it is not the field's."""
+    return field(default=default, metadata={"help": help, "choices": choices, "cli": cli,
+                                            "many": many, "flag": flag})
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,17 @@ class StudyConfig:
                   "KerasTuner", choices=ENGINES)
     tuner: Literal["hyperband", "bayesian", "random"] = setting(
         "hyperband", "KerasTuner's search with --engine keras-tuner", choices=TUNERS)
-    sampler: Literal["tpe", "random", "grid", "cmaes", "gp"] = setting(
-        "tpe", "Optuna sampler (gp needs PyTorch)", choices=SAMPLERS)
+    objectives: tuple[str, ...] | None = setting(
+        None, "metrics to optimize: val_accuracy (maximized); latency_ms_p50, latency_ms_p95, "
+              "n_params, model_size_mb, val_prediction_time_s, train_time_s (minimized); two "
+              "or more search the trade-off (a Pareto front); default: the space's "
+              "`objectives`, else val_accuracy", many="nargs")
+    constraints: tuple[str, ...] = setting(
+        (), "a bound every trial must meet, e.g. 'latency_ms_p50<=3' (repeatable): the sampler "
+            "learns the feasible region; infeasible trials are kept, tagged feasible=false",
+        many="append", flag="constraint")
+    sampler: Literal["tpe", "nsga2", "random", "grid", "cmaes", "gp"] = setting(
+        "tpe", "Optuna sampler (nsga2 for several objectives; gp needs PyTorch)", choices=SAMPLERS)
     pruner: Literal["median", "hyperband", "none"] = setting(
         "median", "stop unpromising trials per epoch", choices=PRUNERS)
     seed: int = setting(0, "seed of the sampler and of training")
@@ -108,9 +120,14 @@ class StudyConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f"--{_flag(f.name)} must be one of {list(choices)}, "
                                   f"got {getattr(self, f.name)!r}")
+        from allsearch.objectives import check_objectives, parse_constraint
         from allsearch.standin import parse
 
         parse(self.trainer)
+        if self.objectives is not None:
+            check_objectives(self.objectives)
+        for text in self.constraints:
+            parse_constraint(text)
         if self.record is not None and self.tracking_uri is not None:
             raise ConfigError("--record and --tracking-uri exclude each other: --record writes "
                               "the runs to a folder, import them into MLflow later")
@@ -134,7 +151,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         if not f.metadata.get("cli", True):
             continue
         help_text, choices = f.metadata["help"], f.metadata.get("choices")
-        if f.default is True:
+        flag = f"--{_flag(f.metadata.get('flag') or f.name)}"
+        many = f.metadata.get("many")
+        if many is not None:
+            parser.add_argument(flag, dest=f.name, default=None, metavar="NAME" if
+                                many == "nargs" else "BOUND",
+                                nargs="+" if many == "nargs" else None,
+                                action="append" if many == "append" else "store", help=help_text)
+        elif f.default is True:
             parser.add_argument(f"--no-{_flag(f.name)}", dest=f.name, action="store_false",
                                 help=f"do not {help_text[0].lower()}{help_text[1:]}")
         elif f.default is False:
@@ -151,8 +175,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def from_arguments(args: argparse.Namespace) -> StudyConfig:
     """The StudyConfig that parsed flags describe."""
-    return StudyConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(StudyConfig)
-                          if hasattr(args, f.name)})
+    values = {}
+    for f in dataclasses.fields(StudyConfig):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            if f.metadata.get("many"):  # a list flag not given is the field's default
+                value = f.default if value is None else tuple(value)
+            values[f.name] = value
+    return StudyConfig(**values)
 
 
 def settings(config: StudyConfig) -> dict[str, Any]:

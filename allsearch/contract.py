@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "COLLAPSED", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
+__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
            "CHAMPION_ALIAS", "model_name", "folder_name"]
 
@@ -26,6 +26,8 @@ CONFIG_KEY = "allsearch.config_key"
 RECORDED_ID = "allsearch.recorded_id"
 # The Optuna study user attribute that holds the MLflow parent run's id.
 PARENT_ATTR = "mlflow_parent_run_id"
+# The Optuna study user attribute that names its objectives (a resumed study must keep them).
+OBJECTIVES_ATTR = "objectives"
 
 # Metrics logged per epoch (step = epoch).
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")

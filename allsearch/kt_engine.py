@@ -201,8 +201,8 @@ def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: A
     tracked = run_tracked(
         store, parent_id=parent_id, name=f"trial-{number:04d}", dataset=dataset,
         hparams=hparams, seeds=seeds, params=params, tags=tags, precision=config.precision,
-        log_model=lambda value: config.log_models == "all" or (
-            config.log_models == "best" and value > best))
+        log_model=lambda metrics: config.log_models == "all" or (
+            config.log_models == "best" and metrics["val_accuracy"] > best))
     return tracked.value
 
 

@@ -39,6 +39,7 @@ METRIC_COLUMNS = (
     ("test_accuracy", "Test Accuracy"),
     ("test_prediction_time_s", "Test Prediction Time (s)"),
     ("latency_ms_p50", "Latency p50 (ms)"),
+    ("n_params", "Parameters"),
     ("epochs_run", "Epochs Run"),
 )
 # Columns whose spread over seeds is shown as mean ± sd (and every per-class recall).
@@ -215,6 +216,37 @@ def with_confirmation(table: pd.DataFrame, runs: pd.DataFrame,
     return table.drop(columns=["_rank", "_value"]).reset_index(drop=True)
 
 
+def pareto_runs(study: str, runs: pd.DataFrame, *, tracking_uri: str | None = None
+                ) -> pd.DataFrame:
+    """The runs on the study's Pareto front (tag pareto_front=true)."""
+    column = runs.get("tags.pareto_front")
+    if column is None or not (column == "true").any():
+        raise ConfigError(f"study '{study}' has no Pareto front: it has one objective, or no "
+                          f"complete trial yet (a front needs --objectives A B)")
+    return runs[column == "true"]
+
+
+def _objectives_of(study: str, *, tracking_uri: str | None = None) -> list[str]:
+    from allsearch.tracking import find_study_parent, open_client
+
+    _, parent = find_study_parent(study, tracking_uri=tracking_uri)
+    text = open_client(tracking_uri).get_run(parent).data.params.get("objectives", "[]")
+    return json.loads(text) if text.startswith("[") else [text]
+
+
+def _sort_by_first_objective(table: pd.DataFrame, study: str, *,
+                             tracking_uri: str | None = None) -> pd.DataFrame:
+    from allsearch.objectives import DIRECTIONS
+
+    objectives = _objectives_of(study, tracking_uri=tracking_uri) or ["val_accuracy"]
+    titles = dict(METRIC_COLUMNS)
+    first = objectives[0]
+    column = titles.get(first)
+    if column is None or column not in table:
+        return table
+    return table.sort_values(column, ascending=DIRECTIONS.get(first) == "minimize").reset_index(drop=True)
+
+
 def confirmation_runs(study: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """The runs of the study's confirmation (`<study>-confirm`), or an empty frame."""
     from allsearch.errors import StoreError
@@ -387,6 +419,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--where", action="append", default=[], metavar="NAME=VALUE",
                         help="only trials with this hyperparameter value, e.g. features=hog_pca "
                              "(repeatable)")
+    parser.add_argument("--pareto", action="store_true",
+                        help="only the Pareto front of a study of several objectives, sorted "
+                             "by its first objective")
     parser.add_argument("--save-space", default=None, metavar="FILE",
                         help="also write the best configuration (by validation accuracy) as a "
                              "search space that samples nothing, e.g. search/best.yaml")
@@ -401,8 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         runs = filter_runs(runs, args.where)
         if runs.empty and args.where:
             raise ConfigError(f"no trial of study '{name}' has {' and '.join(args.where)}")
+        if args.pareto:
+            runs = pareto_runs(name, runs, tracking_uri=args.tracking_uri)
         table = runs_to_table(runs)
-        if not args.where:
+        if args.pareto:
+            table = _sort_by_first_objective(table, name, tracking_uri=args.tracking_uri)
+        elif not args.where:
             table = with_confirmation(table, runs, confirmation_runs(
                 name, tracking_uri=args.tracking_uri))
         if args.top is not None:

@@ -18,7 +18,7 @@ from allsearch import config as config_mod
 from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, model_name
 from allsearch.data import Dataset, load_dataset
-from allsearch.errors import SpaceError, StoreError, cannot_write, first_line, store_errors
+from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import package_versions, resolve_precision
 from allsearch.space import SearchSpace, load_space
 
@@ -52,9 +52,14 @@ def prepare(config: StudyConfig) -> Prepared:
     config.validate()
     space = load_space(config.space)
     precision, reason = resolve_precision(config.precision)
-    # Workers get the resolved precision: every trial of the study trains alike.
+    # Workers get the resolved precision and objectives: every trial of the study trains alike.
+    objectives = config.objectives or space.objectives or (space.objective,)
+    if config.engine != "optuna" and (len(objectives) > 1 or config.constraints):
+        raise ConfigError("--engine keras-tuner optimizes one objective with no constraints "
+                          "(it would sum several into one number); use --engine optuna for "
+                          "--objectives and --constraint")
     config = config.replace(study_name=config.study_name or default_name(config, space),
-                            precision=precision)
+                            precision=precision, objectives=tuple(objectives))
     return Prepared(config, space, reason)
 
 
@@ -206,6 +211,9 @@ def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None
     store.log_metrics(parent_id, {f"n_{s.lower()}": int((states == s).sum())
                                   for s in ("COMPLETE", "PRUNED", "FAIL")})
     complete = runs[(states == "COMPLETE") & runs["metrics.val_accuracy"].notna()]
+    if "tags.feasible" in complete:
+        # Under constraints the champion is the most accurate trial that meets every one.
+        complete = complete[complete["tags.feasible"] != "false"]
     if not complete.empty:
         # The best validation accuracy; among equals the first run (a duplicate copies it later).
         best = complete.sort_values(["metrics.val_accuracy", "start_time"],

@@ -18,14 +18,16 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from allsearch import lifecycle, standin, workers
-from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
-from allsearch.contract import COLLAPSED, CONFIG_KEY, PARENT_ATTR
+from allsearch import lifecycle, pareto, standin, workers
+from allsearch.config import StudyConfig
+from allsearch.contract import COLLAPSED, CONFIG_KEY, OBJECTIVES_ATTR, PARENT_ATTR
 from allsearch.data import Dataset
-from allsearch.errors import ConfigError, SpaceError, StoreError, first_line, redact, store_errors
+from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors
 from allsearch.hardware import process_age_s, resident_mb
 from allsearch.lifecycle import Prepared
-from allsearch.progress import ProgressBar, summarize
+from allsearch.objectives import FEASIBLE, directions
+from allsearch.progress import ProgressBar, log_study_plots, summarize
+from allsearch.samplers import make_pruner, make_sampler
 from allsearch.space import SearchSpace, load_space
 from allsearch.storage import open_storage
 from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
@@ -36,40 +38,6 @@ __all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trial
 ENGINE = "optuna"
 
 
-def make_sampler(name: str, space: SearchSpace, seed: int) -> optuna.samplers.BaseSampler:
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed)
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "grid":
-        try:
-            return optuna.samplers.GridSampler(space.grid(), seed=seed)
-        except SpaceError as exc:
-            raise ConfigError(f"--sampler grid: {exc}") from None
-    if name == "cmaes":
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
-    if name == "gp":
-        try:
-            import torch  # noqa: F401  (GPSampler's own dependency)
-        except ImportError:
-            raise ConfigError("--sampler gp needs PyTorch: pip install torch "
-                              "(or choose --sampler tpe)") from None
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
-
-
-def make_pruner(name: str, space: SearchSpace) -> optuna.pruners.BasePruner:
-    if name == "median":
-        # Five complete trials before judging, and never before epoch 3: early epochs are noisy.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.max_epochs(),
-                                              reduction_factor=3)
-    if name == "none":
-        return optuna.pruners.NopPruner()
-    raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, got {name!r}")
-
-
 def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | None = None
                ) -> tuple[optuna.Study, bool]:
     """Create the study, or load it when it exists; says which."""
@@ -77,19 +45,29 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
     # A grid sampler shuffles the grid by its seed and stores grid ids: every process must
     # share that seed, or an id names another point in each process (duplicates, gaps).
     seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
-    sampler = make_sampler(config.sampler, space, seed)
-    pruner = make_pruner(config.pruner, space)
+    objectives = config.objectives or ("val_accuracy",)
+    sampler = make_sampler(config.sampler, space, seed, objectives=objectives,
+                           constraints=config.constraints)
+    pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None)
     name = config.study_name or space.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             try:
                 study = optuna.create_study(storage=storage, study_name=name, sampler=sampler,
-                                            pruner=pruner, direction="maximize")
+                                            pruner=pruner,
+                                            directions=directions(objectives))
+                study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
                 return study, True
             except optuna.exceptions.DuplicatedStudyError:
-                return optuna.load_study(study_name=name, storage=storage, sampler=sampler,
-                                         pruner=pruner), False
+                study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
+                                          pruner=pruner)
+                had = tuple(study.user_attrs.get(OBJECTIVES_ATTR, ["val_accuracy"]))
+                if had != tuple(objectives):
+                    raise ConfigError(f"study '{name}' optimizes {list(had)}, not "
+                                      f"{list(objectives)}: pass --objectives {' '.join(had)} "
+                                      f"to resume it, or --study-name for a new study") from None
+                return study, False
         except store_errors() as exc:
             url = getattr(storage, "url", None) or config.storage or ""
             raise StoreError(f"study storage '{redact(url)}' cannot be used "
@@ -150,7 +128,7 @@ class Context:
     startup: dict[str, float] = field(default_factory=dict)
 
 
-def objective(ctx: Context, trial: optuna.Trial) -> float:
+def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     config = ctx.config
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
@@ -170,27 +148,28 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
             trial.set_user_attr("mlflow_run_id", run_id)
             trial.set_user_attr("duplicate_of", int(previous[2].get("duplicate_of")
                                                     or previous[2].get("trial_number") or -1))
-            trial.set_user_attr("test_accuracy", previous[1].get("test_accuracy"))
             if previous[2].get(COLLAPSED) == "true":
                 trial.set_user_attr("collapsed", True)
-            return previous[1]["val_accuracy"]
+            return _settle(ctx, trial, run_id, previous[1])
         # Pruning follows the first seed; later seeds of --repeats run to the end. The callback
         # reports every epoch's val_accuracy to the storage (the progress line reads it), and
-        # prunes nothing under --pruner none.
+        # prunes nothing under --pruner none. Optuna takes no reports of several objectives.
         seconds = standin.parse(config.trainer)
-        if seconds is None:
-            from optuna_integration import KerasPruningCallback
+        trainer = None if seconds is None else standin.stand_in(seconds)
+        pruning: list[Any] = []
+        if len(config.objectives or ()) <= 1:
+            if seconds is None:
+                from optuna_integration import KerasPruningCallback
 
-            pruning, trainer = [KerasPruningCallback(trial, "val_accuracy")], None
-        else:
-            pruning, trainer = [standin.PruningReporter(trial)], standin.stand_in(seconds)
+                pruning = [KerasPruningCallback(trial, "val_accuracy")]
+            else:
+                pruning = [standin.PruningReporter(trial)]
         tracked = run_tracked(
             ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
             dataset=ctx.dataset, hparams=hparams, seeds=seeds, params=params, tags=tags,
             precision=config.precision, first_callbacks=pruning,
             pruned_exceptions=(optuna.TrialPruned,),
-            log_model=lambda value: config.log_models == "all" or (
-                config.log_models == "best" and value > _best_value(trial.study)),
+            log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
             timings=_first_trial_timings(ctx))
@@ -206,10 +185,26 @@ def objective(ctx: Context, trial: optuna.Trial) -> float:
         # abandoned trial does not).
         trial.set_user_attr("error", f"{type(exc).__name__}: {exc}"[:1000])
         raise
-    trial.set_user_attr("test_accuracy", tracked.metrics["test_accuracy"])
     if tracked.collapsed:
         trial.set_user_attr("collapsed", True)
-    return tracked.value
+    return _settle(ctx, trial, tracked.run_id, tracked.metrics)
+
+
+def _settle(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict[str, float]
+            ) -> float | list[float]:
+    """The trial's objective value(s) from its run's metrics; its constraints' violations
+    (recorded for the sampler, and a feasible tag on the run)."""
+    config = ctx.config
+    trial.set_user_attr("val_accuracy", metrics["val_accuracy"])
+    trial.set_user_attr("test_accuracy", metrics.get("test_accuracy"))
+    if config.constraints:
+        violations = pareto.constraint_values(config.constraints, metrics)
+        feasible = all(v <= 0 for v in violations)
+        trial.set_user_attr(pareto.CONSTRAINTS_ATTR, violations)
+        trial.set_user_attr(FEASIBLE, feasible)
+        ctx.store.set_tags(run_id, {FEASIBLE: str(feasible).lower()})
+    values = [float(metrics.get(name, math.nan)) for name in config.objectives or ("val_accuracy",)]
+    return values[0] if len(values) == 1 else values
 
 
 def _first_trial_timings(ctx: Context) -> dict[str, float]:
@@ -222,10 +217,19 @@ def _first_trial_timings(ctx: Context) -> dict[str, float]:
     return timings
 
 
-def _best_value(study: optuna.Study) -> float:
-    values = [t.value for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if t.value is not None]
-    return max(values) if values else -math.inf
+def _wants_model(config: StudyConfig, study: optuna.Study, metrics: dict[str, float]) -> bool:
+    """--log-models all, or best: a trial more accurate than every earlier one (that meets
+    every constraint, where there are constraints: the champion rule, lifecycle.finish)."""
+    if config.log_models != "best":
+        return config.log_models == "all"
+    if config.constraints and any(v > 0 for v in pareto.constraint_values(config.constraints,
+                                                                           metrics)):
+        return False
+    values = [t.user_attrs["val_accuracy"]
+              for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if t.user_attrs.get("val_accuracy") is not None
+              and t.user_attrs.get(FEASIBLE, True)]
+    return metrics["val_accuracy"] > (max(values) if values else -math.inf)
 
 
 def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | None, *,
@@ -371,7 +375,10 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         raise
     finally:
         _fail_stale_trials(study)
-        log_study_plots(study, store, parent_id)
+        if len(config.objectives or ()) > 1:
+            pareto.log_front(study, store, parent_id, config.objectives)
+        else:
+            log_study_plots(study, store, parent_id)
         lifecycle.finish(store, parent_id, config, status, dead_runs=_dead_runs(study))
     return study
 
@@ -398,31 +405,3 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
             done.value += 1
 
     optimize(study, ctx, n_trials, None, callbacks=[count])
-
-
-def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
-    """Optuna's optimization history and (with variation) parameter importances."""
-    from optuna.visualization import matplotlib as optuna_plots
-
-    import allsearch.reports  # noqa: F401  (selects the Agg backend)
-
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return
-    plots = [("optimization_history.png", optuna_plots.plot_optimization_history)]
-    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
-        plots.append(("param_importances.png", optuna_plots.plot_param_importances))
-    for name, plot in plots:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                axes = plot(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            figure.set_size_inches(8, 4.5)
-            figure.tight_layout()
-            store.log_figure(parent_id, figure, name)
-        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
-            # Importances need variation among complete trials; say why it is missing.
-            store.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))
-        except store_errors():
-            return

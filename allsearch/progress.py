@@ -5,20 +5,24 @@ from __future__ import annotations
 import math
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from allsearch.contract import PAPER_TABLE1_BEST, PARENT_ATTR
 
-__all__ = ["ProgressBar", "summarize", "best_trial", "paper_line"]
+__all__ = ["ProgressBar", "summarize", "best_trial", "paper_line", "log_study_plots"]
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+    """The best trial of a single-objective study (None before one completes, or where the
+    study has several objectives: it has a front instead)."""
     try:
         return study.best_trial
-    except ValueError:
+    except (ValueError, RuntimeError):
         return None
 
 
@@ -56,7 +60,8 @@ class ProgressBar:
         if done > self.bar.n:
             self.bar.update(done - self.bar.n)
         parts = []
-        values = [t.value for t in trials if t.state == TrialState.COMPLETE and t.value is not None]
+        values = [t.user_attrs["val_accuracy"] for t in trials
+                  if t.state == TrialState.COMPLETE and t.user_attrs.get("val_accuracy") is not None]
         if values:
             parts.append(f"best val_accuracy {max(values):.3f}")
         for t in [t for t in trials if t.state == TrialState.RUNNING][:3]:
@@ -81,7 +86,8 @@ class ProgressBar:
         self.bar.close()
 
 
-def summarize(study: optuna.Study, *, record: str | None = None) -> str:
+def summarize(study: optuna.Study, *, record: str | None = None,
+              constraints: Sequence[str] = ()) -> str:
     """The closing lines: counts, best trial, the paper's baseline configuration beside it."""
     trials = study.get_trials(deepcopy=False)
     counts = {s: sum(t.state == s for t in trials)
@@ -95,7 +101,7 @@ def summarize(study: optuna.Study, *, record: str | None = None) -> str:
     def describe(t: optuna.trial.FrozenTrial) -> str:
         test = t.user_attrs.get("test_accuracy")
         params = " ".join(f"{k}={v}" for k, v in t.params.items())
-        shown = f"val_accuracy {t.value:.3f}"
+        shown = f"val_accuracy {t.user_attrs.get('val_accuracy', math.nan):.3f}"
         if test is not None and not math.isnan(test):
             shown += f"  test_accuracy {test:.3f}"
         if t.user_attrs.get("collapsed"):
@@ -105,6 +111,11 @@ def summarize(study: optuna.Study, *, record: str | None = None) -> str:
     best = best_trial(study)
     if best is not None:
         lines.append(f"best trial #{best.number}:      {describe(best)}")
+    objectives = study.user_attrs.get("objectives") or ["val_accuracy"]
+    if len(objectives) > 1:
+        from allsearch.pareto import front_lines
+
+        lines += front_lines(study, objectives, constraints)
     baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
     if baseline is not None and baseline.state == TrialState.COMPLETE:
         lines.append(f"paper's config, #{baseline.number}: {describe(baseline)}")
@@ -124,3 +135,32 @@ def summarize(study: optuna.Study, *, record: str | None = None) -> str:
 def paper_line() -> str:
     return (f"paper's Table 1 (one run):  val_accuracy {PAPER_TABLE1_BEST['val_accuracy']:.2f}"
             f"  test_accuracy {PAPER_TABLE1_BEST['test_accuracy']:.2f}")
+
+
+def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
+    """Optuna's optimization history and (with variation) parameter importances."""
+    from optuna.visualization import matplotlib as optuna_plots
+
+    import allsearch.reports  # noqa: F401  (selects the Agg backend)
+    from allsearch.errors import store_errors
+
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not complete:
+        return
+    plots = [("optimization_history.png", optuna_plots.plot_optimization_history)]
+    if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
+        plots.append(("param_importances.png", optuna_plots.plot_param_importances))
+    for name, plot in plots:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
+            figure.set_size_inches(8, 4.5)
+            figure.tight_layout()
+            store.log_figure(parent_id, figure, name)
+        except (ValueError, RuntimeError, ZeroDivisionError) as exc:
+            # Importances need variation among complete trials; say why it is missing.
+            store.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))
+        except store_errors():
+            return

@@ -38,6 +38,8 @@ class TrialResult:
     test_files: tuple[str, ...]
     precision: str = "float32"
     kept_epoch: int = 0  # the epoch (1-based) whose weights were evaluated
+    n_params: int = 0  # the network's weights, trainable or not
+    model_size_mb: float = 0.0  # their size as stored (MiB)
     model: Any = field(default=None, repr=False)  # the trained keras.Model, when kept
     # Seconds per stage of the run (time_build_s, time_fit_s, time_evaluate_s).
     timings: dict[str, float] = field(default_factory=dict)
@@ -77,6 +79,8 @@ class TrialResult:
             "epochs_run": float(self.epochs_run),
             "kept_epoch": float(self.kept_epoch or self.epochs_run),
             "train_time_s": self.train_time_s,
+            "n_params": float(self.n_params),
+            "model_size_mb": self.model_size_mb,
             **self.timings,
             **self.recalls(),
         }

@@ -197,6 +197,8 @@ class SearchSpace:
 
     name: str
     objective: str = "val_accuracy"
+    # Several metrics make a multi-objective study (allsearch.objectives); None: `objective`.
+    objectives: tuple[str, ...] | None = None
     params: tuple[ParamSpec, ...] = ()
     fixed: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] | None = None
@@ -245,7 +247,7 @@ class SearchSpace:
         return {p.name: p.values() for p in self.params}
 
 
-_TOP_KEYS = {"name", "objective", "params", "fixed", "baseline", "description"}
+_TOP_KEYS = {"name", "objective", "objectives", "params", "fixed", "baseline", "description"}
 _SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
               "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
@@ -290,6 +292,18 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     if objective not in OBJECTIVES:
         raise SpaceError(f"{source}: key 'objective' must be one of {list(OBJECTIVES)}, "
                          f"got {objective!r}")
+    objectives = raw.get("objectives")
+    if objectives is not None:
+        from allsearch.errors import ConfigError
+        from allsearch.objectives import check_objectives
+
+        if not isinstance(objectives, list):
+            raise SpaceError(f"{source}: 'objectives' must be a list of metric names")
+        try:
+            check_objectives(objectives, where=f"{source}: objectives")
+        except ConfigError as exc:
+            raise SpaceError(str(exc)) from None
+        objectives = tuple(objectives)
     params_raw = raw.get("params") or {}
     fixed = raw.get("fixed") or {}
     if not isinstance(params_raw, dict) or not isinstance(fixed, dict):
@@ -305,7 +319,8 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     baseline = raw.get("baseline")
     if baseline is not None and not isinstance(baseline, dict):
         raise SpaceError(f"{source}: 'baseline' must be a mapping of hyperparameter: value")
-    space = SearchSpace(name=str(name), objective=objective, params=specs, fixed=dict(fixed),
+    space = SearchSpace(name=str(name), objective=objective, objectives=objectives,
+                        params=specs, fixed=dict(fixed),
                         baseline=dict(baseline) if baseline else None, source=source,
                         description=str(raw.get("description", "")))
     _check_values(space)

@@ -37,8 +37,9 @@ GRPC_SCHEME = "grpc://"
 # How long a worker waits for a proxy to answer before saying it is not there.
 PROXY_WAIT_S = float(os.environ.get("ALLSEARCH_PROXY_WAIT_S", "10"))
 # Database connections of one process: its trial loop and its heartbeat thread each hold one
-# at a time, so two bound a worker without ever making it wait (docs/scale-out.md has the
-# arithmetic: workers x pool + proxies x their threads + MLflow <= max_connections).
+# at a time (and opening the storage takes two at once, for its schema check), so two bound a
+# worker without ever making it wait (docs/scale-out.md has the arithmetic: workers x pool +
+# proxies x their threads + MLflow <= max_connections).
 POOL_SIZE = 2
 POOL_RECYCLE_S = 1800  # below the idle timeouts of firewalls, NATs and connection poolers
 POOL_TIMEOUT_S = 60  # a thread waits this long for a free connection before failing
@@ -171,7 +172,9 @@ def open_proxied_storage(url: str, *, connections: int) -> optuna.storages.BaseS
         raise ConfigError(f"--storage '{redact(url)}' is a proxy itself; a proxy serves a "
                           f"database: postgresql://user@host/db (or any SQLAlchemy URL)")
     # Optuna's in-process cache in front of the database, as Optuna advises for its proxy.
-    return optuna.storages.get_storage(_open_rdb(url, ProxiedRDBStorage, pool_size=connections))
+    # Opening the storage takes two connections at once (its schema check), serving one each.
+    return optuna.storages.get_storage(_open_rdb(url, ProxiedRDBStorage,
+                                                 pool_size=max(2, connections)))
 
 
 def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int, threads: int,

@@ -65,12 +65,12 @@ def import_record(folder: str, *, tracking_uri: str | None = None) -> list[Any]:
     return replay(folder, tracking_uri=tracking_uri)
 
 
-def summarize(study: Any, *, record: str | None = None) -> str:
+def summarize(study: Any, *, record: str | None = None, constraints: Sequence[str] = ()) -> str:
     """The closing lines of a study of either engine."""
     if hasattr(study, "study_name"):
         from allsearch.progress import summarize as summarize_optuna
 
-        return summarize_optuna(study, record=record)
+        return summarize_optuna(study, record=record, constraints=constraints)
     from allsearch.kt_engine import summarize as summarize_keras_tuner
 
     return summarize_keras_tuner(study)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         config = config_mod.from_arguments(args)
         study = run_config(config)
-        print(summarize(study, record=config.record))
+        print(summarize(study, record=config.record, constraints=config.constraints))
         print(f"wall time: {time.perf_counter() - started:.0f} s")
         return 0
 

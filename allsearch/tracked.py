@@ -164,7 +164,7 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 tags: dict[str, Any] | None = None, precision: Precision = "float32",
                 first_callbacks: Sequence[Any] = (),
                 pruned_exceptions: tuple[type[BaseException], ...] = (),
-                log_model: bool | Callable[[float], bool] = False,
+                log_model: bool | Callable[[dict[str, float]], bool] = False,
                 on_started: Callable[[TrialRun], None] | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 trainer: Callable[..., TrialResult] | None = None,
@@ -196,7 +196,7 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
                  tags: dict[str, Any] | None, precision: Precision, first_callbacks: Sequence[Any],
                  pruned_exceptions: tuple[type[BaseException], ...],
-                 log_model: bool | Callable[[float], bool],
+                 log_model: bool | Callable[[dict[str, float]], bool],
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
                  trainer: Callable[..., TrialResult], timings: dict[str, float]) -> TrackedTrial:
@@ -246,7 +246,7 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                                     "collapsed_seeds": f"{collapsed} of {len(results)}"})
     # The process's peak resident memory so far: flat across trials when nothing leaks.
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    wants_model = log_model(metrics["val_accuracy"]) if callable(log_model) else log_model
+    wants_model = log_model(metrics) if callable(log_model) else log_model
     run.log_curves(history, title=name)
     model_uri = run.log_result(results[0], dataset=dataset, log_model=wants_model, metrics=metrics)
     if len(results) > 1:

@@ -142,6 +142,9 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
             latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
             test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
             model=model if keep_model else None, timings=timings,
+            n_params=int(model.count_params()),
+            model_size_mb=sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+                              for w in model.weights) / 2**20,
         )
     finally:
         keras.mixed_precision.set_global_policy("float32")
