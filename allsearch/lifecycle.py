@@ -202,6 +202,8 @@ def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,
 
 def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None:
     """Counts, best trial, champion and leaderboard on the parent run, from its child runs."""
+    import pandas as pd
+
     from allsearch import leaderboard
 
     runs = store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}'")
@@ -210,7 +212,8 @@ def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None
     states = runs.get(f"tags.{STATE}")
     store.log_metrics(parent_id, {f"n_{s.lower()}": int((states == s).sum())
                                   for s in ("COMPLETE", "PRUNED", "FAIL")})
-    complete = runs[(states == "COMPLETE") & runs["metrics.val_accuracy"].notna()]
+    accuracy = runs.get("metrics.val_accuracy", pd.Series(float("nan"), index=runs.index))
+    complete = runs[(states == "COMPLETE") & accuracy.notna()]
     if "tags.feasible" in complete:
         # Under constraints the champion is the most accurate trial that meets every one.
         complete = complete[complete["tags.feasible"] != "false"]
