@@ -168,7 +168,7 @@ def test_predict_unreachable_tracking_server_fails_fast(tiny_data: Path) -> None
         assert lines == ["error: MLflow server 'http://127.0.0.1:1' cannot be reached ([Errno 111] "
                          "Connection refused); start it (mlflow server ...) or fix --tracking-uri"], \
             done.stderr[-2000:]
-        assert seconds < 12, f"{extra}: {seconds:.0f} s"
+        assert seconds < 60, f"{extra}: {seconds:.0f} s"  # MLflow's own retries: 252 s
 
 
 @pytest.mark.train

@@ -51,7 +51,7 @@ def test_leaderboard_unreachable_server_fails_fast() -> None:
     done, seconds = command("allsearch.leaderboard", "--tracking-uri", "http://127.0.0.1:1")
     line = error_line(done)
     assert "MLflow server 'http://127.0.0.1:1' cannot be reached" in line
-    assert seconds < 15, f"took {seconds:.0f} s"
+    assert seconds < 60, f"took {seconds:.0f} s"  # MLflow's own retries took 252 s
 
 
 @pytest.mark.parametrize("damage", ["random bytes", "truncated"])
