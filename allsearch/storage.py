@@ -34,8 +34,9 @@ __all__ = ["open_storage", "open_proxied_storage", "serve_proxy", "storage_url",
 
 SCHEMA_RACE_ATTEMPTS = 5
 GRPC_SCHEME = "grpc://"
-# How long a worker waits for a proxy to answer before saying it is not there.
-PROXY_WAIT_S = float(os.environ.get("ALLSEARCH_PROXY_WAIT_S", "10"))
+# How long a worker waits for a proxy to answer before saying it is not there (a worker may
+# start a little before its proxy); $ALLSEARCH_PROXY_WAIT_S overrides it.
+PROXY_WAIT_S = 10.0
 # Database connections of one process: its trial loop and its heartbeat thread each hold one
 # at a time (and opening the storage takes two at once, for its schema check), so two bound a
 # worker without ever making it wait (docs/scale-out.md has the arithmetic: workers x pool +
@@ -117,13 +118,14 @@ def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Optuna calls its proxy experimental
         client = HeartbeatProxyClient(host=host, port=port, heartbeat_interval=interval)
+    wait_s = float(os.environ.get("ALLSEARCH_PROXY_WAIT_S", PROXY_WAIT_S))
     try:
         # gRPC connects lazily and would fail at the first call with a multi-line repr.
-        client.wait_server_ready(timeout=PROXY_WAIT_S)
+        client.wait_server_ready(timeout=wait_s)
     except Exception:  # noqa: BLE001  (ConnectionError, or grpc's own types)
         client.close()
         raise StoreError(f"no Optuna storage proxy answers at '{redact(url)}' (waited "
-                         f"{PROXY_WAIT_S:g} s); start one there (python -m allsearch.proxy "
+                         f"{wait_s:g} s); start one there (python -m allsearch.proxy "
                          f"--storage postgresql://... --port {port}) or fix the URL") from None
     return client
 

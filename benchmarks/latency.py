@@ -7,8 +7,11 @@ weights, so it is not trained) and measures, with the code that times every tria
 (allsearch.trial): the p50/p95 of one-image predictions after a warm-up, and the time to
 predict the whole test split (483 images on the real data; without --data, random images of
 that count) at Keras' default batch of 32, which is what the paper's Table 1 times. float32 and
-bfloat16 alternate. --quick: one round. Key figure, last line: the test-split time beside the
-paper's 1.98 s.
+bfloat16 alternate. Then the noise of the latency objective (--objectives latency_ms_p50):
+the same model measured --repeat times in a row, as a study measures each trial; the spread of
+those p50s is what a difference between two trials must exceed to mean anything.
+--quick: one round, 3 repeats. Key figure, last line: the test-split time beside the paper's
+1.98 s.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="one round")
     parser.add_argument("--data", default=None, help="dataset folder (default: random images)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=10,
+                        help="measurements of one model's p50 latency, for its spread")
     args = parser.parse_args()
     if args.data:
         from allsearch.data import load_dataset
@@ -58,6 +63,13 @@ def main() -> None:
             split_s, p50, p95 = results[precision][-1]
             print(f"round {i + 1} {precision}: test split {split_s:.2f} s, one image p50 "
                   f"{p50:.1f} ms / p95 {p95:.1f} ms")
+    repeats = 3 if args.quick else args.repeat
+    keras.backend.clear_session()
+    model = build_cnn(HParams(), 4, input_shape=x.shape[1:])
+    timed_predict(model, x[:2])
+    p50s = [latency_ms(model, x)[0] for _ in range(repeats)]
+    print(f"one model's p50 over {repeats} measurements (float32): mean {np.mean(p50s):.2f} ms, "
+          f"sd {np.std(p50s, ddof=1):.2f} ms, range {min(p50s):.2f}-{max(p50s):.2f} ms")
     print(f"machine: {machine()}")
     summary = []
     for precision, values in results.items():
