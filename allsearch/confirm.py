@@ -30,6 +30,7 @@ from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE
 from allsearch.errors import ConfigError, DataError, StoreError
 from allsearch.hardware import resolve_precision
+from allsearch.progress import count_bar
 from allsearch.space import HParams
 from allsearch.tracked import config_key, find_duplicate, run_tracked
 
@@ -101,7 +102,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     store.set_tags(parent, {CONFIRMS: study, "engine": ENGINE})
     store.set_tags(study_parent, {"confirmed_by": parent})
     status = "FINISHED"
-    bar = _bar(len(chosen) * seeds, progress)
+    bar = count_bar(len(chosen) * seeds, progress, "confirm")
     jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
                  precision=resolved, pair=i, seed=first_seed + OFFSET + i,
                  split_seed=split_seed + OFFSET + i, candidates=tuple(chosen))
@@ -121,11 +122,8 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
                 for future in as_completed(futures):
                     future.result()
                     bar.update(1)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
+    except BaseException as exc:
+        status = lifecycle.ended_by(exc)
         raise
     finally:
         bar.close()
@@ -235,7 +233,7 @@ def summary(runs: pd.DataFrame, chosen: list[Candidate]) -> pd.DataFrame:
 
 
 def render(table: pd.DataFrame) -> str:
-    from allsearch.leaderboard import markdown
+    from allsearch.tables import markdown
 
     def number(v: Any) -> str:
         return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
@@ -251,22 +249,6 @@ def render(table: pd.DataFrame) -> str:
         **{c: table[c].map(number) for c in table.columns if c.startswith("Recall ")},
         "Collapsed": table["Collapsed"], "Configuration": table["hparams"]})
     return markdown(shown)
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="run", desc="confirm", file=sys.stderr, smoothing=0)
 
 
 def main(argv: list[str] | None = None) -> int:

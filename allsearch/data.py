@@ -25,21 +25,19 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from allsearch.download import BUNDLE_SUFFIX, DEFAULT_DATA, resolve_data_path
 from allsearch.errors import DataError
 from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_network_input
 
 __all__ = [
-    "Dataset", "DataReport", "load_dataset", "resolve_data_path", "save_bundle",
-    "DEFAULT_DATA", "KAGGLE_HANDLE", "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning",
+    "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
+    "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning",
 ]
 
 SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
 MIN_IMAGES_PER_CLASS = 7
-BUNDLE_SUFFIX = ".npz"
 SPLITS = ("train", "val", "test")
-DEFAULT_DATA = Path("data/leukemia/Original")
-KAGGLE_HANDLE = "mehradaria/leukemia"
 # Bump when decoding or resizing changes: it invalidates every pixel cache.
 PREPROCESS_VERSION = 2
 
@@ -97,59 +95,6 @@ class Dataset:
 
     def with_features(self, features: Any) -> Dataset:
         return replace(self, features=features)
-
-
-# --------------------------------------------------------------------------- data location
-
-
-def resolve_data_path(path: str | Path | None, *, download: bool = True) -> Path:
-    """The dataset folder to use: the given one, or the default (downloaded when missing)."""
-    if path is not None:
-        root = Path(path).expanduser()
-        if root.is_file() and root.suffix == BUNDLE_SUFFIX:
-            return root
-        if not root.exists():
-            raise DataError(f"data folder '{root}' does not exist; pass --data with a folder "
-                            f"of class folders (e.g. .../leukemia/Original)")
-        if not root.is_dir():
-            raise DataError(f"data path '{root}' is a file; pass --data with a folder of class "
-                            f"folders, one folder per class")
-        return root
-    if DEFAULT_DATA.is_dir():
-        return DEFAULT_DATA
-    if not download:
-        raise DataError(_manual_download_hint("the default data folder is missing"))
-    return _download_default()
-
-
-def _manual_download_hint(why: str) -> str:
-    return (f"{why}: download https://www.kaggle.com/datasets/{KAGGLE_HANDLE} by hand, unzip it "
-            f"so that '{DEFAULT_DATA}' holds the class folders (Benign, Early, Pre, Pro), "
-            f"or pass --data PATH to a folder of class folders")
-
-
-def _download_default() -> Path:
-    target = DEFAULT_DATA.parent
-    print(f"No data at '{DEFAULT_DATA}': downloading the Kaggle dataset {KAGGLE_HANDLE} "
-          f"into '{target}' (about 100 MB, once) ...", file=sys.stderr)
-    try:
-        import kagglehub
-
-        kagglehub.dataset_download(KAGGLE_HANDLE, output_dir=str(target))
-    except Exception as exc:  # any failure (offline, credentials, quota) ends the same way
-        text = str(exc)
-        if any(k in text for k in ("NameResolution", "Max retries", "Connection", "timed out")):
-            reason = "no network connection to kaggle.com"
-        else:
-            reason = text.splitlines()[0][:160] if text else type(exc).__name__
-        raise DataError(_manual_download_hint(f"downloading {KAGGLE_HANDLE} failed ({reason})")) \
-            from None
-    if DEFAULT_DATA.is_dir():
-        return DEFAULT_DATA
-    nested = sorted(target.rglob(DEFAULT_DATA.name))
-    if nested and nested[0].is_dir():
-        return nested[0]
-    raise DataError(_manual_download_hint(f"the download did not contain '{DEFAULT_DATA.name}/'"))
 
 
 # --------------------------------------------------------------------------- discovery

@@ -123,11 +123,8 @@ def run(prepared: Prepared) -> KerasTunerStudy:
         store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
                                    "tuner": config.tuner})
         _search(config, space, dataset, store, parent_id)
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"
+    except BaseException as exc:
+        status = lifecycle.ended_by(exc)
         raise
     finally:
         # One process runs every trial: a run still RUNNING now was cut off.

@@ -13,7 +13,7 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -21,13 +21,12 @@ import pandas as pd
 from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE
 from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
+from allsearch.tables import FORMATS, SD, markdown, render
 
 __all__ = ["study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
            "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown", "main",
            "write_output"]
 
-FORMATS = ("markdown", "csv", "html", "latex", "json")
-Format = Literal["markdown", "csv", "html", "latex", "json"]
 # The paper's best row of Table 1 (one run): the reference of the difference columns.
 PAPER_BEST = PAPER_TABLE1_BEST
 # The paper's four knobs always show; other hyperparameters show when they vary.
@@ -44,7 +43,6 @@ METRIC_COLUMNS = (
 )
 # Columns whose spread over seeds is shown as mean ± sd (and every per-class recall).
 SPREAD = ("Validation Accuracy", "Test Accuracy")
-SD = " SD"
 # Per-class test recall metrics (RECALL_PREFIX + class) are shown as "Recall <class>".
 RECALL_TITLE = "Recall "
 # The columns a trial that did not complete leaves blank (all but Epochs Run of the metrics).
@@ -328,55 +326,6 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
                             comments=comments)
     write_output(str(path), text, "--save-space")
     return hparams, row
-
-
-# ----------------------------------------------------------------------------- rendering
-
-
-def render(table: pd.DataFrame, fmt: Format = "markdown", *, digits: int = 3) -> str:
-    """CSV and JSON keep every number (sd in its own column); the others show mean ± sd."""
-    if fmt == "csv":
-        return table.to_csv(index=False)
-    if fmt == "json":
-        return json.dumps(json.loads(table.to_json(orient="records")), indent=2, ensure_ascii=False)
-    shown = _display(table, digits)
-    if fmt == "html":
-        return shown.to_html(index=False, border=0, escape=True)
-    if fmt == "latex":
-        return shown.to_latex(index=False).replace("±", r"$\pm$").replace("Δ", r"$\Delta$")
-    return markdown(shown)
-
-
-def _display(table: pd.DataFrame, digits: int) -> pd.DataFrame:
-    shown = table.copy()
-    for title in [c for c in table.columns if c + SD in table.columns]:
-        shown[title] = [_mean_sd(m, s, digits) for m, s in zip(shown[title], shown[title + SD], strict=True)]
-        shown = shown.drop(columns=[title + SD])
-    for column in shown.columns:
-        if column in HParams.names() and shown[column].dtype.kind == "f":
-            # A hyperparameter as it was set (a learning rate of 0.00022 is not "0.000").
-            shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
-        elif shown[column].dtype.kind == "f":
-            places = 1 if column in ("Epochs Run",) else digits
-            signed = column.startswith("Δ")
-            shown[column] = shown[column].map(
-                lambda v, p=places, sg=signed: "" if pd.isna(v) else (f"{v:+.{p}f}" if sg else f"{v:.{p}f}"))
-    return shown
-
-
-def _mean_sd(mean: float, sd: float, digits: int) -> str:
-    if pd.isna(mean):
-        return ""
-    return f"{mean:.{digits}f}" if pd.isna(sd) else f"{mean:.{digits}f} ± {sd:.{digits}f}"
-
-
-def markdown(table: pd.DataFrame) -> str:
-    """A table as GitHub markdown (no extra dependency such as tabulate)."""
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    rows = ["| " + " | ".join("" if pd.isna(v) else str(v) for v in row) + " |"
-            for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *rows]) + "\n"
 
 
 # ----------------------------------------------------------------------------- command line

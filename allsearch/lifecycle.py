@@ -23,7 +23,7 @@ from allsearch.hardware import package_versions, resolve_precision
 from allsearch.space import SearchSpace, load_space
 
 __all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
-           "open_parent", "finish", "worker_id", "default_name", "DataWarning"]
+           "open_parent", "finish", "ended_by", "worker_id", "default_name", "DataWarning"]
 
 
 def worker_id() -> str:
@@ -175,6 +175,12 @@ def open_parent(store: Any, name: str, settings: dict[str, Any], known: str | No
         store.resume_parent(found, settings)
         return found
     return store.start_parent(name, settings)
+
+
+def ended_by(exc: BaseException) -> str:
+    """The status a parent run ends with when `exc` ends its study: KILLED after Ctrl-C or
+    SIGTERM, FAILED after anything else (never RUNNING, whatever ended it)."""
+    return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
 def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,

@@ -367,11 +367,8 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         finally:
             if bar is not None:
                 bar.close()
-    except KeyboardInterrupt:
-        status = "KILLED"
-        raise
-    except BaseException:
-        status = "FAILED"  # never left RUNNING, whatever ended the study
+    except BaseException as exc:
+        status = lifecycle.ended_by(exc)
         raise
     finally:
         _fail_stale_trials(study)

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 
 from allsearch.contract import PAPER_TABLE1_BEST, PARENT_ATTR
 
-__all__ = ["ProgressBar", "summarize", "best_trial", "paper_line", "log_study_plots"]
+__all__ = ["ProgressBar", "summarize", "best_trial", "paper_line", "log_study_plots", "count_bar"]
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -164,3 +164,20 @@ def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
             store.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))
         except store_errors():
             return
+
+
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def count_bar(total: int, enabled: bool, desc: str) -> Any:
+    """A progress bar over `total` runs (table1, confirm), or one that shows nothing."""
+    if not enabled:
+        return _NoBar()
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="run", desc=desc, file=sys.stderr, smoothing=0)

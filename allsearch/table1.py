@@ -23,6 +23,7 @@ import yaml
 
 from allsearch.errors import ConfigError, DataError, SpaceError
 from allsearch.hardware import PRECISIONS, resolve_precision
+from allsearch.progress import count_bar
 from allsearch.space import SPACE_DIR, HParams
 
 __all__ = ["Table1Config", "load_table1", "run", "reproduce", "main", "DEFAULT_VARIANTS"]
@@ -75,7 +76,7 @@ def load_table1(path: str | Path = SPACE_DIR / "table1.yaml") -> list[Table1Conf
 
 def _variant_folders(data: str | None, variants: list[str] | None) -> list[Path]:
     """Dataset folders to run: `data` itself, or its sub-folders named by `variants`."""
-    from allsearch.data import resolve_data_path
+    from allsearch.download import resolve_data_path
 
     if data is None:
         root = resolve_data_path(None).parent  # data/leukemia, holding Original and Segmented
@@ -114,7 +115,7 @@ def run(*, data: str | None = None, variants: list[str] | None = None, seeds: in
     precision, precision_reason = resolve_precision(precision)
     tracker = Tracker(EXPERIMENT, tracking_uri=tracking_uri)
     todo = [(folder, i, s) for folder in folders for i in range(len(configs)) for s in range(seeds)]
-    bar = _bar(len(todo), progress)
+    bar = count_bar(len(todo), progress, "table1")
     parents: dict[str, str] = {}
     for folder in folders:
         # One parent per variant and precision: runs in bf16 and float32 are not pooled.
@@ -161,22 +162,6 @@ def _done(tracker: Any, parent: str) -> set[tuple[int, int]]:
         return set()
     return {(int(i), int(s)) for i, s in zip(runs["params.config_index"], runs["params.seed"],
                                              strict=True)}
-
-
-class _NoBar:
-    def update(self, n: int) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def _bar(total: int, progress: bool) -> Any:
-    if not progress:
-        return _NoBar()
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, unit="run", desc="table1", file=sys.stderr)
 
 
 def reproduce(tracker: Any, parents: dict[str, str], configs: list[Table1Config], *,
@@ -229,7 +214,7 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
         return table.to_csv(index=False)
     if fmt == "json":
         return table.to_json(orient="records", indent=2)
-    from allsearch.leaderboard import markdown
+    from allsearch.tables import markdown
 
     def pm(mean: float, sd: float) -> str:
         if pd.isna(mean):
