@@ -46,7 +46,9 @@ def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.Argu
                  argv: list[str] | None = None) -> int:
     """Parse, run, and turn user mistakes into one line and a non-zero exit."""
     args = parser.parse_args(argv)
-    if not args.debug:
+    if args.debug:
+        os.environ["ALLSEARCH_DEBUG"] = "1"  # worker processes show everything too
+    else:
         quiet_libraries()
     if not args.debug:
         # A warning is one line a person reads, not a source excerpt.

@@ -113,7 +113,9 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     if config.record is not None:
         raise ConfigError("--engine keras-tuner reads its runs back from MLflow: it cannot "
                           "--record; use --engine optuna to record a study")
+    loading = time.perf_counter()
     dataset = lifecycle.load_data(config, space)
+    startup = {"time_data_load_s": time.perf_counter() - loading}
     store = lifecycle.open_store(config)
     parent_id = lifecycle.start(store, prepared, dataset,
                                 extra={"keras_tuner_dir": str(working_dir() / folder_name(
@@ -122,7 +124,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     try:
         store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
                                    "tuner": config.tuner})
-        _search(config, space, dataset, store, parent_id)
+        _search(config, space, dataset, store, parent_id, startup)
     except BaseException as exc:
         status = lifecycle.ended_by(exc)
         raise
@@ -136,7 +138,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
 
 
 def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
-            parent_id: str) -> None:
+            parent_id: str, startup: dict[str, float]) -> None:
     started = time.monotonic()
     done = _finished_trials(store, parent_id)
     base_params = {**lifecycle.base_params(dataset, ENGINE), "tuner": config.tuner}
@@ -145,11 +147,11 @@ def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: An
     if baseline:
         tuner_trials -= 1
         if 0 not in done:
-            _run_one(config, space, dataset, store, parent_id, base_params, number=0,
+            _run_one(config, space, dataset, store, parent_id, base_params, startup, number=0,
                      values=baseline, best=-math.inf)
     if tuner_trials > 0:
         deadline = None if config.timeout is None else started + config.timeout
-        tuner = _make_tuner(config, space, dataset, store, parent_id, base_params,
+        tuner = _make_tuner(config, space, dataset, store, parent_id, base_params, startup,
                             max_trials=tuner_trials, deadline=deadline)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -179,7 +181,8 @@ def _best_so_far(store: Any, parent_id: str) -> float:
 
 
 def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
-             parent_id: str, base_params: dict[str, Any], *, number: int,
+             parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
+             number: int,
              values: dict[str, Any], best: float, epochs: int | None = None) -> float:
     """One configuration as one child run, exactly as the Optuna engine records it."""
     hparams = space.hparams(values)
@@ -199,12 +202,14 @@ def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: A
         store, parent_id=parent_id, name=f"trial-{number:04d}", dataset=dataset,
         hparams=hparams, seeds=seeds, params=params, tags=tags, precision=config.precision,
         log_model=lambda metrics: config.log_models == "all" or (
-            config.log_models == "best" and metrics["val_accuracy"] > best))
+            config.log_models == "best" and metrics["val_accuracy"] > best),
+        timings=lifecycle.startup_timings(startup))
     return tracked.value
 
 
 def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
-                parent_id: str, base_params: dict[str, Any], *, max_trials: int,
+                parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
+                max_trials: int,
                 deadline: float | None = None) -> keras_tuner.Tuner:
     import keras_tuner
 
@@ -231,7 +236,7 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
             values = {name: trial.hyperparameters.get(name) for name in hp.values}
             epochs = trial.hyperparameters.values.get("tuner/epochs")
             try:
-                value = _run_one(config, space, dataset, store, parent_id, base_params,
+                value = _run_one(config, space, dataset, store, parent_id, base_params, startup,
                                  number=int(trial.trial_id) + 1, values=values,
                                  best=_best_so_far(store, parent_id),
                                  epochs=int(epochs) if epochs is not None else None)

@@ -19,11 +19,12 @@ from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, model_name
 from allsearch.data import Dataset, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
-from allsearch.hardware import package_versions, resolve_precision
+from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
 
 __all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
-           "open_parent", "finish", "ended_by", "worker_id", "default_name", "DataWarning"]
+           "open_parent", "finish", "ended_by", "worker_id", "default_name", "DataWarning",
+           "startup_timings"]
 
 
 def worker_id() -> str:
@@ -115,6 +116,19 @@ class DataWarning(UserWarning):
 
 
 SKIPPED_SHOWN = 5
+
+
+def startup_timings(startup: dict[str, float]) -> dict[str, float]:
+    """This process's start-up seconds (time_process_start_s, and the `startup` its engine
+    measured, e.g. time_data_load_s), once: for the first trial it runs; empty after."""
+    if not startup:
+        return {}
+    timings = dict(startup)
+    startup.clear()
+    age = process_age_s()
+    if age is not None:
+        timings["time_process_start_s"] = age - timings.get("time_data_load_s", 0.0)
+    return timings
 
 
 def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ samplers, pruners (optuna-integration's Keras pruning callback), heartbeats and 
 from __future__ import annotations
 
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -23,7 +24,7 @@ from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, CONFIG_KEY, OBJECTIVES_ATTR, PARENT_ATTR
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors
-from allsearch.hardware import process_age_s, resident_mb
+from allsearch.hardware import resident_mb
 from allsearch.lifecycle import Prepared
 from allsearch.objectives import FEASIBLE, directions
 from allsearch.progress import ProgressBar, log_study_plots, summarize
@@ -36,6 +37,11 @@ __all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trial
            "worker_main", "summarize"]
 
 ENGINE = "optuna"
+# Optuna's own lines (each trial's values, a stopped trial's traceback) repeat what the progress
+# line, the summary and the runs' states say; --debug shows them. Set here, after Optuna's
+# import configured its logger (a level set before that import would be overwritten).
+optuna.logging.set_verbosity(optuna.logging.INFO if os.environ.get("ALLSEARCH_DEBUG")
+                             else optuna.logging.ERROR)
 
 
 def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | None = None
@@ -172,7 +178,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
-            timings=_first_trial_timings(ctx))
+            timings=lifecycle.startup_timings(ctx.startup))
     except optuna.TrialPruned:
         raise
     except StoreError as exc:
@@ -205,16 +211,6 @@ def _settle(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict[str, f
         ctx.store.set_tags(run_id, {FEASIBLE: str(feasible).lower()})
     values = [float(metrics.get(name, math.nan)) for name in config.objectives or ("val_accuracy",)]
     return values[0] if len(values) == 1 else values
-
-
-def _first_trial_timings(ctx: Context) -> dict[str, float]:
-    """The process's start-up seconds, once: on the first trial it runs."""
-    timings, ctx.startup = ctx.startup, {}
-    if timings:
-        age = process_age_s()
-        if age is not None:
-            timings["time_process_start_s"] = age - timings.get("time_data_load_s", 0.0)
-    return timings
 
 
 def _wants_model(config: StudyConfig, study: optuna.Study, metrics: dict[str, float]) -> bool:

@@ -19,10 +19,13 @@ COMPOSE = DOCKER / "compose.yaml"
 def test_compose_services_are_checked_and_restarted() -> None:
     spec = yaml.safe_load(COMPOSE.read_text())
     services = spec["services"]
-    assert set(services) == {"postgres", "mlflow", "dashboard", "worker"}
+    assert set(services) == {"postgres", "mlflow", "proxy", "dashboard", "worker"}
     assert all(s.get("restart") for s in services.values())
-    assert all("healthcheck" in services[name] for name in ("postgres", "mlflow", "dashboard"))
+    assert all("healthcheck" in services[name]
+               for name in ("postgres", "mlflow", "proxy", "dashboard"))
+    # Workers reach the study through Optuna's gRPC storage proxy (docs/scale-out.md).
     assert services["worker"]["depends_on"] == {"postgres": {"condition": "service_healthy"},
+                                                "proxy": {"condition": "service_healthy"},
                                                 "mlflow": {"condition": "service_healthy"}}
     worker_command = " ".join(services["worker"]["command"])
     assert "--tracking-uri http://mlflow:5000" in worker_command and "--data /data" in worker_command
@@ -43,7 +46,7 @@ def test_docker_compose_accepts_the_file(tmp_path: Path) -> None:
     base = ["docker-compose", "--env-file", str(DOCKER / "env.example"), "-f", str(COMPOSE)]
     done = subprocess.run([*base, "config", "--services"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert set(done.stdout.split()) == {"postgres", "mlflow", "dashboard", "worker"}
+    assert set(done.stdout.split()) == {"postgres", "mlflow", "proxy", "dashboard", "worker"}
     empty = tmp_path / "empty.env"
     empty.write_text("")
     env = {k: v for k, v in os.environ.items() if k != "POSTGRES_PASSWORD"}

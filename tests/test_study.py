@@ -50,7 +50,7 @@ def child_runs(client: MlflowClient, experiment: str):
 @pytest.mark.train
 def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(optuna_engine, "make_pruner", lambda name, space: PruneOddTrials())
+    monkeypatch.setattr(optuna_engine, "make_pruner", lambda name, space, **kw: PruneOddTrials())
     first = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
                           trials_per_process=0, retrain_duplicates=True)
     states = [t.state for t in first.trials]
