@@ -22,7 +22,7 @@ __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNER
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid", "cmaes", "gp")
-PRUNERS: tuple[str, ...] = ("median", "hyperband", "none")
+PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
@@ -73,7 +73,7 @@ class StudyConfig:
         many="append", flag="constraint")
     sampler: Literal["tpe", "nsga2", "random", "grid", "cmaes", "gp"] = setting(
         "tpe", "Optuna sampler (nsga2 for several objectives; gp needs PyTorch)", choices=SAMPLERS)
-    pruner: Literal["median", "hyperband", "none"] = setting(
+    pruner: Literal["median", "hyperband", "successive_halving", "none"] = setting(
         "median", "stop unpromising trials per epoch", choices=PRUNERS)
     seed: int = setting(0, "seed of the sampler and of training")
     repeats: int = setting(1, "train each configuration K times with seeds seed..seed+K-1; the "

@@ -76,6 +76,10 @@ def make_pruner(name: str, space: SearchSpace, *, objectives: Sequence[str] = ("
     if name == "hyperband":
         return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.max_epochs(),
                                               reduction_factor=3)
+    if name == "successive_halving":
+        # Asynchronous successive halving (ASHA): rungs at epochs 1, 3, 9, ...; a trial goes on
+        # past a rung only in the best third of the trials that reached it.
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     if name == "none":
         return optuna.pruners.NopPruner()
     raise ConfigError(f"--pruner must be one of {list(PRUNERS)}, got {name!r}")

@@ -18,10 +18,11 @@ KEY_FIGURES = {
     "data": r"^full dataset with HOG/PCA \(median of 1\): cold \d+\.\d+ s, warm \d+\.\d+ s",
     "precision": r"^bfloat16 speed-up per epoch \(median of 1\): \d+\.\d+x",
     "latency": r"^483 test images, batch 32, median of 1: float32 \d+\.\d+ s .*paper 1\.98 s$",
-    "pruning": r"^median pruner: \d+ epochs, best val \d\.\d{3}; no pruner: \d+ epochs",
+    "pruning": r"^median: \d+ epochs, best val \d\.\d{3}; none: \d+ epochs, best val \d\.\d{3}$",
     "workers": r"^trials per hour: 1 worker \d+, 2 workers \d+ \(ratio \d+\.\d+\)$",
     "engines": r"^best validation accuracy: optuna-tpe-median \d\.\d{3}, kt-hyperband \d\.\d{3}, kt-random \d\.\d{3}$",
     "memory": r"^peak RSS growth trial 1 -> 4 \(default\): [+-]\d+ MB$",
+    "startup": r"^seconds to the first progress line \(median of 1\): \d+\.\d$",
     "efficiency": r"^training share \(seconds in model\.fit / study wall seconds\): \d\.\d{3}$",
 }
 

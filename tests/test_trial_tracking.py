@@ -17,7 +17,7 @@ from allsearch.serving import encode_image, images_frame
 from allsearch.space import HParams
 from allsearch.tracked import start_trial
 from allsearch.tracking import Tracker, resolve_tracking_uri
-from allsearch.trial import EPOCH_METRICS, recall_metric, run_trial
+from allsearch.trial import EPOCH_METRICS, network_inputs, recall_metric, run_trial
 
 
 @pytest.fixture
@@ -40,6 +40,13 @@ def test_run_trial_returns_plain_results(dataset, features: str) -> None:
     assert 0.0 <= metrics["test_accuracy"] <= 1.0
     assert metrics["test_prediction_time_s"] > 0 and metrics["latency_ms_p95"] >= metrics["latency_ms_p50"] > 0
     assert result.test_probabilities.shape == (len(dataset.y_test), 4)
+    # The validation figures are fit's last pass over the kept weights: the same accuracy
+    # as predicting the split again, and a timed pass.
+    x_val = network_inputs(dataset.x_val, dataset.features.split("val")
+                           if dataset.features is not None else None, features)
+    again = np.asarray(result.model.predict(x_val, verbose=0)).argmax(1)
+    assert metrics["val_accuracy"] == pytest.approx(float((again == dataset.y_val).mean()), abs=1e-6)
+    assert metrics["val_prediction_time_s"] > 0
     assert result.confusion().sum() == len(dataset.y_test)
     # Accuracy is computed from the same predictions that were timed.
     assert metrics["test_accuracy"] == pytest.approx(
@@ -71,8 +78,11 @@ def test_patience_keeps_the_best_epoch_and_stops_early(dataset) -> None:
     val_curve = result.history["val_accuracy"]
     assert val_curve[0] > max(val_curve[1:])  # the first epoch was the best one
     assert result.epochs_run == 3 and result.kept_epoch == 1  # stopped 2 epochs after it
-    # The model evaluated after fit is the first epoch's, not the wrecked last one's.
+    # The model kept after fit is the first epoch's, not the wrecked last one's: its
+    # predictions score what fit's validation pass of epoch 1 scored.
     assert result.val_accuracy == pytest.approx(val_curve[0], abs=1e-6)
+    kept = np.asarray(result.model.predict(dataset.x_val, verbose=0)).argmax(1)
+    assert float((kept == dataset.y_val).mean()) == pytest.approx(val_curve[0], abs=1e-6)
     last = run_trial(dataset, HParams(epochs=3, batch_size=8), seed=2,
                      callbacks=[_ZeroWeightsAfterFirstEpoch()])
     assert last.kept_epoch == last.epochs_run == 3 and last.final_metrics()["kept_epoch"] == 3

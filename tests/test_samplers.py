@@ -1,0 +1,37 @@
+"""The pruners a study can name: each is Optuna's, set up for epochs as steps."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from allsearch.config import PRUNERS
+from allsearch.samplers import make_pruner
+from allsearch.space import load_space
+
+
+@pytest.mark.parametrize("name", ["median", "hyperband", "successive_halving"])
+def test_each_pruner_stops_a_trial_far_behind_the_others(name: str) -> None:
+    space = load_space("paper")
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0),
+                                pruner=make_pruner(name, space))
+    # Ten trials that reach 0.9 at every epoch, then one stuck at 0.1.
+    for _ in range(10):
+        trial = study.ask()
+        for epoch in range(space.max_epochs()):
+            trial.report(0.9, epoch)
+            trial.should_prune()  # as the Keras callback does: the rungs record it
+        study.tell(trial, 0.9)
+    laggard = study.ask()
+    stopped_at = None
+    for epoch in range(space.max_epochs()):
+        laggard.report(0.1, epoch)
+        if laggard.should_prune():
+            stopped_at = epoch
+            break
+    assert stopped_at is not None and stopped_at < space.max_epochs() - 1
+
+
+def test_no_pruner_never_stops_a_trial() -> None:
+    assert isinstance(make_pruner("none", load_space("paper")), optuna.pruners.NopPruner)
+    assert set(PRUNERS) == {"median", "hyperband", "successive_halving", "none"}
