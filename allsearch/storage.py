@@ -10,6 +10,7 @@ of workers reach the database through one or a few proxies (`--storage grpc://HO
 
 from __future__ import annotations
 
+import copy
 import itertools
 import os
 import random
@@ -30,7 +31,8 @@ from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_ra
 
 __all__ = ["open_storage", "open_proxied_storage", "serve_proxy", "storage_url",
            "heartbeat_settings", "pool_settings", "HeartbeatProxyClient", "ProxiedRDBStorage",
-           "SCHEMA_RACE_ATTEMPTS", "POOL_SIZE", "HEARTBEAT_ATTR", "FAIL_STALE_ATTR"]
+           "retry_stale_trial", "MAX_RETRIES", "SCHEMA_RACE_ATTEMPTS", "POOL_SIZE",
+           "HEARTBEAT_ATTR", "FAIL_STALE_ATTR"]
 
 SCHEMA_RACE_ATTEMPTS = 5
 GRPC_SCHEME = "grpc://"
@@ -45,6 +47,13 @@ POOL_SIZE = 2
 POOL_RECYCLE_S = 1800  # below the idle timeouts of firewalls, NATs and connection poolers
 POOL_TIMEOUT_S = 60  # a thread waits this long for a free connection before failing
 # The two calls allsearch's proxy turns into heartbeats, since Optuna's proxy has none:
+# A trial whose worker died is retried up to twice with the same parameters: a retry can land
+# on a worker that dies too (seen with 16 of 64 workers killed), but a configuration that
+# takes its worker down every time (say, out of memory) must not be retried for ever.
+MAX_RETRIES = 2
+# What a retry keeps of the failed trial's user attributes: what the configuration is, not
+# what its attempt did (its MLflow run, its worker, its error); the retry records its own.
+RETRY_KEEPS = ("baseline",)
 HEARTBEAT_ATTR = "allsearch:heartbeat"  # a trial system attr: record the trial's heartbeat
 FAIL_STALE_ATTR = "allsearch:fail_stale_trials"  # a study system attr: fail its stale trials
 
@@ -206,6 +215,15 @@ def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int, t
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def retry_stale_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+    """Optuna's retry of a trial whose heartbeat stopped (`MAX_RETRIES` at most), without the
+    attempt's own user attributes: a retry that inherited the dead trial's MLflow run id would
+    point at that run until it starts its own, and share it if its worker died first."""
+    attempt = copy.copy(trial)
+    attempt.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in RETRY_KEEPS}
+    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)(study, attempt)
+
+
 def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
               pool_size: int | None = None) -> optuna.storages.RDBStorage:
     if "://" not in url:
@@ -227,8 +245,7 @@ def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
                     return kind(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
                         grace_period=grace,
-                        heartbeat_stale_trial_callback=(
-                            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)))
+                        heartbeat_stale_trial_callback=retry_stale_trial)
             except Exception as exc:
                 if attempt == SCHEMA_RACE_ATTEMPTS or not lost_schema_race(exc):
                     raise

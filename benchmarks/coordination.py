@@ -14,7 +14,8 @@ runs), MLflow retries and errors (from the workers' stderr) and the workers' mem
 checks that every trial is in Optuna once with exactly one child run under the one parent run
 and nothing is left RUNNING or WAITING. With --kill-fraction F it SIGKILLs that share of the
 workers, each in the middle of a trial, and checks that exactly those trials were failed (their
-runs KILLED) and retried once with the same parameters, and that nothing else was lost.
+runs KILLED) and retried with the same parameters until an attempt completes (a retry
+whose worker is killed too is retried again, up to twice), and that nothing else was lost.
 
 All of it runs on one machine, so the workers run at --nice 10: the servers (PostgreSQL, MLflow,
 the proxy) go first, as on machines of their own. The stores default to the services of
@@ -379,10 +380,12 @@ def count_stderr(row: Row, workers: list[Worker]) -> None:
 
 def check(row: Row, name: str, workers: list[Worker], study: Any, args: argparse.Namespace) -> None:
     """Every trial exactly once with exactly one child run under the one parent run; nothing
-    RUNNING; killed trials failed, their runs KILLED, each retried once; nothing else lost."""
+    RUNNING; killed trials failed, their runs KILLED, each retried to completion; nothing else
+    lost."""
     from mlflow.tracking import MlflowClient
 
     from allsearch.contract import PARENT_ATTR, ROLE
+    from allsearch.storage import MAX_RETRIES
 
     fail = row.failures.append
     trials = study.get_trials(deepcopy=False)
@@ -414,12 +417,23 @@ def check(row: Row, name: str, workers: list[Worker], study: Any, args: argparse
     for number in sorted(killed):
         if by_number[number].state.name != "FAIL":
             fail(f"killed trial {number} is {by_number[number].state.name}, not FAIL")
-        retries = [t for t in trials if t.system_attrs.get("failed_trial") == number]
-        if len(retries) != 1 or retries[0].state.name != "COMPLETE" or (
-                retries[0].params != by_number[number].params):
-            fail(f"killed trial {number}: {len(retries)} retries "
-                 f"({[(t.number, t.state.name) for t in retries]}), expected one COMPLETE "
-                 f"with the same parameters")
+    # Each killed configuration is retried with the same parameters until an attempt
+    # completes; a retry can be killed too (its worker was a victim), and only a configuration
+    # whose every attempt (1 + MAX_RETRIES) was killed may end without completing.
+    for root in sorted(n for n in killed if "failed_trial" not in by_number[n].system_attrs):
+        chain = [by_number[root]] + sorted(
+            (t for t in trials if t.system_attrs.get("failed_trial") == root),
+            key=lambda t: t.number)
+        attempts = [(t.number, t.state.name) for t in chain]
+        if any(t.params != chain[0].params for t in chain):
+            fail(f"killed trial {root}: a retry changed its parameters: {attempts}")
+        if any(t.number not in killed or t.state.name != "FAIL" for t in chain[:-1]):
+            fail(f"killed trial {root}: an attempt other than the last did not die: {attempts}")
+        last = chain[-1]
+        if not (last.state.name == "COMPLETE" or (
+                last.number in killed and len(chain) == MAX_RETRIES + 1)):
+            fail(f"killed trial {root}: attempts {attempts}, expected retries up to one "
+                 f"COMPLETE (at most {MAX_RETRIES})")
     run_of = {t.number: t.user_attrs.get("mlflow_run_id") for t in trials}
     if None in run_of.values():
         fail(f"trials without a run: {[n for n, r in run_of.items() if r is None][:10]}")

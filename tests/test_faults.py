@@ -301,3 +301,40 @@ def test_resuming_on_a_read_only_store_says_read_only(tiny_data: Path, tmp_path:
     assert "Traceback" not in err
     [line] = [x for x in err.splitlines() if x.startswith("error:")]
     assert "is read-only" in line and "max length" not in line
+
+
+def test_a_dead_trial_is_retried_twice_at_most_and_without_its_attempts_run(tmp_path: Path) -> None:
+    """The retry of a trial whose worker died keeps its parameters and what the configuration
+    is (baseline), not the dead attempt's MLflow run or worker: else it would point at that
+    run until it starts its own, and share it if its own worker died first."""
+    from allsearch.storage import MAX_RETRIES, open_storage
+
+    os.environ["ALLSEARCH_HEARTBEAT_S"], os.environ["ALLSEARCH_GRACE_S"] = "1", "1"
+    try:
+        storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    finally:
+        del os.environ["ALLSEARCH_HEARTBEAT_S"], os.environ["ALLSEARCH_GRACE_S"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        probe = optuna.create_study(storage=storage, study_name="retries")
+        probe.enqueue_trial({"x": 2}, user_attrs={"baseline": True})
+        for attempt in range(MAX_RETRIES + 1):
+            trial = probe.ask({"x": optuna.distributions.IntDistribution(0, 9)})
+            trial.set_user_attr("mlflow_run_id", f"run-{attempt}")
+            trial.set_user_attr("worker", f"host:{attempt}")
+            storage.record_heartbeat(trial._trial_id)  # alive once, then its worker "dies"
+            time.sleep(2.5)  # past the grace period, on the database's whole-second clock
+            optuna.storages.fail_stale_trials(probe)
+            for waiting in probe.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+                assert waiting.user_attrs == {"baseline": True}  # no run, no worker yet
+    trials = probe.get_trials()
+    assert [t.state.name for t in trials[:MAX_RETRIES + 1]] == ["FAIL"] * (MAX_RETRIES + 1)
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert len(retries) == MAX_RETRIES  # the third death is not retried
+    assert all(t.params == {"x": 2} for t in retries)
+    assert all(t.user_attrs.get("baseline") is True for t in retries)
+    # Each retry recorded its own run; none inherited the dead attempt's.
+    assert [t.user_attrs["mlflow_run_id"] for t in trials[:MAX_RETRIES + 1]] == [
+        f"run-{i}" for i in range(MAX_RETRIES + 1)]
+    waiting = [t for t in trials if t.state.name == "WAITING"]
+    assert not waiting
