@@ -6,17 +6,21 @@ TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import platform
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from typing import Literal
 
 from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
-           "start_tensorflow", "process_age_s", "resident_mb"]
+           "start_tensorflow", "held_interrupts", "process_age_s", "resident_mb"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -127,7 +131,9 @@ def start_tensorflow() -> None:
     sys.stderr.flush()
     saved = os.dup(2)
     try:
-        with open(os.devnull, "w") as devnull:
+        # TensorFlow's import swallows a KeyboardInterrupt raised inside it (seen: Ctrl-C two
+        # seconds into a study, and the study went on): signals wait for the import's end.
+        with held_interrupts(), open(os.devnull, "w") as devnull:
             os.dup2(devnull.fileno(), 2)
             try:
                 import tensorflow as tf
@@ -140,6 +146,29 @@ def start_tensorflow() -> None:
     finally:
         os.dup2(saved, 2)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def held_interrupts() -> Iterator[None]:
+    """SIGINT and SIGTERM that arrive inside the block are held and delivered when it ends
+    (to the handlers that were in place), so code that catches every exception cannot eat a
+    Ctrl-C. Only the main thread handles signals; elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, handler in previous.items():
+        if handler not in (signal.SIG_IGN, None):
+            signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            if handler is not None:
+                signal.signal(sig, handler)
+        if caught:
+            os.kill(os.getpid(), caught[0])  # the restored handler runs it now
 
 
 def process_age_s() -> float | None:

@@ -24,7 +24,7 @@ from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, CONFIG_KEY, OBJECTIVES_ATTR, PARENT_ATTR
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors
-from allsearch.hardware import resident_mb
+from allsearch.hardware import resident_mb, start_tensorflow
 from allsearch.lifecycle import Prepared
 from allsearch.objectives import FEASIBLE, directions
 from allsearch.progress import ProgressBar, log_study_plots, summarize
@@ -165,6 +165,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
         pruning: list[Any] = []
         if len(config.objectives or ()) <= 1:
             if seconds is None:
+                start_tensorflow()  # before optuna_integration imports it, as trial.py does
                 from optuna_integration import KerasPruningCallback
 
                 pruning = [KerasPruningCallback(trial, "val_accuracy")]

@@ -338,3 +338,26 @@ def test_a_dead_trial_is_retried_twice_at_most_and_without_its_attempts_run(tmp_
         f"run-{i}" for i in range(MAX_RETRIES + 1)]
     waiting = [t for t in trials if t.state.name == "WAITING"]
     assert not waiting
+
+
+def test_ctrl_c_inside_a_library_that_swallows_it_still_stops() -> None:
+    """TensorFlow's import can eat a KeyboardInterrupt raised inside it; allsearch imports it
+    with signals held, so the Ctrl-C is delivered when the import ends."""
+    code = """
+import os, signal, time
+from allsearch.hardware import held_interrupts
+try:
+    with held_interrupts():
+        try:  # a library that catches everything, as a part of TensorFlow's import does
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.2)
+        except BaseException:
+            print("swallowed")
+    time.sleep(0.2)
+    print("went on")
+except KeyboardInterrupt:
+    print("stopped")
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["stopped"], done.stdout + done.stderr
