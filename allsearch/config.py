@@ -83,9 +83,9 @@ class StudyConfig:
         0, "at most this many trials per process, then a fresh one takes over (0: no count; "
            "a process runs trials until its memory grows past --worker-memory-mb)")
     worker_memory_mb: int = setting(
-        256, "a process takes trials until its resident memory has grown this many MB past its "
-             "first trial (TensorFlow keeps some after every fit), then a fresh one replaces it "
-             "(0: no limit)")
+        256, "a process takes trials while its resident memory stays within this many MB of "
+             "its first trial's (TensorFlow keeps some after every fit; a next trial that would "
+             "pass it, judged by the last one's growth, goes to a fresh process) (0: no limit)")
     retrain_duplicates: bool = setting(
         False, "train a configuration again when the sampler proposes one that already "
                "completed with the same seed (by default its result is reused: training is "

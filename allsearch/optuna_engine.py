@@ -34,7 +34,7 @@ from allsearch.storage import open_storage
 from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
 
 __all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trials", "run",
-           "worker_main", "summarize"]
+           "worker_main", "summarize", "Retire"]
 
 ENGINE = "optuna"
 # Optuna's own lines (each trial's values, a stopped trial's traceback) repeat what the progress
@@ -235,7 +235,7 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
     should make way for a fresh one (--trials-per-process, --worker-memory-mb)."""
     reseed = _Reseed(ctx.config, ctx.space)
     reseed(study, None)
-    every: list[Any] = [_StopAtTarget(ctx.config.trials), _Retire(ctx.config), reseed,
+    every: list[Any] = [_StopAtTarget(ctx.config.trials), Retire(ctx.config), reseed,
                         *callbacks]
     if ctx.bar is not None:
         every.append(ctx.bar.on_trial)
@@ -268,24 +268,28 @@ class _Reseed:
                                      self.config.seed + 1000 * (number + 1))
 
 
-class _Retire:
-    """Stops this process's trials once it ran --trials-per-process of them or its resident
-    memory grew --worker-memory-mb past its first trial (a fresh process then takes over)."""
+class Retire:
+    """Stops this process's trials once it ran --trials-per-process of them, or before a next
+    trial would take its resident memory more than --worker-memory-mb past its first trial
+    (judged by the last trial's growth); a fresh process then takes over."""
 
     def __init__(self, config: StudyConfig) -> None:
         self.config = config
         self.done = 0
         self.baseline: float | None = None
+        self.last: float | None = None
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done += 1
         resident = resident_mb()
         if self.baseline is None:
             self.baseline = resident  # after the first fit: TensorFlow's own start-up is in
+        step = max(0.0, resident - self.last) if resident is not None and self.last else 0.0
+        self.last = resident
         limit = self.config.worker_memory_mb
         if (self.config.trials_per_process and self.done >= self.config.trials_per_process) or (
                 limit and resident is not None and self.baseline is not None
-                and resident - self.baseline > limit):
+                and resident + step - self.baseline > limit):
             study.stop()
 
 

@@ -173,11 +173,17 @@ def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_ful
 
 @pytest.mark.train
 @pytest.mark.slow
+def _ctrl_c_as_usual() -> None:
+    # A test run started in the background (`nohup ... &`) ignores SIGINT, and its children
+    # would inherit that: the command under test gets Ctrl-C as from a terminal.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_while_a_worker_starts_prints_no_traceback(tiny_data: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
                                        "--workers", "2", epochs=50),
                                env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, start_new_session=True)
+                               text=True, start_new_session=True, preexec_fn=_ctrl_c_as_usual)
     children: list[str] = []
     deadline = time.time() + 60
     while not children and time.time() < deadline:
@@ -346,6 +352,7 @@ def test_ctrl_c_inside_a_library_that_swallows_it_still_stops() -> None:
     code = """
 import os, signal, time
 from allsearch.hardware import held_interrupts
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
 try:
     with held_interrupts():
         try:  # a library that catches everything, as a part of TensorFlow's import does

@@ -1,4 +1,5 @@
-"""The pruners a study can name: each is Optuna's, set up for epochs as steps."""
+"""Rules of the Optuna engine: the pruners a study can name (each is Optuna's, set up for epochs
+as steps), and when a process makes way for a fresh one."""
 
 from __future__ import annotations
 
@@ -35,3 +36,25 @@ def test_each_pruner_stops_a_trial_far_behind_the_others(name: str) -> None:
 def test_no_pruner_never_stops_a_trial() -> None:
     assert isinstance(make_pruner("none", load_space("paper")), optuna.pruners.NopPruner)
     assert set(PRUNERS) == {"median", "hyperband", "successive_halving", "none"}
+
+
+def test_a_process_retires_before_a_next_trial_would_pass_its_memory_limit(monkeypatch) -> None:
+    """--worker-memory-mb is a bound: the process stops taking trials when the next one, growing
+    as the last did, would pass it, not after it has."""
+    from allsearch import optuna_engine
+    from allsearch.config import StudyConfig
+
+    readings = iter([1000.0, 1100.0, 1200.0, 1300.0])  # resident MB after trials 1-4
+    monkeypatch.setattr(optuna_engine, "resident_mb", lambda: next(readings))
+    retire = optuna_engine.Retire(StudyConfig(worker_memory_mb=256))
+    stopped: list[int] = []
+
+    class Study:
+        def stop(self) -> None:
+            stopped.append(retire.done)
+
+    for _ in range(3):
+        retire(Study(), None)
+    # After trial 3 the process is 200 MB past trial 1 and grew 100 MB a trial: a fourth
+    # would reach 300 MB, past the 256 MB bound.
+    assert stopped == [3]
