@@ -2,13 +2,13 @@
 
     python benchmarks/startup.py [--quick] [--data PATH] [--rounds 3]
 
-Starts `python -m allsearch.study --trials 50` (the newcomer's first command, with its
-progress line on) as a whole process, reads its stderr as it comes, and notes the seconds
-until the progress line (`study NAME: ...`) first appears; then stops the study with Ctrl-C
-(SIGINT) and waits for it to end. The machine is "warm": one round runs first and is not
-counted (the operating system's file cache holds the libraries, the pixel cache the images).
---quick: synthetic images, one counted round. Key figure, last line: seconds to the first
-progress line (median of the counted rounds).
+Starts `python -m allsearch.study --trials 50` (the newcomer's first command, with its progress
+line on) as a whole process, reads its stderr as it comes, and notes the seconds until the
+progress line (`study NAME: ...`) first appears; then stops the study with SIGTERM (which it
+takes as Ctrl-C) and waits for it to end. The machine is "warm": one round runs first and is
+not counted (the operating system's file cache holds the libraries, the pixel cache the
+images). --quick: synthetic images, one counted round. Key figure, last line: seconds to the
+first progress line (median of the counted rounds).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def first_line_s(workdir: Path, data: str, name: str, limit_s: float = 300) -> f
                 seen = time.perf_counter() - started
             elif not chunk and process.poll() is not None:
                 sys.exit(f"the study ended before its progress line:\n{buffer.decode()[-3000:]}")
-    process.send_signal(signal.SIGINT)
+    # SIGTERM ends a study as Ctrl-C does, and is never ignored by a shell's background job.
+    process.send_signal(signal.SIGTERM)
     try:
         process.communicate(timeout=120)
     except subprocess.TimeoutExpired:
