@@ -284,7 +284,8 @@ class Retire:
         resident = resident_mb()
         if self.baseline is None:
             self.baseline = resident  # after the first fit: TensorFlow's own start-up is in
-        step = max(0.0, resident - self.last) if resident is not None and self.last else 0.0
+        step = (max(0.0, resident - self.last)
+                if resident is not None and self.last is not None else 0.0)
         self.last = resident
         limit = self.config.worker_memory_mb
         if (self.config.trials_per_process and self.done >= self.config.trials_per_process) or (

@@ -46,7 +46,6 @@ PROXY_WAIT_S = 10.0
 POOL_SIZE = 2
 POOL_RECYCLE_S = 1800  # below the idle timeouts of firewalls, NATs and connection poolers
 POOL_TIMEOUT_S = 60  # a thread waits this long for a free connection before failing
-# The two calls allsearch's proxy turns into heartbeats, since Optuna's proxy has none:
 # A trial whose worker died is retried up to twice with the same parameters: a retry can land
 # on a worker that dies too (seen with 16 of 64 workers killed), but a configuration that
 # takes its worker down every time (say, out of memory) must not be retried for ever.
@@ -54,6 +53,7 @@ MAX_RETRIES = 2
 # What a retry keeps of the failed trial's user attributes: what the configuration is, not
 # what its attempt did (its MLflow run, its worker, its error); the retry records its own.
 RETRY_KEEPS = ("baseline",)
+# The two calls allsearch's proxy turns into heartbeats, since Optuna's proxy has none:
 HEARTBEAT_ATTR = "allsearch:heartbeat"  # a trial system attr: record the trial's heartbeat
 FAIL_STALE_ATTR = "allsearch:fail_stale_trials"  # a study system attr: fail its stale trials
 
