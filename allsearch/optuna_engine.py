@@ -32,6 +32,7 @@ from allsearch.samplers import make_pruner, make_sampler
 from allsearch.space import SearchSpace, load_space
 from allsearch.storage import open_storage
 from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+from allsearch.writer import Writer
 
 __all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trials", "run",
            "worker_main", "summarize", "Retire"]
@@ -132,6 +133,8 @@ class Context:
     bar: ProgressBar | None = None
     # Seconds this process spent before its first trial (start-up, data load): logged on it.
     startup: dict[str, float] = field(default_factory=dict)
+    # Finishes each trial's run (figures, tables, end state) while the next one trains.
+    writer: Writer = field(default_factory=Writer)
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
@@ -145,6 +148,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     params = {**ctx.base_params, "trial_number": trial.number, "seed": config.seed}
     tags = {"trial_number": trial.number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     try:
+        if ctx.writer.pending(key):  # the same configuration's run is still being written
+            ctx.writer.drain()
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
         if previous is not None:
             run_id = record_duplicate(
@@ -179,7 +184,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
-            timings=lifecycle.startup_timings(ctx.startup))
+            timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer)
     except optuna.TrialPruned:
         raise
     except StoreError as exc:
@@ -240,11 +245,14 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
     if ctx.bar is not None:
         every.append(ctx.bar.on_trial)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            study.optimize(lambda trial: objective(ctx, trial), n_trials=n_trials,
-                           timeout=timeout, catch=(Exception,), callbacks=every,
-                           gc_after_trial=True)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                study.optimize(lambda trial: objective(ctx, trial), n_trials=n_trials,
+                               timeout=timeout, catch=(Exception,), callbacks=every,
+                               gc_after_trial=True)
+        finally:
+            ctx.writer.drain()  # the last trials' runs are finished however the loop ended
     except store_errors() as exc:
         raise StoreError(f"cannot write the study storage ({first_line(exc)}); free disk "
                          f"space or fix its permissions, then run the same command to resume"

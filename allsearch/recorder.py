@@ -19,6 +19,7 @@ import json
 import os
 import re
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -65,6 +66,7 @@ class Recorder:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             name = f"events-{socket.gethostname()}-{os.getpid()}-{time.time_ns()}.jsonl"
             self._file = open(self.runs_dir / name, "a", encoding="utf-8", buffering=1)  # noqa: SIM115
+            self._lock = threading.Lock()  # a trial and the background writer both write
         except OSError as exc:
             raise StoreError(f"record folder '{self.folder}' cannot be written ({exc.strerror}); "
                              f"pass --record with a writable folder") from None
@@ -72,7 +74,8 @@ class Recorder:
     def _write(self, op: str, run: str, **fields: Any) -> None:
         line = {"t": time.time(), "op": op, "run": run, "experiment": self.experiment_name,
                 **{k: _plain(v) for k, v in fields.items()}}
-        self._file.write(json.dumps(line) + "\n")  # one line per call, flushed at once
+        with self._lock:
+            self._file.write(json.dumps(line) + "\n")  # one line per call, flushed at once
 
     def _artifact(self, run_id: str, name: str) -> Path:
         path = self.runs_dir / run_id / name

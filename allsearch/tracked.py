@@ -8,6 +8,7 @@ an allsearch.recorder.Recorder (a folder); this module imports neither.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import json
@@ -35,6 +36,7 @@ from allsearch.errors import StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import Precision
 from allsearch.results import TrialResult
 from allsearch.space import HParams
+from allsearch.writer import Writer
 
 __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate", "config_key",
            "find_duplicate", "record_duplicate", "STORE_ERRORS"]
@@ -74,13 +76,18 @@ class TrialRun:
         store.log_text(run_id, reports.predictions_csv(
             result.test_files, result.y_test, result.test_probabilities, result.class_names),
             "test_predictions.csv")
-        if not (log_model and result.model is not None):
+        return self.log_model(result, dataset=dataset) if log_model else None
+
+    def log_model(self, result: TrialResult, *, dataset: Dataset | None = None) -> str | None:
+        """The trained network as an image-taking MLflow model; returns its URI."""
+        if result.model is None:
             return None
         pipeline = (dataset.features.pipeline
                     if dataset is not None and dataset.features is not None else None)
-        uri = store.log_model(run_id, network=result.model, class_names=result.class_names,
-                              hparams=result.hparams.to_dict(), pipeline=pipeline)
-        store.set_tags(run_id, {MODEL_URI: uri})
+        uri = self.store.log_model(self.run_id, network=result.model,
+                                   class_names=result.class_names,
+                                   hparams=result.hparams.to_dict(), pipeline=pipeline)
+        self.store.set_tags(self.run_id, {MODEL_URI: uri})
         return uri
 
     def end(self, state: State, *, error: BaseException | None = None) -> None:
@@ -168,7 +175,8 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 on_started: Callable[[TrialRun], None] | None = None,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 trainer: Callable[..., TrialResult] | None = None,
-                timings: dict[str, float] | None = None) -> TrackedTrial:
+                timings: dict[str, float] | None = None,
+                writer: Writer | None = None) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
@@ -176,7 +184,9 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
     run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error. The run gets
     the seconds of each stage as metrics time_*_s (build, fit, evaluate, logging, model
     logging, the whole trial, and `timings` the caller measured, e.g. a worker's start), so
-    the MLflow UI shows where a trial's time went.
+    the MLflow UI shows where a trial's time went. With a `writer`, the run's figures, tables
+    and end state are written in its background thread (time_finish_s) while the caller
+    goes on; a run it could not write is raised when the next one has trained.
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -184,12 +194,18 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                             precision=precision, first_callbacks=first_callbacks,
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
                             on_started=on_started, on_epoch=on_epoch,
-                            trainer=trainer or run_trial, timings=timings or {})
+                            trainer=trainer or run_trial, timings=timings or {},
+                            writer=writer)
     except STORE_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
-            raise
-        # The store cannot be written: every further trial would fail the same way.
-        raise StoreError(cannot_write(store.location, exc)) from None
+        raise _broken_store(store, exc) from None
+
+
+def _broken_store(store: Any, exc: BaseException) -> BaseException:
+    """What a failed write raises: a StoreError when the store cannot be written (every
+    further trial would fail the same way), else the error itself."""
+    if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
+        return exc
+    return StoreError(cannot_write(store.location, exc))
 
 
 def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
@@ -199,7 +215,10 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  log_model: bool | Callable[[dict[str, float]], bool],
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
-                 trainer: Callable[..., TrialResult], timings: dict[str, float]) -> TrackedTrial:
+                 trainer: Callable[..., TrialResult], timings: dict[str, float],
+                 writer: Writer | None) -> TrackedTrial:
+    if writer is not None:
+        writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
     untimed, store = store, _Timed(store)
@@ -224,9 +243,12 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                                      on_epoch=log_epoch if first else None,
                                      history=history if first else None))
     except pruned_exceptions:
-        run.log_curves(history, title=f"{name} (pruned)")
-        store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
-        run.end("PRUNED")
+        def pruned() -> None:
+            run.log_curves(history, title=f"{name} (pruned)")
+            store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+            run.end("PRUNED")
+
+        _write(writer, key, pruned, untimed)
         raise
     except KeyboardInterrupt:
         run.log_curves(history, title=f"{name} (interrupted)")
@@ -239,6 +261,10 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         run.end("FAIL", error=exc)
         raise
 
+    if writer is not None:
+        # The previous run is written by now (one run at most is behind), or its failure
+        # stops the study here, before this one writes.
+        writer.drain()
     metrics = aggregate(results)
     collapsed = sum(r.collapsed for r in results)
     if collapsed:
@@ -247,16 +273,41 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     # The process's peak resident memory so far: flat across trials when nothing leaks.
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wants_model = log_model(metrics) if callable(log_model) else log_model
-    run.log_curves(history, title=name)
-    model_uri = run.log_result(results[0], dataset=dataset, log_model=wants_model, metrics=metrics)
-    if len(results) > 1:
-        for i, result in enumerate(results):
-            store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
-                                           "repeat_test_accuracy": result.test_accuracy}, step=i)
-    untimed.log_metrics(run.run_id, {**store.seconds, **timings,
-                                     "time_trial_s": time.perf_counter() - started})
-    run.end("COMPLETE")
+    # The model is written here (Keras is not used from two threads); the rest of the run,
+    # in the background when there is a writer, while the next trial trains.
+    model_uri = run.log_model(results[0], dataset=dataset) if wants_model else None
+    foreground = {**store.seconds, **timings, "time_trial_s": time.perf_counter() - started}
+    results = [dataclasses.replace(r, model=None) for r in results]  # freed before the next
+
+    def finish() -> None:
+        writing = time.perf_counter()
+        run.log_curves(history, title=name)
+        run.log_result(results[0], metrics=metrics)
+        if len(results) > 1:
+            for i, result in enumerate(results):
+                store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
+                                               "repeat_test_accuracy": result.test_accuracy},
+                                  step=i)
+        untimed.log_metrics(run.run_id, {**foreground,
+                                         "time_finish_s": time.perf_counter() - writing})
+        run.end("COMPLETE")
+
+    _write(writer, key, finish, untimed)
     return TrackedTrial(run.run_id, metrics, results, model_uri)
+
+
+def _write(writer: Writer | None, key: str, job: Callable[[], None], store: Any) -> None:
+    """Run `job` (the end of a run) now, or in `writer`'s background thread."""
+    def guarded() -> None:
+        try:
+            job()
+        except STORE_ERRORS as exc:
+            raise _broken_store(store, exc) from None
+
+    if writer is None:
+        job()
+    else:
+        writer.submit(key, guarded)
 
 
 class _Timed:

@@ -8,7 +8,7 @@ KerasTuner random search; every engine trains the paper's baseline first, throug
 trial code. Reports each engine's trials, best validation accuracy (and that trial's test
 accuracy), and the time to first reach the paper's 0.80 validation accuracy, counted from the
 study's start, with and without the shared baseline trial. --quick: synthetic images, a small
-space and a 40 s budget each. Key figure, last line: best validation accuracy per engine.
+space and a 15 s budget each. Key figure, last line: best validation accuracy per engine.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def first_reach(runs, threshold: float, *, skip_baseline: bool) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="synthetic data, 40 s each")
+    parser.add_argument("--quick", action="store_true", help="synthetic data, 15 s each")
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--budget", type=float, default=1800, help="seconds per engine")
     args = parser.parse_args()
@@ -60,7 +60,7 @@ def main() -> None:
     workdir = isolated_workdir("engines")
     space, budget = "paper", args.budget
     if args.quick:
-        space, budget = str(workdir / "quick.yaml"), 40.0
+        space, budget = str(workdir / "quick.yaml"), 15.0
         Path(space).write_text(QUICK_SPACE)
     data = args.data or str(synthetic_data(workdir / "synthetic", per_class=40))
     tracking = f"sqlite:///{workdir}/mlflow.db"

@@ -27,14 +27,14 @@ from _common import PAPER_TEST_PREDICTION_S, machine, median  # noqa: E402
 
 from allsearch.model import build_cnn  # noqa: E402
 from allsearch.space import HParams  # noqa: E402
-from allsearch.trial import latency_ms, timed_predict  # noqa: E402
+from allsearch.trial import latency_ms, timed_predict, trace_predict  # noqa: E402
 
 
 def measure(x: np.ndarray, precision: str) -> tuple[float, float, float]:
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("mixed_bfloat16" if precision == "bfloat16" else "float32")
     model = build_cnn(HParams(), 4, input_shape=x.shape[1:])
-    timed_predict(model, x[:2])  # trace outside the timings, as run_trial does
+    trace_predict(model, x)  # trace outside the timings, as run_trial does
     _, split_s = timed_predict(model, x)
     p50, p95 = latency_ms(model, x)
     keras.mixed_precision.set_global_policy("float32")
@@ -66,7 +66,7 @@ def main() -> None:
     repeats = 3 if args.quick else args.repeat
     keras.backend.clear_session()
     model = build_cnn(HParams(), 4, input_shape=x.shape[1:])
-    timed_predict(model, x[:2])
+    trace_predict(model, x)
     p50s = [latency_ms(model, x)[0] for _ in range(repeats)]
     print(f"one model's p50 over {repeats} measurements (float32): mean {np.mean(p50s):.2f} ms, "
           f"sd {np.std(p50s, ddof=1):.2f} ms, range {min(p50s):.2f}-{max(p50s):.2f} ms")

@@ -138,8 +138,9 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
     line = one_line_error(capsys)
     assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
-    assert loaded.trials[0].state.name == "COMPLETE"
-    assert len(loaded.trials) == 2  # stopped at the broken store instead of failing every trial
+    # The second run is finished in the background while the third trial trains; its failure
+    # stops the study when that trial has trained, instead of failing every trial.
+    assert [t.state.name for t in loaded.trials] == ["COMPLETE", "COMPLETE", "FAIL"]
 
 
 @pytest.mark.train

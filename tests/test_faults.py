@@ -171,14 +171,14 @@ def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_ful
     assert trials[1].state.name == "FAIL"
 
 
-@pytest.mark.train
-@pytest.mark.slow
 def _ctrl_c_as_usual() -> None:
     # A test run started in the background (`nohup ... &`) ignores SIGINT, and its children
     # would inherit that: the command under test gets Ctrl-C as from a terminal.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
+@pytest.mark.train
+@pytest.mark.slow
 def test_ctrl_c_while_a_worker_starts_prints_no_traceback(tiny_data: Path, tmp_path: Path) -> None:
     process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
                                        "--workers", "2", epochs=50),
@@ -196,6 +196,45 @@ def test_ctrl_c_while_a_worker_starts_prints_no_traceback(tiny_data: Path, tmp_p
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
     assert "Traceback" not in err, err[-3000:]
+
+
+@pytest.mark.train
+def test_ctrl_c_right_after_a_trial_loses_none_of_its_run(tiny_data: Path, tmp_path: Path) -> None:
+    """A finished trial's figures and tables are written in the background while the next
+    trial trains: a Ctrl-C then still leaves the finished trial's run whole and FINISHED."""
+    path = tmp_path / "short-long.yaml"
+    path.write_text(SPACE.replace("EPOCHS", "1").replace(
+        "params:\n", "params:\n  epochs: {type: categorical, choices: [1, 300]}\n")
+        .replace("fixed: {epochs: 1, ", "fixed: {").replace("{batch_size: 8}",
+                                                             "{batch_size: 8, epochs: 1}"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "allsearch.study", "--space", str(path), "--data",
+         str(tiny_data), "--study-name", "tiny", "--pruner", "none", "--trials", "6",
+         "--no-progress"], env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True, start_new_session=True, preexec_fn=_ctrl_c_as_usual)
+    storage = f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}"
+    deadline = time.time() + 180
+    while time.time() < deadline:  # Ctrl-C as soon as the first trial is told complete
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        time.sleep(0.05)
+        try:
+            trials = optuna.load_study(study_name="tiny", storage=storage).trials
+        except Exception:  # noqa: BLE001  (not created yet)
+            continue
+        if trials and trials[0].state.name == "COMPLETE":
+            break
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    found = {r.info.run_name: r for r in runs(tmp_path)}
+    first = found["trial-0000"]
+    assert (first.info.status, first.data.tags["state"]) == ("FINISHED", "COMPLETE")
+    assert "time_finish_s" in first.data.metrics and "test_accuracy" in first.data.metrics
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert {a.path for a in client.list_artifacts(first.info.run_id)} >= {
+        "learning_curves.png", "confusion_matrix.png", "per_class_report.json",
+        "test_predictions.csv"}
+    assert all(r.info.status != "RUNNING" for r in found.values())
 
 
 # ----------------------------------------------------------------------------- 4: races

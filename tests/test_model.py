@@ -105,3 +105,16 @@ def test_balanced_class_weights() -> None:
     assert weights[0] == pytest.approx(60 / (3 * 10)) and weights[1] == pytest.approx(60 / (3 * 30))
     assert weights[3] == 1.0  # a class absent from the train split: neutral
     assert class_weights(labels, 4, "none") is None
+
+
+def test_the_timed_prediction_traces_nothing() -> None:
+    """The test split's prediction time is the paper's metric: after trace_predict, predicting
+    the whole split (full batches and a smaller last one) compiles nothing inside the timing."""
+    from allsearch.trial import PREDICT_BATCH, trace_predict
+
+    model = build_cnn(HParams(conv_layers=1), 4, input_shape=(20, 20, 1))
+    x = np.zeros((3 * PREDICT_BATCH + 5, 20, 20, 1), dtype=np.float32)
+    trace_predict(model, x)
+    traced = model.predict_function.experimental_get_tracing_count()
+    model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+    assert model.predict_function.experimental_get_tracing_count() == traced

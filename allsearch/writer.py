@@ -1,0 +1,77 @@
+"""A background writer: a trial's run is finished (figures, tables, final metrics, end
+state) in one thread of its own while the next trial trains.
+
+The next trial does not wait for the previous one's learning curves, confusion matrix and
+predictions table to be drawn and written. Nothing is lost on the way out: `drain` waits
+for every job (the engine calls it when it stops trying trials, Ctrl-C and SIGTERM included),
+and a process that exits without draining still finishes them first (atexit). A job that
+fails is raised again in the trial's thread at the next `check` or `drain`, never dropped;
+the jobs after it still run. Jobs run one at a time, in order, so a run ends only after
+everything it writes.
+"""
+
+from __future__ import annotations
+
+import atexit
+import queue
+import threading
+from collections import Counter
+from collections.abc import Callable
+
+__all__ = ["Writer"]
+
+
+class Writer:
+    """Runs jobs (callables) in order in one background thread."""
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
+        self._pending: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, key: str, job: Callable[[], None]) -> None:
+        """Queue `job`; `key` names what it writes (a trial's configuration key), so a
+        caller can ask whether that is still `pending`."""
+        with self._lock:
+            self._pending[key] += 1
+            if self._thread is None:
+                # A daemon thread, drained at exit: a blocked store must not hang the exit
+                # after the interpreter's own shutdown has begun.
+                self._thread = threading.Thread(target=self._work, name="allsearch-writer",
+                                                daemon=True)
+                self._thread.start()
+                atexit.register(self._drain_at_exit)
+        self._jobs.put((key, job))
+
+    def pending(self, key: str) -> bool:
+        with self._lock:
+            return self._pending[key] > 0
+
+    def drain(self) -> None:
+        """Wait until every queued job is done; raise the first one that failed."""
+        self._jobs.join()
+        self.check()
+
+    def _work(self) -> None:
+        while True:
+            key, job = self._jobs.get()
+            try:
+                job()
+            except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread
+                if self._error is None:
+                    self._error = exc
+            finally:
+                with self._lock:
+                    self._pending[key] -= 1
+                self._jobs.task_done()
+
+    def check(self) -> None:
+        """Raise the first job that failed since the last check, if one did."""
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _drain_at_exit(self) -> None:
+        self._jobs.join()
