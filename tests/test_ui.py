@@ -99,14 +99,14 @@ def test_ui_without_optuna_storage_lists_each_study_and_says_so(tmp_path: Path) 
     assert "Traceback" not in errors.read_text()
 
 
-@pytest.mark.train
 @pytest.mark.slow
 def test_ui_serves_the_study_runs_on_loopback(tiny_data: Path, tmp_path: Path) -> None:
     space = tmp_path / "tiny.yaml"
     space.write_text(SPACE)
+    # The UI is what is tested: the stand-in trainer writes the runs a study writes.
     assert study.main(["--space", str(space), "--data", str(tiny_data), "--trials", "2",
                        "--study-name", "browsed", "--no-progress", "--trials-per-process", "0",
-                       "--pruner", "none"]) == 0
+                       "--pruner", "none", "--trainer", "standin:0"]) == 0
     port = free_port()
     command = [sys.executable, "-m", "allsearch.ui", "--port", str(port)]
     errors = tmp_path / "ui.err"
