@@ -30,8 +30,13 @@ from conftest import free_port, one_line_error
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("ALLSEARCH_TEST_POSTGRES")
 MLFLOW = os.environ.get("ALLSEARCH_TEST_MLFLOW")
-needs_services = pytest.mark.skipif(not (POSTGRES and MLFLOW), reason="no PostgreSQL/MLflow "
-                                    "server: run `. .ci/services` first (CI does)")
+_skip_without_services = pytest.mark.skipif(not (POSTGRES and MLFLOW), reason="no PostgreSQL/"
+                                            "MLflow server: run `. .ci/services` first (CI does)")
+
+
+def needs_services(test):
+    """Skipped without the servers; one such test at a time (they count the servers' connections)."""
+    return pytest.mark.xdist_group("services")(_skip_without_services(test))
 HEARTBEAT = {"ALLSEARCH_HEARTBEAT_S": "1", "ALLSEARCH_GRACE_S": "2"}
 
 

@@ -22,6 +22,7 @@ POSTGRES = os.environ.get("ALLSEARCH_TEST_POSTGRES")
 MLFLOW = os.environ.get("ALLSEARCH_TEST_MLFLOW")
 pytestmark = [
     pytest.mark.slow,
+    pytest.mark.xdist_group("services"),  # one test at a time on the shared servers
     pytest.mark.skipif(not (POSTGRES and MLFLOW), reason="no PostgreSQL/MLflow server: "
                        "run `. .ci/services` first (CI does)"),
 ]
