@@ -19,7 +19,8 @@ def quiet_libraries(threads: int | None = None) -> None:
     count there (default: $ALLSEARCH_THREADS, else every core)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    # MLflow sets its loggers' level from this when it is imported (lazily, after this).
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "CRITICAL")
     if threads:
         from allsearch.hardware import use_threads
 
