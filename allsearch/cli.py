@@ -11,6 +11,7 @@ import warnings
 from collections.abc import Callable
 
 from allsearch.errors import AllsearchError
+from allsearch.hardware import on_interrupt
 
 
 def quiet_libraries(threads: int | None = None) -> None:
@@ -34,11 +35,6 @@ def quiet_libraries(threads: int | None = None) -> None:
     logging.getLogger("mlflow").setLevel(logging.CRITICAL)
 
 
-def interrupt(signum: int, frame: object) -> None:
-    """A signal handler that ends the work as Ctrl-C does (completed work is kept)."""
-    raise KeyboardInterrupt
-
-
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show full tracebacks and library logs")
 
@@ -56,7 +52,9 @@ def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.Argu
         warnings.formatwarning = lambda message, *rest, **kw: f"warning: {message}\n"
     for sig in (signal.SIGTERM, signal.SIGHUP):
         # `docker stop`, Kubernetes, systemd and a closed terminal end a command as Ctrl-C does.
-        signal.signal(sig, interrupt)
+        signal.signal(sig, on_interrupt)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where it is ignored
+        signal.signal(signal.SIGINT, on_interrupt)
     try:
         return run(args)
     except AllsearchError as exc:

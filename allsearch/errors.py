@@ -101,7 +101,8 @@ def lost_schema_race(exc: BaseException) -> bool:
         seen.add(id(exc))
         text = str(exc).lower()
         kind = type(exc).__name__
-        if kind == "IntegrityError" or "already exists" in text or "deadlock detected" in text:
+        if kind == "IntegrityError" or any(sign in text for sign in (
+                "already exists", "deadlock detected", "duplicate column name")):
             return True
         exc = exc.__cause__ or exc.__context__
     return False

@@ -14,13 +14,14 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from allsearch.errors import ConfigError
 
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
-           "start_tensorflow", "held_interrupts", "process_age_s", "resident_mb"]
+           "start_tensorflow", "held_interrupts", "on_interrupt", "raise_if_interrupted",
+           "deferred_interrupts", "interruptible", "process_age_s", "resident_mb"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -169,6 +170,73 @@ def held_interrupts() -> Iterator[None]:
                 signal.signal(sig, handler)
         if caught:
             os.kill(os.getpid(), caught[0])  # the restored handler runs it now
+
+
+_hold = 0  # > 0: a store is being written, and a signal waits for the end of it
+_pending = False  # a signal came that the program has not seen as KeyboardInterrupt yet
+
+
+def on_interrupt(signum: int, frame: object) -> None:
+    """The handler of SIGINT, SIGTERM and SIGHUP in allsearch's commands and workers: ends
+    the work as Ctrl-C does, at once, or, inside `deferred_interrupts`, when the write in
+    progress is done. A KeyboardInterrupt raised while a store's transaction is half done can
+    leave its connection holding a lock (a heartbeat thread then waited on it), and one raised
+    in a finalizer or weakref callback is dropped by Python (a Ctrl-C between two trials was
+    lost that way): such an interrupt is kept and raised at the next safe point."""
+    global _pending
+    sys.unraisablehook = _dropped_interrupt_is_kept
+    if _hold:
+        _pending = True
+        return
+    _pending = False
+    raise KeyboardInterrupt
+
+
+def _dropped_interrupt_is_kept(unraisable: Any) -> None:
+    # Python's "Exception ignored in ..." report: the interrupt it dropped is raised again at
+    # the next safe point, quietly; anything else is reported as Python would.
+    global _pending
+    if issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _pending = True
+        return
+    sys.__unraisablehook__(unraisable)
+
+
+def raise_if_interrupted() -> None:
+    """A safe point: raise the KeyboardInterrupt of a signal that was held or dropped."""
+    global _pending
+    if _pending:
+        _pending = False
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Signals inside the block wait for its end (raised there as KeyboardInterrupt, or, when
+    the block ends by an exception, at the next safe point). For the main thread's writes to
+    a store: a study's trial loop, a run's per-epoch metrics, a pruner's report."""
+    global _hold
+    _hold += 1
+    try:
+        yield
+    finally:
+        _hold -= 1
+    if not _hold:
+        raise_if_interrupted()
+
+
+@contextlib.contextmanager
+def interruptible() -> Iterator[None]:
+    """Signals inside the block raise KeyboardInterrupt at once, also within
+    `deferred_interrupts`: for training, which writes nothing but through callbacks that
+    defer again."""
+    global _hold
+    saved, _hold = _hold, 0
+    try:
+        raise_if_interrupted()
+        yield
+    finally:
+        _hold = saved
 
 
 def process_age_s() -> float | None:

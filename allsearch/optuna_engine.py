@@ -24,7 +24,7 @@ from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, CONFIG_KEY, OBJECTIVES_ATTR, PARENT_ATTR
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors
-from allsearch.hardware import resident_mb, start_tensorflow
+from allsearch.hardware import deferred_interrupts, resident_mb, start_tensorflow
 from allsearch.lifecycle import Prepared
 from allsearch.objectives import FEASIBLE, directions
 from allsearch.progress import ProgressBar, log_study_plots, summarize
@@ -246,7 +246,9 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
         every.append(ctx.bar.on_trial)
     try:
         try:
-            with warnings.catch_warnings():
+            # Optuna's writes to its storage are never cut by a signal: it waits for them
+            # and stops the study at the next safe point (a trial's training stops at once).
+            with warnings.catch_warnings(), deferred_interrupts():
                 warnings.simplefilter("ignore")
                 study.optimize(lambda trial: objective(ctx, trial), n_trials=n_trials,
                                timeout=timeout, catch=(Exception,), callbacks=every,

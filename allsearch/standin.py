@@ -17,6 +17,7 @@ import numpy as np
 
 from allsearch.data import Dataset
 from allsearch.errors import ConfigError
+from allsearch.hardware import deferred_interrupts
 from allsearch.results import TrialResult
 from allsearch.space import HParams
 
@@ -64,8 +65,9 @@ def stand_in(seconds: float) -> Callable[..., TrialResult]:
                 history.setdefault(name, []).append(value)
             if on_epoch is not None:
                 on_epoch(epoch, values)
-            for callback in callbacks:  # a pruner's callback may raise TrialPruned here
-                callback.on_epoch_end(epoch, values)
+            with deferred_interrupts():  # a pruner's report is written whole
+                for callback in callbacks:  # a pruner's callback may raise TrialPruned here
+                    callback.on_epoch_end(epoch, values)
         accuracy = history["val_accuracy"][-1]
         n = len(dataset.y_test)
         rng = np.random.default_rng(seed)

@@ -33,7 +33,12 @@ from allsearch.contract import (
 )
 from allsearch.data import Dataset
 from allsearch.errors import StoreError, cannot_write, first_line, store_errors
-from allsearch.hardware import Precision
+from allsearch.hardware import (
+    Precision,
+    deferred_interrupts,
+    interruptible,
+    raise_if_interrupted,
+)
 from allsearch.results import TrialResult
 from allsearch.space import HParams
 from allsearch.writer import Writer
@@ -66,17 +71,26 @@ class TrialRun:
                    log_model: bool = False, metrics: dict[str, float] | None = None) -> str | None:
         """Final metrics (or `metrics`, e.g. means over repeats) and artifacts; the model
         too when asked. Returns the logged model's URI."""
-        store, run_id = self.store, self.run_id
+        self.log_final_metrics(result, metrics)
+        self.log_artifacts(result)
+        return self.log_model(result, dataset=dataset) if log_model else None
+
+    def log_final_metrics(self, result: TrialResult, metrics: dict[str, float] | None = None
+                          ) -> None:
+        """The result's metrics (or `metrics`, e.g. means over repeats)."""
         # At the last epoch's step: the final val_accuracy shares its name with the curve's.
-        store.log_metrics(run_id, result.final_metrics() if metrics is None else metrics,
-                          step=max(0, result.epochs_run - 1))
+        self.store.log_metrics(self.run_id, result.final_metrics() if metrics is None else metrics,
+                               step=max(0, result.epochs_run - 1))
+
+    def log_artifacts(self, result: TrialResult) -> None:
+        """Confusion matrix, per-class report and the test predictions."""
+        store, run_id = self.store, self.run_id
         store.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
                          "confusion_matrix.png")
         store.log_dict(run_id, result.per_class_report(), "per_class_report.json")
         store.log_text(run_id, reports.predictions_csv(
             result.test_files, result.y_test, result.test_probabilities, result.class_names),
             "test_predictions.csv")
-        return self.log_model(result, dataset=dataset) if log_model else None
 
     def log_model(self, result: TrialResult, *, dataset: Dataset | None = None) -> str | None:
         """The trained network as an image-taking MLflow model; returns its URI."""
@@ -184,9 +198,10 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
     run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error. The run gets
     the seconds of each stage as metrics time_*_s (build, fit, evaluate, logging, model
     logging, the whole trial, and `timings` the caller measured, e.g. a worker's start), so
-    the MLflow UI shows where a trial's time went. With a `writer`, the run's figures, tables
-    and end state are written in its background thread (time_finish_s) while the caller
-    goes on; a run it could not write is raised when the next one has trained.
+    the MLflow UI shows where a trial's time went. The run's metrics and end state are
+    written before this returns; with a `writer`, its figures and tables are written in the
+    writer's background thread (time_finish_s) while the caller goes on, and a failure there
+    is raised when the next trial has trained.
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -217,6 +232,7 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
                  trainer: Callable[..., TrialResult], timings: dict[str, float],
                  writer: Writer | None) -> TrackedTrial:
+    raise_if_interrupted()
     if writer is not None:
         writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
@@ -231,34 +247,36 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     results: list[TrialResult] = []
 
     def log_epoch(epoch: int, values: dict[str, float]) -> None:
-        run.log_epoch(epoch, values)
-        if on_epoch is not None:
-            on_epoch(epoch, values)
+        with deferred_interrupts():  # a Ctrl-C now stops the training once this is written
+            run.log_epoch(epoch, values)
+            if on_epoch is not None:
+                on_epoch(epoch, values)
 
     try:
         for i, seed in enumerate(seeds):
             first = i == 0
-            results.append(trainer(dataset, hparams, seed=seed, precision=precision,
-                                     callbacks=first_callbacks if first else (),
-                                     on_epoch=log_epoch if first else None,
-                                     history=history if first else None))
+            with interruptible():  # Ctrl-C stops the training at once
+                results.append(trainer(dataset, hparams, seed=seed, precision=precision,
+                                         callbacks=first_callbacks if first else (),
+                                         on_epoch=log_epoch if first else None,
+                                         history=history if first else None))
+    # A run's state is written before the engine hears of its end (a worker killed later
+    # leaves no run RUNNING); its figures and tables may follow from the writer.
     except pruned_exceptions:
-        def pruned() -> None:
-            run.log_curves(history, title=f"{name} (pruned)")
-            store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
-            run.end("PRUNED")
-
-        _write(writer, key, pruned, untimed)
+        store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+        run.end("PRUNED")
+        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (pruned)"), untimed)
         raise
     except KeyboardInterrupt:
-        run.log_curves(history, title=f"{name} (interrupted)")
         run.end("KILLED")
+        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (interrupted)"),
+               untimed)
         raise
     except STORE_ERRORS:
         raise  # the run cannot be written either; run_tracked reports it
     except Exception as exc:
-        run.log_curves(history, title=f"{name} (failed)")
         run.end("FAIL", error=exc)
+        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (failed)"), untimed)
         raise
 
     if writer is not None:
@@ -273,24 +291,24 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     # The process's peak resident memory so far: flat across trials when nothing leaks.
     metrics["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     wants_model = log_model(metrics) if callable(log_model) else log_model
-    # The model is written here (Keras is not used from two threads); the rest of the run,
-    # in the background when there is a writer, while the next trial trains.
+    # The model is written here (Keras is not used from two threads), and the run's metrics
+    # and end; its figures and tables in the background when there is a writer.
     model_uri = run.log_model(results[0], dataset=dataset) if wants_model else None
-    foreground = {**store.seconds, **timings, "time_trial_s": time.perf_counter() - started}
+    run.log_final_metrics(results[0], metrics)
+    if len(results) > 1:
+        for i, result in enumerate(results):
+            store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
+                                           "repeat_test_accuracy": result.test_accuracy}, step=i)
+    untimed.log_metrics(run.run_id, {**store.seconds, **timings,
+                                     "time_trial_s": time.perf_counter() - started})
+    run.end("COMPLETE")
     results = [dataclasses.replace(r, model=None) for r in results]  # freed before the next
 
     def finish() -> None:
         writing = time.perf_counter()
         run.log_curves(history, title=name)
-        run.log_result(results[0], metrics=metrics)
-        if len(results) > 1:
-            for i, result in enumerate(results):
-                store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
-                                               "repeat_test_accuracy": result.test_accuracy},
-                                  step=i)
-        untimed.log_metrics(run.run_id, {**foreground,
-                                         "time_finish_s": time.perf_counter() - writing})
-        run.end("COMPLETE")
+        run.log_artifacts(results[0])
+        untimed.log_metrics(run.run_id, {"time_finish_s": time.perf_counter() - writing})
 
     _write(writer, key, finish, untimed)
     return TrackedTrial(run.run_id, metrics, results, model_uri)

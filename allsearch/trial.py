@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from allsearch.hardware import Precision, start_tensorflow
+from allsearch.hardware import Precision, deferred_interrupts, start_tensorflow
 
 start_tensorflow()  # quietly, with this process's thread count, before Keras loads it
 
@@ -57,6 +57,36 @@ class _EpochRecorder(keras.callbacks.Callback):
             self.history.setdefault(name, []).append(value)
         if self.on_epoch is not None:
             self.on_epoch(epoch, values)
+
+
+class _Deferring(keras.callbacks.Callback):
+    """A caller's callback (a pruner's, which writes each epoch's report to the study's
+    storage) run with signals deferred to the end of each of its epoch hooks."""
+
+    def __init__(self, callback: keras.callbacks.Callback) -> None:
+        super().__init__()
+        self.callback = callback
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        self.callback.set_model(model)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        super().set_params(params)
+        self.callback.set_params(params)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_train_begin(logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_train_end(logs)
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self.callback.on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        with deferred_interrupts():
+            self.callback.on_epoch_end(epoch, logs)
 
 
 def model_inputs(dataset: Dataset, split: str, features: str) -> Any:
@@ -130,7 +160,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
                   shuffle=True, verbose=0,
                   class_weight=class_weights(dataset.y_train, dataset.n_classes,
                                              hparams.class_weights),
-                  callbacks=[recorder, *early_stop, *callbacks])
+                  callbacks=[recorder, *early_stop, *(_Deferring(c) for c in callbacks)])
         train_time_s = time.perf_counter() - started
         epochs_run = len(history.get("loss", []))
         # The epoch whose weights the model keeps: the last, or the best one under patience

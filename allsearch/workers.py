@@ -20,6 +20,7 @@ from typing import Any
 
 from allsearch.config import StudyConfig
 from allsearch.errors import StoreError
+from allsearch.hardware import on_interrupt
 
 __all__ = ["run_workers", "INTERRUPTED"]
 
@@ -98,7 +99,7 @@ def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trial
            done: Any) -> None:
     """A worker process: Ctrl-C and SIGTERM end its trial (recorded as KILLED), then it exits
     with INTERRUPTED, quietly."""
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         target(config, index, n_trials, done)
@@ -110,4 +111,4 @@ def _interrupt(signum: int, frame: object) -> None:
     # Once: a second signal must not interrupt the recording of the first.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    raise KeyboardInterrupt
+    on_interrupt(signum, frame)

@@ -1,14 +1,12 @@
-"""A background writer: a trial's run is finished (figures, tables, final metrics, end
-state) in one thread of its own while the next trial trains.
+"""A background writer: the files of a finished trial's run (learning curves, confusion
+matrix, per-class report, test predictions) are drawn and written in one thread of its own
+while the next trial trains.
 
-The next trial does not wait for the previous one's learning curves, confusion matrix and
-predictions table to be drawn and written. Nothing is lost on the way out: `drain` waits
-for every job (the engine calls it when it stops trying trials, Ctrl-C and SIGTERM included),
-and a process that exits without draining still finishes them first (atexit). A job that
-fails is raised again in the trial's thread at the next `check` or `drain`, never dropped;
-the jobs after it still run. Jobs run one at a time, in order, so a run ends only after
-everything it writes.
-"""
+Nothing is lost on the way out: `drain` waits for every job (the engine calls it when it stops
+trying trials, Ctrl-C and SIGTERM included), and a process that exits without draining still
+finishes them first (atexit). A job that fails is raised again in the trial's thread at the
+next `check` or `drain`, never dropped; the jobs after it still run. Jobs run one at a time,
+in order."""
 
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ model.fit (the runs' time_fit_s) over the study's wall seconds. The per-trial br
 what the trial code itself logged on every run (time_*_s metrics: process start, data load,
 build, fit, evaluation and prediction timing, logging, model logging; the rest of the wall
 time is the study's own: opening stores, sampling, the parent run's summary). A run's
-figures, tables and end state are written in the background while the next trial trains:
+figures and tables are written in the background while the next trial trains:
 their seconds (time_finish_s) are shown apart, not counted outside fit.
 --compare also runs the same study with a fresh worker process per trial
 (--trials-per-process 1, the earlier default), side by side.

@@ -238,7 +238,57 @@ def test_ctrl_c_right_after_a_trial_loses_none_of_its_run(tiny_data: Path, tmp_p
     assert all(r.info.status != "RUNNING" for r in found.values())
 
 
+INTERRUPTS = """
+import os, signal, weakref
+from allsearch.hardware import deferred_interrupts, on_interrupt, raise_if_interrupted
+signal.signal(signal.SIGINT, on_interrupt)
+steps = []
+try:
+    with deferred_interrupts():  # a store's write in progress
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100000): pass
+        steps.append("write finished")
+except KeyboardInterrupt:
+    steps.append("interrupted after it")
+
+def finalizer():  # a Ctrl-C that lands in a finalizer, where Python drops the exception
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(100000): pass
+
+class Thing: pass
+thing = Thing()
+weakref.finalize(thing, finalizer)
+del thing
+steps.append("went on")
+try:
+    raise_if_interrupted()
+except KeyboardInterrupt:
+    steps.append("interrupted at the safe point")
+print(steps)
+"""
+
+
+def test_a_signal_waits_for_a_write_and_one_python_drops_is_raised_again() -> None:
+    done = subprocess.run([sys.executable, "-c", INTERRUPTS], capture_output=True, text=True,
+                          timeout=60, preexec_fn=_ctrl_c_as_usual)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(["write finished", "interrupted after it", "went on",
+                                       "interrupted at the safe point"])
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
 # ----------------------------------------------------------------------------- 4: races
+
+
+@pytest.mark.parametrize("message", [
+    "(sqlite3.OperationalError) duplicate column name: step",  # two migrations at once
+    "(sqlite3.OperationalError) table experiments already exists",
+    "(psycopg2.errors.DeadlockDetected) deadlock detected"])
+def test_the_loser_of_a_schema_race_is_recognised(message: str) -> None:
+    from allsearch.errors import lost_schema_race
+
+    assert lost_schema_race(RuntimeError(message))
+    assert not lost_schema_race(RuntimeError("(sqlite3.OperationalError) disk I/O error"))
 
 
 @pytest.mark.train
