@@ -12,12 +12,14 @@ importer (replays a record folder through a Tracker).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import random
 import re
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +163,30 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
                               output_format="pandas")
 
 
+@contextlib.contextmanager
+def _creating(uri: str) -> Iterator[None]:
+    """One process at a time opens a SQLite store: MLflow creates a fresh store's tables and
+    runs its migrations on first use, without a lock, and two commands started together on a
+    fresh folder failed on each other's half-done migrations (duplicate column, circular
+    dependency, alembic's version row). An exclusive lock on a file beside the database."""
+    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///file:"):
+        yield
+        return
+    import fcntl
+
+    try:
+        handle = open(f"{uri.removeprefix('sqlite:///')}.lock", "a")  # noqa: SIM115
+    except OSError:
+        yield  # an unwritable folder: opening the store says so
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class Tracker:
     """One experiment in one MLflow tracking store."""
 
@@ -173,7 +199,8 @@ class Tracker:
         try:
             for attempt in itertools.count(1):
                 try:
-                    self._open(experiment)
+                    with _creating(self.tracking_uri):
+                        self._open(experiment)
                     break
                 except STORE_ERRORS as exc:
                     # Two studies started together on a fresh folder both create MLflow's
