@@ -148,8 +148,6 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     params = {**ctx.base_params, "trial_number": trial.number, "seed": config.seed}
     tags = {"trial_number": trial.number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     try:
-        if ctx.writer.pending(key):  # the same configuration's run is still being written
-            ctx.writer.drain()
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
         if previous is not None:
             run_id = record_duplicate(

@@ -265,18 +265,17 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     except pruned_exceptions:
         store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
         run.end("PRUNED")
-        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (pruned)"), untimed)
+        _write(writer, lambda: run.log_curves(history, title=f"{name} (pruned)"), untimed)
         raise
     except KeyboardInterrupt:
         run.end("KILLED")
-        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (interrupted)"),
-               untimed)
+        _write(writer, lambda: run.log_curves(history, title=f"{name} (interrupted)"), untimed)
         raise
     except STORE_ERRORS:
         raise  # the run cannot be written either; run_tracked reports it
     except Exception as exc:
         run.end("FAIL", error=exc)
-        _write(writer, key, lambda: run.log_curves(history, title=f"{name} (failed)"), untimed)
+        _write(writer, lambda: run.log_curves(history, title=f"{name} (failed)"), untimed)
         raise
 
     if writer is not None:
@@ -310,11 +309,11 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         run.log_artifacts(results[0])
         untimed.log_metrics(run.run_id, {"time_finish_s": time.perf_counter() - writing})
 
-    _write(writer, key, finish, untimed)
+    _write(writer, finish, untimed)
     return TrackedTrial(run.run_id, metrics, results, model_uri)
 
 
-def _write(writer: Writer | None, key: str, job: Callable[[], None], store: Any) -> None:
+def _write(writer: Writer | None, job: Callable[[], None], store: Any) -> None:
     """Run `job` (the end of a run) now, or in `writer`'s background thread."""
     def guarded() -> None:
         try:
@@ -325,7 +324,7 @@ def _write(writer: Writer | None, key: str, job: Callable[[], None], store: Any)
     if writer is None:
         job()
     else:
-        writer.submit(key, guarded)
+        writer.submit(guarded)
 
 
 class _Timed:

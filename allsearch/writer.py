@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import queue
 import threading
-from collections import Counter
 from collections.abc import Callable
 
 __all__ = ["Writer"]
@@ -23,17 +22,14 @@ class Writer:
     """Runs jobs (callables) in order in one background thread."""
 
     def __init__(self) -> None:
-        self._jobs: queue.Queue[tuple[str, Callable[[], None]]] = queue.Queue()
-        self._pending: Counter[str] = Counter()
+        self._jobs: queue.Queue[Callable[[], None]] = queue.Queue()
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
-    def submit(self, key: str, job: Callable[[], None]) -> None:
-        """Queue `job`; `key` names what it writes (a trial's configuration key), so a
-        caller can ask whether that is still `pending`."""
+    def submit(self, job: Callable[[], None]) -> None:
+        """Queue `job`."""
         with self._lock:
-            self._pending[key] += 1
             if self._thread is None:
                 # A daemon thread, drained at exit: a blocked store must not hang the exit
                 # after the interpreter's own shutdown has begun.
@@ -41,11 +37,7 @@ class Writer:
                                                 daemon=True)
                 self._thread.start()
                 atexit.register(self._drain_at_exit)
-        self._jobs.put((key, job))
-
-    def pending(self, key: str) -> bool:
-        with self._lock:
-            return self._pending[key] > 0
+        self._jobs.put(job)
 
     def drain(self) -> None:
         """Wait until every queued job is done; raise the first one that failed."""
@@ -54,15 +46,13 @@ class Writer:
 
     def _work(self) -> None:
         while True:
-            key, job = self._jobs.get()
+            job = self._jobs.get()
             try:
                 job()
             except BaseException as exc:  # noqa: BLE001 - handed to the trial's thread
                 if self._error is None:
                     self._error = exc
             finally:
-                with self._lock:
-                    self._pending[key] -= 1
                 self._jobs.task_done()
 
     def check(self) -> None:
