@@ -133,7 +133,7 @@ class Context:
     bar: ProgressBar | None = None
     # Seconds this process spent before its first trial (start-up, data load): logged on it.
     startup: dict[str, float] = field(default_factory=dict)
-    # Finishes each trial's run (figures, tables, end state) while the next one trains.
+    # Writes each trial's figures and tables while the next one trains.
     writer: Writer = field(default_factory=Writer)
 
 
