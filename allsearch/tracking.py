@@ -19,7 +19,6 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from allsearch import sqlite_store
 from allsearch.config import absolute_sqlite
 from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
 from allsearch.errors import StoreError, first_line, lost_schema_race, redact, redact_text, store_errors
@@ -163,30 +163,6 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
                               output_format="pandas")
 
 
-@contextlib.contextmanager
-def _creating(uri: str) -> Iterator[None]:
-    """One process at a time opens a SQLite store: MLflow creates a fresh store's tables and
-    runs its migrations on first use, without a lock, and two commands started together on a
-    fresh folder failed on each other's half-done migrations (duplicate column, circular
-    dependency, alembic's version row). An exclusive lock on a file beside the database."""
-    if not uri.startswith("sqlite:///") or uri.startswith("sqlite:///file:"):
-        yield
-        return
-    import fcntl
-
-    try:
-        handle = open(f"{uri.removeprefix('sqlite:///')}.lock", "a")  # noqa: SIM115
-    except OSError:
-        yield  # an unwritable folder: opening the store says so
-        return
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 class Tracker:
     """One experiment in one MLflow tracking store."""
 
@@ -199,7 +175,7 @@ class Tracker:
         try:
             for attempt in itertools.count(1):
                 try:
-                    with _creating(self.tracking_uri):
+                    with sqlite_store.opening(self.tracking_uri):
                         self._open(experiment)
                     break
                 except STORE_ERRORS as exc:
@@ -378,7 +354,6 @@ class Tracker:
 
     def register_champion(self, model_uri: str, model_name: str) -> str:
         """Register a logged model and point the `champion` alias at the new version."""
-        import contextlib
         import io
 
         mlflow.set_tracking_uri(self.tracking_uri)

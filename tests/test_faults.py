@@ -293,11 +293,17 @@ def test_the_loser_of_a_schema_race_is_recognised(message: str) -> None:
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_two_commands_started_together_on_a_fresh_folder_both_run(tiny_data: Path,
+@pytest.mark.parametrize("tables", ["template", "migrations"])
+def test_two_commands_started_together_on_a_fresh_folder_both_run(tables: str, tiny_data: Path,
                                                                    tmp_path: Path) -> None:
+    """Both ways a fresh MLflow store gets its tables: copied from the migrated template, or
+    MLflow's own migrations where there is none (a cache folder that cannot be written)."""
     argv = command(tmp_path, tiny_data, "--trials", "1", "--no-progress",
                    "--trials-per-process", "0")
-    processes = [subprocess.Popen(argv, env=env(), stdout=subprocess.DEVNULL,
+    (tmp_path / "blocked").write_text("")
+    extra = {} if tables == "template" else {
+        "ALLSEARCH_SCHEMA_CACHE_DIR": str(tmp_path / "blocked" / "schema")}
+    processes = [subprocess.Popen(argv, env=env(**extra), stdout=subprocess.DEVNULL,
                                   stderr=subprocess.PIPE, text=True) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in processes]
     assert [code for code, _ in results] == [0, 0], [err[-1500:] for _, err in results]
