@@ -24,7 +24,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["opening", "schema_template", "schema_cache_dir"]
+__all__ = ["opening", "database_path", "schema_template", "schema_cache_dir"]
 
 _log = logging.getLogger(__name__)
 
