@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from allsearch import config as config_mod
+from allsearch import exiting
 from allsearch.config import DEFAULT_STORAGE, StudyConfig
 from allsearch.errors import ConfigError, StoreError
 
@@ -128,4 +129,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exiting.finish(main()))

@@ -26,6 +26,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from allsearch import exiting
 from allsearch.errors import ConfigError, StoreError
 
 __all__ = ["UiServers", "StudyPage", "find_studies", "runs_page", "start_ui", "main"]
@@ -281,4 +282,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exiting.finish(main()))

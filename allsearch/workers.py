@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from allsearch import exiting
 from allsearch.config import StudyConfig
 from allsearch.errors import StoreError
 from allsearch.hardware import on_interrupt
@@ -104,7 +105,8 @@ def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trial
     try:
         target(config, index, n_trials, done)
     except KeyboardInterrupt:
-        sys.exit(INTERRUPTED)
+        sys.exit(exiting.finish(INTERRUPTED))
+    exiting.finish(0)  # its replacement starts once this process is gone
 
 
 def _interrupt(signum: int, frame: object) -> None:
