@@ -1,13 +1,14 @@
 """How a command's process ends: every exit handler runs, then no module teardown.
 
-Python's own finalization of a process that loaded TensorFlow and MLflow takes 1.0-1.4 s on a
-laptop (tearing down thousands of modules and the native libraries' objects) after all the
-work is saved: a command's last second, and a retired worker's last second before its
-replacement starts. A command (or worker) that has ended records its exit status with
+Python's own finalization of a process that ran a study (tearing down the thousands of modules
+TensorFlow and MLflow load) takes 0.3-0.45 s after all the work is saved
+(benchmarks/exit.py): at the end of every command, and between a retired worker and its
+replacement. A command (or worker) that has ended records its exit status with
 `finish`; at exit, after the threads were joined and every other exit handler ran (the
 background writer drained, worker processes joined, MLflow's and logging's flushes), the
 process ends with that status at once. A process that never called `finish` (a library user,
-pytest, an uncaught error) ends the usual way, and so does one measured by coverage.py.
+pytest, an uncaught error) ends the usual way, and so does one measured by coverage.py or
+run with ALLSEARCH_FULL_TEARDOWN=1 (for tools that need the teardown).
 
 The handler is registered when `allsearch` is imported, before TensorFlow, MLflow or any
 other library: exit handlers run last-registered first, so it runs after all of theirs.
@@ -34,7 +35,7 @@ def finish(status: int | None) -> int:
 
 
 def _end_without_teardown() -> None:
-    if _status is None or "coverage" in sys.modules:
+    if _status is None or "coverage" in sys.modules or os.environ.get("ALLSEARCH_FULL_TEARDOWN"):
         return
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):

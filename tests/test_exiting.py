@@ -4,6 +4,7 @@ Real processes."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,8 @@ print("x" * 100000)  # more than a pipe's buffer holds at once
 def test_a_finished_process_skips_teardown_but_not_its_handlers_or_output(
         end: str, status: int, torn_down: bool) -> None:
     done = subprocess.run([sys.executable, "-c", PROGRAM.format(end=end)],
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "ALLSEARCH_FULL_TEARDOWN"})
     assert done.returncode == status, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "x" * 100000 and "handler ran" in lines
@@ -48,3 +50,10 @@ def test_a_command_piped_elsewhere_delivers_every_line_and_its_status(tiny_data:
     bad = subprocess.run([sys.executable, "-m", "allsearch.data", str(tiny_data / "missing")],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.startswith("error: ") and "Traceback" not in bad.stderr
+
+
+def test_full_teardown_when_asked() -> None:
+    done = subprocess.run([sys.executable, "-c", PROGRAM.format(end="sys.exit(exiting.finish(3))")],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "ALLSEARCH_FULL_TEARDOWN": "1"})
+    assert done.returncode == 3 and "torn down" in done.stdout.splitlines()
