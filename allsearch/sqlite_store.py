@@ -118,11 +118,8 @@ def _migrate(path: Path) -> None:
     experiment, which MLflow creates again, with the right artifact root, where it is copied."""
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    uri = f"sqlite:///{path}"
-    store = SqlAlchemyStore(uri, path.parent.as_uri())
-    # MLflow keeps one engine per URI for the process: the scratch file's goes with it.
-    engine = SqlAlchemyStore._engine_map.pop(uri, None) or store.engine
-    engine.dispose()
+    store = SqlAlchemyStore(f"sqlite:///{path}", path.parent.as_uri())
+    store.engine.dispose()  # its connections to the scratch file, before the file moves
     with contextlib.closing(sqlite3.connect(path)) as db, db:
         db.execute("DELETE FROM experiment_tags")
         db.execute("DELETE FROM experiments")
