@@ -2,9 +2,10 @@
 
 `--objectives val_accuracy latency_ms_p50` searches accuracy and speed together: Optuna then
 keeps the Pareto front, the trials no other trial beats on every objective. `--constraint
-"latency_ms_p50<=3"` (repeatable) becomes Optuna's constraints_func, so TPE and NSGA-II learn
-the feasible region. Names come from the metric contract (docs/design.md); the directions are
-the metric's own, never the user's to get wrong. Imports nothing heavy.
+"latency_ms_p50<=3"` (repeatable) becomes a constraint value of every trial (Optuna's
+`Trial.set_constraint`, pareto.set_constraints), so TPE and NSGA-II learn the feasible region.
+Names come from the metric contract (docs/design.md); the directions are the metric's own,
+never the user's to get wrong. Imports nothing heavy.
 """
 
 from __future__ import annotations

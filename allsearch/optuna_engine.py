@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import optuna
 from optuna.trial import TrialState
@@ -28,14 +28,14 @@ from allsearch.hardware import deferred_interrupts, resident_mb, start_tensorflo
 from allsearch.lifecycle import Prepared
 from allsearch.objectives import FEASIBLE, directions
 from allsearch.progress import ProgressBar, log_study_plots, summarize
-from allsearch.samplers import make_pruner, make_sampler
+from allsearch.samplers import Reseed, make_pruner, make_sampler, study_sampler
 from allsearch.space import SearchSpace, load_space
-from allsearch.storage import open_storage
+from allsearch.storage import fail_stale_trials, open_storage, trial_heartbeats
 from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
 from allsearch.writer import Writer
 
-__all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "counted_trials", "run",
-           "worker_main", "summarize", "Retire"]
+__all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "OpenedStudy", "counted_trials",
+           "run", "worker_main", "summarize", "Retire"]
 
 ENGINE = "optuna"
 # Optuna's own lines (each trial's values, a stopped trial's traceback) repeat what the progress
@@ -45,16 +45,21 @@ optuna.logging.set_verbosity(optuna.logging.INFO if os.environ.get("ALLSEARCH_DE
                              else optuna.logging.ERROR)
 
 
+class OpenedStudy(NamedTuple):
+    study: optuna.Study
+    created: bool  # this process created it (else it existed)
+    storage: optuna.storages.BaseStorage  # what it was opened on (a database, or a proxy)
+
+
 def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | None = None
-               ) -> tuple[optuna.Study, bool]:
+               ) -> OpenedStudy:
     """Create the study, or load it when it exists; says which."""
     storage = open_storage(config.storage, record=config.record)
     # A grid sampler shuffles the grid by its seed and stores grid ids: every process must
     # share that seed, or an id names another point in each process (duplicates, gaps).
     seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
     objectives = config.objectives or ("val_accuracy",)
-    sampler = make_sampler(config.sampler, space, seed, objectives=objectives,
-                           constraints=config.constraints)
+    sampler = study_sampler(config, space, seed)
     pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None)
     name = config.study_name or space.name
     with warnings.catch_warnings():
@@ -65,7 +70,7 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
                                             pruner=pruner,
                                             directions=directions(objectives))
                 study.set_user_attr(OBJECTIVES_ATTR, list(objectives))
-                return study, True
+                return OpenedStudy(study, True, storage)
             except optuna.exceptions.DuplicatedStudyError:
                 study = optuna.load_study(study_name=name, storage=storage, sampler=sampler,
                                           pruner=pruner)
@@ -74,7 +79,7 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
                     raise ConfigError(f"study '{name}' optimizes {list(had)}, not "
                                       f"{list(objectives)}: pass --objectives {' '.join(had)} "
                                       f"to resume it, or --study-name for a new study") from None
-                return study, False
+                return OpenedStudy(study, False, storage)
         except store_errors() as exc:
             url = getattr(storage, "url", None) or config.storage or ""
             raise StoreError(f"study storage '{redact(url)}' cannot be used "
@@ -128,6 +133,7 @@ class Context:
     dataset: Dataset
     parent_id: str
     store: Any  # Tracker or Recorder
+    storage: optuna.storages.BaseStorage  # the study's (heartbeats through a proxy need it)
     base_params: dict[str, Any] = field(default_factory=dict)
     fatal: BaseException | None = None
     bar: ProgressBar | None = None
@@ -184,6 +190,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
             timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer)
     except optuna.TrialPruned:
+        if config.constraints:  # no metrics: it violates every constraint
+            pareto.set_constraints(trial, config.constraints, {})
         raise
     except StoreError as exc:
         # Optuna would record this as one failed trial and go on; the store is broken, so stop.
@@ -202,15 +210,13 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
 
 def _settle(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict[str, float]
             ) -> float | list[float]:
-    """The trial's objective value(s) from its run's metrics; its constraints' violations
-    (recorded for the sampler, and a feasible tag on the run)."""
+    """The trial's objective value(s) from its run's metrics; its constraint values (Optuna's,
+    which the sampler learns from, and a feasible tag on the run)."""
     config = ctx.config
     trial.set_user_attr("val_accuracy", metrics["val_accuracy"])
     trial.set_user_attr("test_accuracy", metrics.get("test_accuracy"))
     if config.constraints:
-        violations = pareto.constraint_values(config.constraints, metrics)
-        feasible = all(v <= 0 for v in violations)
-        trial.set_user_attr(pareto.CONSTRAINTS_ATTR, violations)
+        feasible = pareto.set_constraints(trial, config.constraints, metrics)
         trial.set_user_attr(FEASIBLE, feasible)
         ctx.store.set_tags(run_id, {FEASIBLE: str(feasible).lower()})
     values = [float(metrics.get(name, math.nan)) for name in config.objectives or ("val_accuracy",)]
@@ -236,8 +242,13 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
              callbacks: Sequence[Callable[..., None]] = ()) -> None:
     """Run trials in this process until the study is full, `n_trials` ran, or this process
     should make way for a fresh one (--trials-per-process, --worker-memory-mb)."""
-    reseed = _Reseed(ctx.config, ctx.space)
+    reseed = Reseed(ctx.config, ctx.space)
     reseed(study, None)
+
+    def run_one(trial: optuna.Trial) -> float | list[float]:
+        with trial_heartbeats(ctx.storage, trial):
+            return objective(ctx, trial)
+
     every: list[Any] = [_StopAtTarget(ctx.config.trials), Retire(ctx.config), reseed,
                         *callbacks]
     if ctx.bar is not None:
@@ -248,7 +259,7 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
             # and stops the study at the next safe point (a trial's training stops at once).
             with warnings.catch_warnings(), deferred_interrupts():
                 warnings.simplefilter("ignore")
-                study.optimize(lambda trial: objective(ctx, trial), n_trials=n_trials,
+                study.optimize(run_one, n_trials=n_trials,
                                timeout=timeout, catch=(Exception,), callbacks=every,
                                gc_after_trial=True)
         finally:
@@ -259,21 +270,6 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
                          ) from None
     if ctx.fatal is not None:
         raise ctx.fatal
-
-
-class _Reseed:
-    """Each trial samples with a seed of its own (the study's seed and the trial's number), so
-    the same --seed proposes the same configurations however the trials fall on processes."""
-
-    def __init__(self, config: StudyConfig, space: SearchSpace) -> None:
-        self.config, self.space = config, space
-
-    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
-        if self.config.sampler == "grid":
-            return  # one seed for all: it orders the grid, and every process must agree
-        number = len(study.get_trials(deepcopy=False))  # the next trial's number
-        study.sampler = make_sampler(self.config.sampler, self.space,
-                                     self.config.seed + 1000 * (number + 1))
 
 
 class Retire:
@@ -312,20 +308,13 @@ def _parent(study: optuna.Study, created: bool, store: Any, prepared: Prepared,
     if known is None and not created:
         for _ in range(60):  # the creating worker is making it right now
             time.sleep(1)
-            known = optuna.load_study(study_name=study.study_name,
-                                      storage=study._storage).user_attrs.get(PARENT_ATTR)
+            known = study.user_attrs.get(PARENT_ATTR)  # read from the storage each time
             if known:
                 break
     parent_id = lifecycle.start(store, prepared, dataset, known=known)
     if parent_id != known:
         study.set_user_attr(PARENT_ATTR, parent_id)
     return parent_id
-
-
-def _fail_stale_trials(study: optuna.Study) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
 
 
 def _dead_runs(study: optuna.Study) -> list[str]:
@@ -345,11 +334,11 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
     loading = time.perf_counter()
     dataset = lifecycle.load_data(config, space)
     data_load_s = time.perf_counter() - loading
-    study, created = open_study(config, space)
+    study, created, storage = open_study(config, space)
     store = lifecycle.open_store(config)
     # Trials whose worker died (no heartbeat for the grace period) are failed now, and
     # retried, rather than when some later trial happens to start.
-    _fail_stale_trials(study)
+    fail_stale_trials(study, storage)
     parent_id = _parent(study, created, store, prepared, dataset)
     status = "FINISHED"
     try:
@@ -365,7 +354,7 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
             if remaining > 0 and config.workers == 1:
                 # With one worker this process is the first: it saves a worker's start
                 # (imports, data load) and runs trials until its memory has grown too much.
-                ctx = Context(config, space, dataset, parent_id, store,
+                ctx = Context(config, space, dataset, parent_id, store, storage,
                               lifecycle.base_params(dataset, ENGINE), bar=bar,
                               startup={"time_data_load_s": data_load_s})
                 optimize(study, ctx, remaining, config.timeout, callbacks=trial_callbacks)
@@ -381,7 +370,7 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         status = lifecycle.ended_by(exc)
         raise
     finally:
-        _fail_stale_trials(study)
+        fail_stale_trials(study, storage)
         if len(config.objectives or ()) > 1:
             pareto.log_front(study, store, parent_id, config.objectives)
         else:
@@ -398,12 +387,12 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
     # Workers share the cores: more threads than cores per worker only adds switching.
     cli.quiet_libraries(threads=threads_per_worker(config.workers))
     space = load_space(config.space)
-    # Each trial samples from its own seeded stream (_Reseed), or all would propose the same.
-    study, _ = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
+    # Each trial samples from its own seeded stream (samplers.Reseed), or all would propose the same.
+    study, _, storage = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
     store = lifecycle.open_store(config)
     loading = time.perf_counter()
     dataset = lifecycle.load_data(config, space)  # a cache hit: the main process decoded it
-    ctx = Context(config, space, dataset, study.user_attrs[PARENT_ATTR], store,
+    ctx = Context(config, space, dataset, study.user_attrs[PARENT_ATTR], store, storage,
                   lifecycle.base_params(dataset, ENGINE),
                   startup={"time_data_load_s": time.perf_counter() - loading})
 

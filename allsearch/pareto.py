@@ -4,13 +4,17 @@ Optuna keeps the front (study.best_trials: the trials no other trial beats on ev
 with constraints, feasible trials only). This module writes it where people look: every trial
 run on it gets the tag pareto_front=true (the MLflow UI filters on it), the parent run gets
 Optuna's Pareto-front plot and the front as CSV and HTML, and the summary lists it.
+
+A trial's constraint values are Optuna's own (`Trial.set_constraint`, one per --constraint,
+named by its text): TPE and NSGA-II learn from them, and Optuna's best trial and front keep to
+the feasible trials.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -18,10 +22,7 @@ from optuna.trial import TrialState
 
 from allsearch.objectives import FEASIBLE, PARETO, describe, parse_constraint
 
-__all__ = ["constraints_func", "constraint_values", "tag_front", "log_front", "front_lines",
-           "CONSTRAINTS_ATTR"]
-
-CONSTRAINTS_ATTR = "constraint_values"  # a trial's violations (<= 0: met), from its metrics
+__all__ = ["constraint_values", "set_constraints", "tag_front", "log_front", "front_lines"]
 
 
 def constraint_values(constraints: Sequence[str], metrics: dict[str, float]) -> list[float]:
@@ -34,15 +35,17 @@ def constraint_values(constraints: Sequence[str], metrics: dict[str, float]) -> 
     return values
 
 
-def constraints_func(constraints: Sequence[str]) -> Callable[[optuna.trial.FrozenTrial], list[float]]:
-    """Optuna's constraints_func: a trial's violations, as its objective recorded them (a trial
-    that recorded none, pruned or failed, counts as violating every constraint)."""
-    count = len(constraints)
-
-    def violations(trial: optuna.trial.FrozenTrial) -> list[float]:
-        return list(trial.user_attrs.get(CONSTRAINTS_ATTR, [1.0] * count))
-
-    return violations
+def set_constraints(trial: optuna.Trial, constraints: Sequence[str],
+                    metrics: dict[str, float]) -> bool:
+    """Record each constraint's violation on the trial (Optuna's `Trial.set_constraint`, named
+    by the constraint's text; a pruned trial, with no metrics, violates every one); says
+    whether the trial meets them all."""
+    violations = constraint_values(constraints, metrics)
+    named = {str(parse_constraint(text)): value
+             for text, value in zip(constraints, violations, strict=True)}
+    for name, value in named.items():  # a constraint given twice is one constraint
+        trial.set_constraint(name, value)
+    return all(v <= 0 for v in violations)
 
 
 def _front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:

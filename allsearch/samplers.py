@@ -2,7 +2,11 @@
 
 With several objectives only the samplers that handle them are accepted (one line names the
 others), and no pruner runs (Optuna cannot prune multi-objective trials; said once). With
-constraints the samplers that learn from them get Optuna's constraints_func.
+constraints the objective records each trial's constraint values with Optuna's
+`Trial.set_constraint` (pareto.set_constraints): TPE and NSGA-II learn from them, random and
+grid search ignore them (the constraints still decide the front and the champion), CMA-ES and
+GP are refused. `study_sampler` is the one factory: the study, its workers and the per-trial
+reseeding all make their sampler through it.
 """
 
 from __future__ import annotations
@@ -12,33 +16,38 @@ from collections.abc import Sequence
 
 import optuna
 
-from allsearch import pareto
-from allsearch.config import PRUNERS, SAMPLERS
+from allsearch.config import PRUNERS, SAMPLERS, StudyConfig
 from allsearch.errors import ConfigError, SpaceError
 from allsearch.objectives import MULTI_OBJECTIVE_SAMPLERS
 from allsearch.space import SearchSpace
 
-__all__ = ["make_sampler", "make_pruner", "PrunerWarning"]
+__all__ = ["study_sampler", "make_sampler", "Reseed", "make_pruner", "PrunerWarning"]
 
 
 class PrunerWarning(UserWarning):
     """A pruner that cannot act in this study."""
 
 
+def study_sampler(config: StudyConfig, space: SearchSpace, seed: int
+                  ) -> optuna.samplers.BaseSampler:
+    """The study's sampler (config.sampler, for its objectives and constraints) with `seed`."""
+    return make_sampler(config.sampler, space, seed,
+                        objectives=config.objectives or ("val_accuracy",),
+                        constraints=config.constraints)
+
+
 def make_sampler(name: str, space: SearchSpace, seed: int, *,
                  objectives: Sequence[str] = ("val_accuracy",),
                  constraints: Sequence[str] = ()) -> optuna.samplers.BaseSampler:
     """The sampler; with several objectives only those that handle them, and with constraints
-    Optuna's constraints_func (the sampler learns where trials are feasible)."""
-    multi = len(objectives) > 1
-    if multi and name not in MULTI_OBJECTIVE_SAMPLERS:
+    not CMA-ES or GP (TPE and NSGA-II learn from each trial's constraint values)."""
+    if len(objectives) > 1 and name not in MULTI_OBJECTIVE_SAMPLERS:
         raise ConfigError(f"--sampler {name} optimizes one objective; with --objectives "
                           f"{' '.join(objectives)} use one of {list(MULTI_OBJECTIVE_SAMPLERS)}")
-    feasibility = pareto.constraints_func(constraints) if constraints else None
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, constraints_func=feasibility)
+        return optuna.samplers.TPESampler(seed=seed)
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, constraints_func=feasibility)
+        return optuna.samplers.NSGAIISampler(seed=seed)
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "grid":
@@ -58,6 +67,22 @@ def make_sampler(name: str, space: SearchSpace, seed: int, *,
                               "(or choose --sampler tpe)") from None
         return optuna.samplers.GPSampler(seed=seed)
     raise ConfigError(f"--sampler must be one of {list(SAMPLERS)}, got {name!r}")
+
+
+class Reseed:
+    """An Optuna callback: each trial samples with a seed of its own (the study's seed and the
+    trial's number), so the same --seed proposes the same configurations however the trials
+    fall on processes; the sampler is the study's (`study_sampler`), only its seed changes."""
+
+    def __init__(self, config: StudyConfig, space: SearchSpace) -> None:
+        self.config, self.space = config, space
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial | None) -> None:
+        if self.config.sampler == "grid":
+            return  # one seed for all: it orders the grid, and every process must agree
+        number = len(study.get_trials(deepcopy=False))  # the next trial's number
+        study.sampler = study_sampler(self.config, self.space,
+                                      self.config.seed + 1000 * (number + 1))
 
 
 def make_pruner(name: str, space: SearchSpace, *, objectives: Sequence[str] = ("val_accuracy",),

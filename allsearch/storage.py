@@ -10,29 +10,28 @@ of workers reach the database through one or a few proxies (`--storage grpc://HO
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
 import random
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-# Optuna's heartbeat interface has no public name; its fail_stale_trials and optimize loop
-# recognize a storage with heartbeats by this base class (tests/test_coordination.py checks).
-from optuna.storages._heartbeat import BaseHeartbeat
-
+from allsearch import compat
 from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
 from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_race, redact, redact_text
 
 __all__ = ["open_storage", "open_proxied_storage", "serve_proxy", "storage_url",
            "heartbeat_settings", "pool_settings", "HeartbeatProxyClient", "ProxiedRDBStorage",
-           "retry_stale_trial", "MAX_RETRIES", "SCHEMA_RACE_ATTEMPTS", "POOL_SIZE",
-           "HEARTBEAT_ATTR", "FAIL_STALE_ATTR"]
+           "trial_heartbeats", "fail_stale_trials", "retry_stale_trial", "MAX_RETRIES",
+           "SCHEMA_RACE_ATTEMPTS", "POOL_SIZE", "HEARTBEAT_ATTR", "FAIL_STALE_ATTR"]
 
 SCHEMA_RACE_ATTEMPTS = 5
 GRPC_SCHEME = "grpc://"
@@ -58,35 +57,29 @@ HEARTBEAT_ATTR = "allsearch:heartbeat"  # a trial system attr: record the trial'
 FAIL_STALE_ATTR = "allsearch:fail_stale_trials"  # a study system attr: fail its stale trials
 
 
-class HeartbeatProxyClient(optuna.storages.GrpcStorageProxy, BaseHeartbeat):
-    """Optuna's gRPC storage client with heartbeats: Optuna's own GrpcStorageProxy has none,
-    so a worker that dies behind a proxy would leave its trial RUNNING forever.
+class HeartbeatProxyClient(optuna.storages.GrpcStorageProxy):
+    """Optuna's gRPC storage client, and the two calls that carry heartbeats through
+    `python -m allsearch.proxy`: Optuna's own proxy has no heartbeats, so a worker that died
+    behind it would leave its trial RUNNING forever.
 
-    The heartbeat thread Optuna runs beside each trial records a heartbeat through the proxy
-    (a write of the HEARTBEAT_ATTR trial system attr, which allsearch's proxy stores as the
-    database's heartbeat, with the database's clock), and `fail_stale_trials` asks the proxy to
-    fail the study's stale trials (a write of FAIL_STALE_ATTR): the proxy does it on the
-    database, with its grace period and its retry callback, as a worker does it on PostgreSQL.
+    `record_heartbeat` writes the HEARTBEAT_ATTR trial system attr, which allsearch's proxy
+    stores as the database's heartbeat (with the database's clock); `fail_stale_trials` writes
+    the FAIL_STALE_ATTR study system attr, and the proxy runs Optuna's fail_stale_trials on the
+    database, with its grace period and its retry callback, as a worker does on PostgreSQL.
+    Optuna's optimize loop runs no heartbeat thread for this client: `trial_heartbeats` does.
     Needs `python -m allsearch.proxy`; Optuna's own proxy server would store the two attrs.
     """
 
     def __init__(self, *, host: str, port: int, heartbeat_interval: int) -> None:
-        self._heartbeat_interval = heartbeat_interval
+        self.heartbeat_interval = heartbeat_interval
         super().__init__(host=host, port=port)
 
     def record_heartbeat(self, trial_id: int) -> None:
         self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, True)
 
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        # The proxy fails them (and enqueues their retries) itself; none are left to fail here.
-        self.set_study_system_attr(study_id, FAIL_STALE_ATTR, True)
-        return []
-
-    def get_heartbeat_interval(self) -> int | None:
-        return self._heartbeat_interval
-
-    def get_heartbeat_stale_trial_callback(self) -> Callable[..., None] | None:
-        return None  # the proxy's storage runs the retry callback
+    def fail_stale_trials(self, study_name: str) -> None:
+        """The proxy fails the study's stale trials (and enqueues their retries) itself."""
+        self.set_study_system_attr(self.get_study_id_from_name(study_name), FAIL_STALE_ATTR, True)
 
 
 class ProxiedRDBStorage(optuna.storages.RDBStorage):
@@ -110,6 +103,49 @@ class ProxiedRDBStorage(optuna.storages.RDBStorage):
             study = optuna.load_study(study_name=self.get_study_name_from_id(study_id),
                                       storage=self)
             optuna.storages.fail_stale_trials(study)
+
+
+def fail_stale_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> None:
+    """Fail (and retry) the study's trials whose worker died: Optuna's fail_stale_trials on a
+    database, the proxy's behind `grpc://` (`storage` is the one the study was opened with)."""
+    if isinstance(storage, HeartbeatProxyClient):
+        storage.fail_stale_trials(study.study_name)
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+@contextlib.contextmanager
+def trial_heartbeats(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> Iterator[None]:
+    """What Optuna's optimize loop does around each trial on a database with heartbeats, for a
+    worker behind the proxy: fail the study's stale trials, then record the trial's heartbeat
+    every interval while it runs. Nothing on a database: Optuna does it there."""
+    if not isinstance(storage, HeartbeatProxyClient):
+        yield
+        return
+    study_name = trial.study.study_name
+    storage.fail_stale_trials(study_name)
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(study_name), trial.number)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # noqa: BLE001  (a proxy gone: the trial's own next call says so)
+                pass
+            if stop.wait(storage.heartbeat_interval):
+                return
+
+    thread = threading.Thread(target=beat, name="allsearch-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def _grpc_storage(url: str) -> optuna.storages.BaseStorage:
@@ -184,8 +220,8 @@ def open_proxied_storage(url: str, *, connections: int) -> optuna.storages.BaseS
                           f"database: postgresql://user@host/db (or any SQLAlchemy URL)")
     # Optuna's in-process cache in front of the database, as Optuna advises for its proxy.
     # Opening the storage takes two connections at once (its schema check), serving one each.
-    return optuna.storages.get_storage(_open_rdb(url, ProxiedRDBStorage,
-                                                 pool_size=max(2, connections)))
+    return compat.cached_storage(_open_rdb(url, ProxiedRDBStorage,
+                                           pool_size=max(2, connections)))
 
 
 def serve_proxy(storage: optuna.storages.BaseStorage, *, host: str, port: int, threads: int,

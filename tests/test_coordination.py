@@ -25,7 +25,7 @@ import yaml
 
 from allsearch import proxy, storage
 from allsearch.errors import ConfigError, StoreError
-from conftest import free_port, one_line_error
+from conftest import free_port, one_line_error, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
 POSTGRES = os.environ.get("ALLSEARCH_TEST_POSTGRES")
@@ -65,13 +65,16 @@ def stop(process: subprocess.Popen) -> tuple[int, str, str]:
     return process.returncode, out, err
 
 
-def test_optunas_proxy_client_has_no_heartbeats_so_ours_adds_them() -> None:
-    """Why allsearch has its own client: Optuna's would leave a dead worker's trial RUNNING."""
-    from optuna.storages._heartbeat import BaseHeartbeat
+def trial_id(client: optuna.storages.BaseStorage, study: optuna.Study, number: int) -> int:
+    """A trial's storage id, through the storage's public calls."""
+    return client.get_trial_id_from_study_id_trial_number(
+        client.get_study_id_from_name(study.study_name), number)
 
-    assert not issubclass(optuna.storages.GrpcStorageProxy, BaseHeartbeat)
-    assert issubclass(storage.HeartbeatProxyClient, BaseHeartbeat)
-    assert issubclass(storage.HeartbeatProxyClient, optuna.storages.GrpcStorageProxy)
+
+def fail_stale(study: optuna.Study, client: optuna.storages.BaseStorage, number: int) -> bool:
+    """Ask for the study's stale trials to be failed; says whether trial `number` now is."""
+    storage.fail_stale_trials(study, client)
+    return study.trials[number].state.name == "FAIL"
 
 
 def test_heartbeats_cross_the_proxy_and_a_dead_trial_is_failed_and_retried(
@@ -84,39 +87,116 @@ def test_heartbeats_cross_the_proxy_and_a_dead_trial_is_failed_and_retried(
         client = storage.open_storage(f"grpc://127.0.0.1:{port}")
         assert optuna.storages.GrpcStorageProxy in type(client).__mro__
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # experimental; heartbeats outside optimize
+            warnings.simplefilter("ignore")  # experimental
             study = optuna.create_study(storage=client, study_name="proxied")
-            # A worker that died: its trial had a heartbeat, then none.
             dead = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})
-            client.record_heartbeat(dead._trial_id)
             never = study.ask()  # no heartbeat ever (a trial just being created): not stale
-        assert study.trials[dead.number].system_attrs == {}  # a heartbeat, not an attribute
-
-        # A live trial longer than the grace period: its heartbeat thread keeps it alive.
-        def objective(trial: optuna.Trial) -> float:
-            time.sleep(4.5)
-            return trial.suggest_float("y", 0, 1)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            live = threading.Thread(target=study.optimize, args=(objective,),
-                                    kwargs={"n_trials": 1})
-            live.start()
-            time.sleep(3.5)  # the dead one is past the grace period (2 s), the live one is not
-            optuna.storages.fail_stale_trials(study)
-            live.join()
+            live = study.ask({"y": optuna.distributions.FloatDistribution(0, 1)})
+            # A live trial, beating every second through the proxy, as a worker's objective.
+            with storage.trial_heartbeats(client, live):
+                # A worker that died: its trial had a heartbeat, then none.
+                client.record_heartbeat(trial_id(client, study, dead.number))
+                wait_for(lambda: fail_stale(study, client, dead.number),
+                         "the dead trial to be failed")
+                # The live trial began before the dead one's last heartbeat: it has run
+                # longer than the grace period, and its heartbeats kept it alive.
+                assert study.trials[live.number].state.name == "RUNNING"
+            # Its worker dies now: the heartbeats stop, the trial stays RUNNING until failed
+            # (which only a trial that had heartbeats can be).
+            wait_for(lambda: fail_stale(study, client, live.number),
+                     "the live trial, left, to be failed")
         trials = {t.number: t for t in study.get_trials()}
-        assert trials[dead.number].state.name == "FAIL"
-        retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == dead.number]
-        assert len(retries) == 1 and retries[0].state.name == "WAITING"
-        assert retries[0].params == trials[dead.number].params
+        assert trials[dead.number].system_attrs == {}  # a heartbeat, not an attribute
         assert trials[never.number].state.name == "RUNNING"
-        assert [t.state.name for t in trials.values() if "y" in t.params] == ["COMPLETE"]
+        for failed in (dead, live):
+            retries = [t for t in trials.values()
+                       if t.system_attrs.get("failed_trial") == failed.number]
+            assert len(retries) == 1 and retries[0].state.name == "WAITING"
+            assert retries[0].params == trials[failed.number].params
         client.close()
     finally:
         code, out, err = stop(server)
     assert code == 0 and "proxy stopped" in out, err  # SIGTERM stops it cleanly
     assert "Traceback" not in err
+
+
+KILLED_WORKER = """
+import sys, threading, time, warnings
+import optuna
+from allsearch import storage
+warnings.simplefilter("ignore")
+port = int(sys.argv[1])
+ours = storage.open_storage(f"grpc://127.0.0.1:{port}")
+theirs = optuna.storages.GrpcStorageProxy(host="127.0.0.1", port=port)
+
+def hang(tag, trial):
+    trial.suggest_float("x", 0, 1)
+    print(tag, trial.number, flush=True)
+    time.sleep(600)
+
+def with_heartbeats(trial):
+    with storage.trial_heartbeats(ours, trial):
+        hang("ours", trial)
+
+threading.Thread(target=optuna.load_study(study_name="killed", storage=theirs).optimize,
+                 args=(lambda trial: hang("optuna", trial),), daemon=True).start()
+optuna.load_study(study_name="killed", storage=ours).optimize(with_heartbeats)
+"""
+
+
+def test_a_worker_killed_behind_the_proxy_leaves_no_running_trial_with_our_client(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Why allsearch has its own client: behind Optuna's, a dead worker's trial stays RUNNING
+    (Optuna's optimize loop beats for no proxy client); behind ours it is failed and retried."""
+    for key, value in HEARTBEAT.items():
+        monkeypatch.setenv(key, value)
+    port = free_port()
+    server = start_proxy(f"sqlite:///{tmp_path / 'optuna.db'}", port)
+    try:
+        client = storage.open_storage(f"grpc://127.0.0.1:{port}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            study = optuna.create_study(storage=client, study_name="killed")
+            worker = subprocess.Popen([sys.executable, "-c", KILLED_WORKER, str(port)],
+                                      stdout=subprocess.PIPE, text=True)
+            try:
+                numbers = dict(worker.stdout.readline().split() for _ in range(2))
+            finally:
+                worker.kill()  # SIGKILL: nothing gets to clean up
+                worker.wait()
+            ours, theirs = int(numbers["ours"]), int(numbers["optuna"])
+            # A trial whose last heartbeat came after both workers died: once it is stale,
+            # so is every trial that had a heartbeat before.
+            control = study.ask()
+            client.record_heartbeat(trial_id(client, study, control.number))
+            wait_for(lambda: fail_stale(study, client, control.number),
+                     "the control trial to be failed")
+        trials = {t.number: t for t in study.get_trials()}
+        assert trials[ours].state.name == "FAIL"
+        assert trials[theirs].state.name == "RUNNING"  # for ever
+        retried = [t for t in trials.values() if t.system_attrs.get("failed_trial") == ours]
+        assert len(retried) == 1 and retried[0].params == trials[ours].params
+        client.close()
+    finally:
+        stop(server)
+
+
+def test_compat_the_proxys_cache_is_still_optunas_advice_and_passes_writes_on(
+        tmp_path: Path) -> None:
+    """allsearch.compat.cached_storage, Optuna's get_storage: still what Optuna's proxy
+    documentation asks for, still a cache in front of the storage (not the storage itself),
+    and the proxy's heartbeat calls still reach ProxiedRDBStorage through it."""
+    assert "get_storage" in (optuna.storages.run_grpc_proxy_server.__doc__ or "")
+    served = storage.open_proxied_storage(f"sqlite:///{tmp_path / 'optuna.db'}", connections=2)
+    assert isinstance(served, optuna.storages.BaseStorage)
+    assert not isinstance(served, storage.ProxiedRDBStorage)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        study = optuna.create_study(storage=served, study_name="cached")
+        trial = study.ask()
+    served.set_trial_system_attr(trial_id(served, study, trial.number), storage.HEARTBEAT_ATTR,
+                                 True)
+    assert study.trials[trial.number].system_attrs == {}  # a heartbeat, not an attribute
 
 
 def test_no_proxy_at_the_url_is_one_line(tiny_data: Path) -> None:

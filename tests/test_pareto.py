@@ -107,3 +107,42 @@ def test_a_space_file_names_its_objectives(tmp_path: Path) -> None:
     path.write_text(SPACE + "objectives: [val_accuracy, test_accuracy]\n")
     with pytest.raises(SpaceError, match="is no objective"):
         load_space(path)
+
+
+CONSTRAINED = """
+name: constrained
+params:
+  conv_layers: {type: int, low: 1, high: 3}
+  dense_units: {type: categorical, choices: [8, 16, 32, 64]}
+  learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}
+fixed: {epochs: 2, batch_size: 16, dropout: 0.1}
+"""
+BOUND = "val_accuracy>=0.55"  # the stand-in's accuracy depends on the configuration: some meet it
+
+
+@pytest.mark.parametrize("workers", [1, pytest.param(2, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("sampler, objectives", [("tpe", ("val_accuracy",)),
+                                                 ("nsga2", ("val_accuracy", "train_time_s"))])
+def test_every_trial_of_a_constrained_study_carries_its_constraint_values(
+        sampler: str, objectives: tuple[str, ...], workers: int, tiny_data: Path,
+        tmp_path: Path) -> None:
+    """TPE and NSGA-II learn feasibility from each trial's constraint values (Optuna's
+    Trial.set_constraint); every complete trial has them, in one process and in workers."""
+    space_file = tmp_path / "constrained.yaml"
+    space_file.write_text(CONSTRAINED)
+    result = study.run(space=str(space_file), data=str(tiny_data), trainer="standin:0",
+                       sampler=sampler, objectives=objectives, constraints=(BOUND,), trials=6,
+                       workers=workers, pruner="none", log_models="none", progress=False)
+    loaded = optuna.load_study(study_name=result.study_name,
+                               storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
+    complete = loaded.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(complete) == 6
+    for trial in complete:
+        accuracy = trial.user_attrs["val_accuracy"]
+        assert trial.constraints == {BOUND: pytest.approx(0.55 - accuracy)}
+        assert trial.user_attrs["feasible"] == (accuracy >= 0.55)
+    if not any(t.user_attrs["feasible"] for t in complete):
+        return
+    # Optuna's best trial and front keep to the feasible trials.
+    best = loaded.best_trials if len(objectives) > 1 else [loaded.best_trial]
+    assert best and all(t.user_attrs["feasible"] for t in best)
