@@ -36,7 +36,8 @@ if TYPE_CHECKING:
 
     from allsearch.data import Dataset
 
-__all__ = ["ENGINE", "KerasTunerStudy", "hyperparameters", "run", "working_dir", "summarize"]
+__all__ = ["ENGINE", "KerasTunerStudy", "hyperparameters", "make_oracle", "run", "working_dir",
+           "summarize"]
 
 ENGINE = "keras-tuner"
 OBJECTIVE = "val_accuracy"
@@ -214,19 +215,7 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
     import keras_tuner
 
     hp = hyperparameters(space, tuner=config.tuner)
-    objective = keras_tuner.Objective(OBJECTIVE, direction="max")
-    common = {"objective": objective, "hyperparameters": hp, "seed": config.seed,
-              "tune_new_entries": False, "allow_new_entries": False}
-    if config.tuner == "hyperband":
-        oracle = keras_tuner.oracles.HyperbandOracle(max_epochs=space.max_epochs(),
-                                                     factor=HYPERBAND_FACTOR, **common)
-        oracle.max_trials = max_trials  # Hyperband has no such argument; create_trial honours it
-    elif config.tuner == "bayesian":
-        oracle = keras_tuner.oracles.BayesianOptimizationOracle(max_trials=max_trials, **common)
-    elif config.tuner == "random":
-        oracle = keras_tuner.oracles.RandomSearchOracle(max_trials=max_trials, **common)
-    else:
-        raise ConfigError(f"--tuner must be one of {list(TUNERS)}, got {config.tuner!r}")
+    oracle = make_oracle(config, space, hp, max_trials=max_trials, deadline=deadline)
 
     class TrackedTuner(keras_tuner.Tuner):
         """Trains through allsearch's trial code and logs each trial as an MLflow child run."""
@@ -246,14 +235,38 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
                 raise keras_tuner.errors.FatalError(str(exc)) from exc
             return {OBJECTIVE: value}
 
-        def on_trial_end(self, trial: keras_tuner.engine.trial.Trial) -> None:
-            super().on_trial_end(trial)
-            if deadline is not None and time.monotonic() > deadline:
-                # --timeout: start no further trial (the oracle stops at max_trials).
-                self.oracle.max_trials = len(self.oracle.trials)
-
     return TrackedTuner(oracle=oracle, directory=str(working_dir()),
                         project_name=folder_name(str(config.study_name)), overwrite=False)
+
+
+def make_oracle(config: StudyConfig, space: SearchSpace, hp: keras_tuner.HyperParameters, *,
+                max_trials: int, deadline: float | None = None) -> keras_tuner.Oracle:
+    """The tuner's oracle, which proposes no trial once the study holds `max_trials` of them
+    (Hyperband has no such argument) or once `deadline` (time.monotonic(), --timeout) passed.
+
+    Through KerasTuner's public extension point: an oracle's `populate_space` answers
+    "STOPPED" when no further trial should be created."""
+    import keras_tuner
+
+    oracles = {"hyperband": keras_tuner.oracles.HyperbandOracle,
+               "bayesian": keras_tuner.oracles.BayesianOptimizationOracle,
+               "random": keras_tuner.oracles.RandomSearchOracle}
+    if config.tuner not in oracles:
+        raise ConfigError(f"--tuner must be one of {list(TUNERS)}, got {config.tuner!r}")
+
+    class Bounded(oracles[config.tuner]):  # type: ignore[misc,valid-type]
+        def populate_space(self, trial_id: str) -> dict[str, Any]:
+            if len(self.trials) >= max_trials or (deadline is not None
+                                                  and time.monotonic() > deadline):
+                return {"status": keras_tuner.engine.trial.TrialStatus.STOPPED, "values": None}
+            return super().populate_space(trial_id)
+
+    common = {"objective": keras_tuner.Objective(OBJECTIVE, direction="max"),
+              "hyperparameters": hp, "seed": config.seed, "tune_new_entries": False,
+              "allow_new_entries": False}
+    if config.tuner == "hyperband":
+        return Bounded(max_epochs=space.max_epochs(), factor=HYPERBAND_FACTOR, **common)
+    return Bounded(max_trials=max_trials, **common)
 
 
 def summarize(result: KerasTunerStudy) -> str:

@@ -108,3 +108,33 @@ def test_keras_tuner_refuses_several_workers(tiny_data: Path, space_file: Path) 
     with pytest.raises(study.ConfigError, match="--engine keras-tuner runs one worker"):
         study.run(trials=2, engine="keras-tuner", workers=2, space=str(space_file),
                   data=str(tiny_data), progress=False)
+
+
+@pytest.mark.parametrize("tuner", ["hyperband", "bayesian", "random"])
+def test_the_oracle_stops_at_the_trial_budget_and_at_the_deadline(tuner: str, space_file: Path,
+                                                                   tmp_path: Path) -> None:
+    """KerasTuner's oracles through their public extension point (populate_space): no trial
+    past the study's budget (Hyperband has no max_trials argument), none past --timeout."""
+    import time
+
+    import keras_tuner
+
+    from allsearch.config import StudyConfig
+    from allsearch.kt_engine import make_oracle
+
+    space = load_space(str(space_file))
+    config = StudyConfig(space=str(space_file), engine="keras-tuner", tuner=tuner)
+
+    class Untrained(keras_tuner.Tuner):
+        def run_trial(self, trial, *args, **kwargs):  # a score, no model
+            return {"val_accuracy": float(trial.hyperparameters.get("learning_rate"))}
+
+    def trials_run(**bounds) -> int:
+        oracle = make_oracle(config, space, hyperparameters(space, tuner=tuner), **bounds)
+        searched = Untrained(oracle=oracle, directory=str(tmp_path), overwrite=True,
+                             project_name=f"{tuner}-{len(list(tmp_path.iterdir()))}")
+        searched.search(verbose=0)
+        return len(searched.oracle.get_best_trials(num_trials=100))
+
+    assert trials_run(max_trials=2) == 2
+    assert trials_run(max_trials=5, deadline=time.monotonic() - 1) == 0
