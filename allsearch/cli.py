@@ -1,4 +1,5 @@
-"""What every command-line module shares: quiet logs, one-line errors, --debug."""
+"""What every command-line module shares: its parser (no abbreviated flags, a mistake in one
+line), quiet logs, one-line errors, --debug."""
 
 from __future__ import annotations
 
@@ -9,9 +10,25 @@ import signal
 import sys
 import warnings
 from collections.abc import Callable
+from typing import Any, NoReturn
 
 from allsearch.errors import AllsearchError
 from allsearch.hardware import on_interrupt
+
+__all__ = ["CommandParser", "quiet_libraries", "add_debug_flag", "main_wrapper"]
+
+
+class CommandParser(argparse.ArgumentParser):
+    """Every command's parser: a flag is taken only as written (argparse would read `--work 2`
+    as `--workers 2`, and `--split groups` as `--split-seed groups`), and a mistake is one line
+    and exit code 2, as every other mistake a user can make."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def quiet_libraries(threads: int | None = None) -> None:
@@ -42,6 +59,8 @@ def add_debug_flag(parser: argparse.ArgumentParser) -> None:
 def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.ArgumentParser,
                  argv: list[str] | None = None) -> int:
     """Parse, run, and turn user mistakes into one line and a non-zero exit."""
+    if not isinstance(parser, CommandParser):  # a programming error: every command uses one
+        raise TypeError(f"{parser.prog}: make the parser with allsearch.cli.CommandParser")
     args = parser.parse_args(argv)
     if args.debug:
         os.environ["ALLSEARCH_DEBUG"] = "1"  # worker processes show everything too

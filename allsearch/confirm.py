@@ -254,8 +254,8 @@ def render(table: pd.DataFrame) -> str:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(prog="python -m allsearch.confirm",
-                                     description=__doc__.splitlines()[0])
+    parser = cli.CommandParser(prog="python -m allsearch.confirm",
+                               description=__doc__.splitlines()[0])
     parser.add_argument("--study", required=True, help="the study whose best configurations to confirm")
     parser.add_argument("--top", type=int, default=3, help="how many configurations (default 3)")
     parser.add_argument("--seeds", type=int, default=5,

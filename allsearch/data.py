@@ -401,7 +401,7 @@ def _cache_state(report: DataReport) -> str:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.data",
         description="Show what the data pipeline sees in a folder of class folders.")
     parser.add_argument("path", nargs="?", default=None,

@@ -358,7 +358,7 @@ def write_output(path: str, text: str, flag: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.leaderboard",
         description="Export a study's trials as a ranked table in the paper's Table 1 columns, "
                     "beside the paper's best (0.80 validation / 0.82 test accuracy).")

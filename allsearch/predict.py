@@ -227,7 +227,7 @@ def format_predictions(frame: pd.DataFrame, fmt: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.predict",
         description="Predict the class of new images with the champion (or any logged "
                     "allsearch model), through the training preprocessing.")

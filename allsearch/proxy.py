@@ -29,8 +29,8 @@ DEFAULT_THREADS = 16
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(prog="python -m allsearch.proxy",
-                                     description=__doc__.splitlines()[0])
+    parser = cli.CommandParser(prog="python -m allsearch.proxy",
+                               description=__doc__.splitlines()[0])
     parser.add_argument("--storage", default=None,
                         help="the study database (default: $ALLSEARCH_STORAGE, else "
                              "sqlite:///mlruns/optuna.db); postgresql://... for many machines")

@@ -80,7 +80,7 @@ def summarize(study: Any, *, record: str | None = None, constraints: Sequence[st
 def build_parser() -> argparse.ArgumentParser:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.study",
         description="Run or resume a study of the paper's CNN, tracked in MLflow (one parent "
                     "run per study, one child run per trial). `python -m allsearch.study import "
@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 def build_import_parser() -> argparse.ArgumentParser:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.study import",
         description="Replay a study recorded with --record DIR into MLflow; runs already "
                     "imported are skipped.")

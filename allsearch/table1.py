@@ -245,7 +245,7 @@ def render(table: pd.DataFrame, fmt: str = "markdown") -> str:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(
+    parser = cli.CommandParser(
         prog="python -m allsearch.table1",
         description="Reproduce the paper's Table 1 over several seeds and set it beside the "
                     "paper's numbers. Completed runs are kept: running it again only trains "

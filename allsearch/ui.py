@@ -238,8 +238,8 @@ def _interrupt(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     from allsearch import cli
 
-    parser = argparse.ArgumentParser(prog="python -m allsearch.ui",
-                                     description=__doc__.splitlines()[0])
+    parser = cli.CommandParser(prog="python -m allsearch.ui",
+                               description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT,
                         help=f"port of the MLflow UI on {HOST} (default {DEFAULT_PORT})")
     parser.add_argument("--tracking-uri", default=None,

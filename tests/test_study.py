@@ -191,18 +191,63 @@ def test_a_configuration_proposed_again_is_not_trained_again(tiny_data: Path, tm
     assert "train_time_s" in copy.data.metrics
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
 def test_grid_ids_mean_the_same_point_in_every_worker_process(tmp_path: Path) -> None:
     # Each worker process opens the study with its own sampler seed (TPE must not propose the
     # same trials in every process); a grid sampler must still shuffle its grid the same way,
-    # or a stored grid id names another point in each process.
+    # or a stored grid id names another point in each process (duplicates and gaps).
     space_file = tmp_path / "grid.yaml"
     space_file.write_text("params:\n  features: {type: categorical, choices: [pixels, hog_pca, both]}\n"
                           "  batch_size: {type: categorical, choices: [8, 16]}\n")
     space = load_space(space_file)
     config = study_mod.StudyConfig(space=str(space_file), sampler="grid", study_name="grid")
-    grids = [optuna_engine.open_study(config, space, sampler_seed=seed)[0].sampler._all_grids
-             for seed in (None, 1000, 2000, 3000)]
-    assert all(grid == grids[0] for grid in grids)
-    tpe = study_mod.StudyConfig(space=str(space_file), sampler="tpe", study_name="tpe")
-    assert optuna_engine.open_study(tpe, space, sampler_seed=1000)[0].sampler._rng.rng.randint(10**9) != \
-        optuna_engine.open_study(tpe, space, sampler_seed=2000)[0].sampler._rng.rng.randint(10**9)
+    workers = [optuna_engine.open_study(config, space, sampler_seed=seed).study
+               for seed in (None, 1000, 2000, 3000)]
+    for n in range(6):  # the processes take turns, as they finish trials
+        workers[n % 4].optimize(lambda trial: space.sample(trial) and 0.0, n_trials=1)
+    points = [tuple(sorted(t.params.items())) for t in workers[0].trials]
+    assert len(set(points)) == 6  # the whole grid, each point once
+    # TPE: each process its own stream (a study of its own, so each proposes a first trial).
+    tpe_file = tmp_path / "tpe.yaml"
+    tpe_file.write_text("params:\n  learning_rate: {type: float, low: 0.0001, high: 0.01, log: true}\n")
+    tpe_space = load_space(tpe_file)
+    first = []
+    for seed in (1000, 2000):
+        tpe = study_mod.StudyConfig(space=str(tpe_file), sampler="tpe", study_name=f"tpe-{seed}")
+        proposed = optuna_engine.open_study(tpe, tpe_space, sampler_seed=seed).study.ask()
+        first.append(tpe_space.sample(proposed).learning_rate)
+    assert first[0] != first[1]
+
+@pytest.mark.parametrize("module, argv", [
+    ("study", []), ("study", ["import", "folder"]), ("data", []), ("leaderboard", []),
+    ("table1", []), ("confirm", ["--study", "s"]), ("ui", []), ("predict", ["image.png"]),
+    ("proxy", []),
+])
+def test_no_command_takes_an_abbreviated_flag(module: str, argv: list[str],
+                                               capsys: pytest.CaptureFixture) -> None:
+    """`--debu` would be `--debug` to argparse; every command takes a flag only as written,
+    and says so in one line (exit code 2), before it does anything."""
+    import importlib
+
+    main = importlib.import_module(f"allsearch.{module}").main
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--debu"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.splitlines() == [f"error: unrecognized arguments: --debu (see python -m "
+                                f"allsearch.{module}{' import' if argv[:1] == ['import'] else ''}"
+                                f" --help)"]
+
+
+def test_work_is_not_workers(tmp_path: Path) -> None:
+    """`--work 2` is refused in one line, not run as `--workers 2` (nor `--split groups` as
+    `--split-seed groups`)."""
+    import subprocess
+    import sys
+
+    for argv, flags in ([["--work", "2"], "--work 2"], [["--split", "groups"], "--split groups"]):
+        done = subprocess.run([sys.executable, "-m", "allsearch.study", *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [f"error: unrecognized arguments: {flags} (see "
+                                            f"python -m allsearch.study --help)"]
