@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -92,3 +93,35 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 60) -> None:
+    """Poll `condition` until it holds (a test waits on what it needs, not on a guessed
+    number of seconds); fails, naming `what`, after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {timeout:g} s for {what}")
+        time.sleep(0.1)
+
+
+def stale_in_copy(database: Path, study_name: str, number: int, grace_s: int) -> bool:
+    """Whether trial `number` is stale (no heartbeat for `grace_s`, by the database's clock),
+    judged by Optuna's fail_stale_trials on a copy, so the database itself is left as it is."""
+    import shutil
+    import tempfile
+
+    import optuna
+
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "copy.db"
+        shutil.copyfile(database, copy)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            storage = optuna.storages.RDBStorage(f"sqlite:///{copy}", heartbeat_interval=1,
+                                                 grace_period=grace_s)
+            study = optuna.load_study(study_name=study_name, storage=storage)
+            optuna.storages.fail_stale_trials(study)
+            state = study.trials[number].state
+        storage.engine.dispose()
+    return state == optuna.trial.TrialState.FAIL

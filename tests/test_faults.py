@@ -24,6 +24,7 @@ from allsearch import study
 from allsearch.contract import model_name
 from allsearch.data import CacheWarning, load_dataset
 from allsearch.tracking import check_tracking_uri, resolve_tracking_uri
+from conftest import stale_in_copy, wait_for
 
 SPACE = """
 name: tiny
@@ -160,7 +161,8 @@ def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_ful
     wait_for_running_trial(tmp_path, process)
     os.killpg(process.pid, signal.SIGKILL)  # a dead machine: nothing gets to clean up
     process.wait()
-    time.sleep(5)  # past the grace period
+    wait_for(lambda: stale_in_copy(tmp_path / "mlruns" / "optuna.db", "tiny", 1, grace_s=3),
+             "the killed trial to be past the grace period")
     full = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress"),
                           env=env(**heartbeat), capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
@@ -191,7 +193,10 @@ def test_ctrl_c_while_a_worker_starts_prints_no_traceback(tiny_data: Path, tmp_p
         found = subprocess.run(["pgrep", "-P", str(process.pid)], capture_output=True, text=True)
         children = found.stdout.split()
     assert children, "no worker process started"
-    time.sleep(0.3)  # the worker is importing TensorFlow now
+    # A worker's Python has started: it is importing now (for seconds, Ctrl-C ignored).
+    wait_for(lambda: b"spawn_main" in subprocess.run(["pgrep", "-a", "-P", str(process.pid)],
+                                                     capture_output=True).stdout,
+             "a worker's Python to start")
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130
@@ -425,7 +430,8 @@ def test_a_dead_trial_is_retried_twice_at_most_and_without_its_attempts_run(tmp_
             trial.set_user_attr("mlflow_run_id", f"run-{attempt}")
             trial.set_user_attr("worker", f"host:{attempt}")
             storage.record_heartbeat(trial._trial_id)  # alive once, then its worker "dies"
-            time.sleep(2.5)  # past the grace period, on the database's whole-second clock
+            wait_for(lambda n=trial.number: optuna.storages.fail_stale_trials(probe)
+                     or probe.trials[n].state.name == "FAIL", "the dead attempt to be failed")
             optuna.storages.fail_stale_trials(probe)
             for waiting in probe.get_trials(states=(optuna.trial.TrialState.WAITING,)):
                 assert waiting.user_attrs == {"baseline": True}  # no run, no worker yet
