@@ -19,9 +19,9 @@ __all__ = ["CommandParser", "quiet_libraries", "add_debug_flag", "main_wrapper"]
 
 
 class CommandParser(argparse.ArgumentParser):
-    """Every command's parser: a flag is taken only as written (argparse would read `--work 2`
-    as `--workers 2`, and `--split groups` as `--split-seed groups`), and a mistake is one line
-    and exit code 2, as every other mistake a user can make."""
+    """Every command's parser: a flag is taken only as written (argparse would read `--time 60`
+    as `--timeout 60`, and a new flag could make an old abbreviation mean something else), and
+    a mistake is one line and exit code 2, as every other mistake a user can make."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs["allow_abbrev"] = False

@@ -240,14 +240,15 @@ def test_no_command_takes_an_abbreviated_flag(module: str, argv: list[str],
 
 
 def test_work_is_not_workers(tmp_path: Path) -> None:
-    """`--work 2` is refused in one line, not run as `--workers 2` (nor `--split groups` as
-    `--split-seed groups`)."""
+    """`--work 2` is refused in one line, not taken for `--workers 2` (nor `--time 60` for
+    `--timeout 60`)."""
     import subprocess
     import sys
 
-    for argv, flags in ([["--work", "2"], "--work 2"], [["--split", "groups"], "--split groups"]):
-        done = subprocess.run([sys.executable, "-m", "allsearch.study", *argv], cwd=tmp_path,
-                              capture_output=True, text=True, timeout=120)
+    for flags in (["--work", "2"], ["--time", "60"]):
+        done = subprocess.run([sys.executable, "-m", "allsearch.study", *flags, "--data",
+                               str(tmp_path / "none")], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
         assert done.returncode == 2
-        assert done.stderr.splitlines() == [f"error: unrecognized arguments: {flags} (see "
-                                            f"python -m allsearch.study --help)"]
+        assert done.stderr.splitlines() == [f"error: unrecognized arguments: {' '.join(flags)} "
+                                            f"(see python -m allsearch.study --help)"]
