@@ -44,7 +44,7 @@ class StudyConfig:
     trials: int = setting(50, "finished trials the study should hold; a resumed study runs only "
                               "the missing ones")
     timeout: float | None = setting(None, "stop starting new trials after this many seconds")
-    space: str = setting("paper", "search-space YAML file, or a name in search/")
+    space: str = setting("paper", "search-space YAML file, or the name of a shipped space (allsearch/spaces/)")
     data: str | None = setting(None, "folder of class folders, or a dataset bundle (.npz, "
                                      "python -m allsearch.data PATH --bundle FILE); default: "
                                      "data/leukemia/Original, downloaded from Kaggle when missing")

@@ -1,4 +1,5 @@
-"""Hyperparameters and search spaces: typed, validated, loaded from search/*.yaml.
+"""Hyperparameters and search spaces: typed, validated, loaded from YAML files (the shipped
+ones are package data, allsearch/spaces/*.yaml).
 
 Hyperparameter names are a contract shared by the model factory, both engines, the
 MLflow params and the leaderboard (see DESIGN.md).
@@ -7,14 +8,18 @@ MLflow params and the leaderboard (see DESIGN.md).
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
 from allsearch.errors import SpaceError
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES", "POOLINGS",
@@ -28,7 +33,8 @@ FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
 POOLINGS: tuple[str, ...] = ("flatten", "gap")
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
-SPACE_DIR = Path(__file__).resolve().parent.parent / "search"
+# The shipped spaces travel inside the package (a wheel too), read through importlib.resources.
+SPACE_DIR: Traversable = importlib.resources.files("allsearch") / "spaces"
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class HParams:
     dropout: float = 0.5
     dense_units: int = 128
     features: FeatureMode = "pixels"
-    # The wide space's knobs (search/wide.yaml); each default is the paper's network.
+    # The wide space's knobs (allsearch/spaces/wide.yaml); each default is the paper's network.
     filter_multiplier: float = 1.0  # every conv block's filters times this
     batch_norm: bool = False  # batch normalization after every convolution
     pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
@@ -193,7 +199,7 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search/*.yaml file."""
+    """A validated search-space file (allsearch/spaces/*.yaml, or a user's)."""
 
     name: str
     objective: str = "val_accuracy"
@@ -255,7 +261,8 @@ OBJECTIVES = ("val_accuracy",)
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file; a bare name means search/NAME.yaml."""
+    """Read and validate a search-space file; a bare name means a shipped space
+    (allsearch/spaces/NAME.yaml)."""
     path = _resolve(path)
     where = str(path)
     try:
@@ -269,13 +276,16 @@ def load_space(path: str | Path) -> SearchSpace:
     return parse_space(raw, source=where)
 
 
-def _resolve(path: str | Path) -> Path:
+def _resolve(path: str | Path) -> Path | Traversable:
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    if candidate.suffix == "" and (SPACE_DIR / f"{candidate}.yaml").is_file():
-        return SPACE_DIR / f"{candidate}.yaml"
-    known = ", ".join(sorted(p.stem for p in SPACE_DIR.glob("*.yaml")))
+    shipped = SPACE_DIR / f"{candidate}.yaml"
+    if candidate.suffix == "" and candidate.name == str(path) and shipped.is_file():
+        return shipped
+    known = (", ".join(sorted(p.name.removesuffix(".yaml") for p in SPACE_DIR.iterdir()
+                              if p.name.endswith(".yaml"))) if SPACE_DIR.is_dir()
+             else "none (this installation lacks allsearch/spaces: reinstall allsearch)")
     raise SpaceError(f"search space '{path}' not found; pass a path to a YAML file "
                      f"or one of the shipped names: {known}")
 

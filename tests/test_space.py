@@ -72,7 +72,7 @@ def test_wide_space_covers_every_knob_and_starts_from_the_paper() -> None:
     second = load_space("wide2")  # the knobs added after the first wide search
     searched = {p.name for p in space.params} | {p.name for p in second.params}
     assert searched | set(second.fixed) == set(HParams.names())
-    # wide2 starts from the first search's best, as search/wide2.yaml says.
+    # wide2 starts from the first search's best, as allsearch/spaces/wide2.yaml says.
     assert second.hparams(second.baseline_params()).learning_rate == 0.0002991988249631271
     assert space.hparams(space.baseline) == HParams()  # trial 0 is the paper's network
     assert space.param("learning_rate").log
