@@ -48,6 +48,6 @@ def test_components_capped_by_train_size_with_a_warning(dataset) -> None:
 
 def test_features_are_cached(dataset, isolated_store: Path) -> None:
     first = add_hog_pca(dataset, n_components=10)
-    assert list((isolated_store / "cache").glob("hogpca-*.joblib"))
+    assert list((isolated_store / "cache").glob("hogpca-*.npz"))
     second = add_hog_pca(dataset, n_components=10)
     np.testing.assert_array_equal(first.features.val, second.features.val)
