@@ -97,6 +97,18 @@ class StudyConfig:
         "auto", "training precision; auto: bfloat16 (mixed, output layer in float32) where the "
                 "CPU computes bf16 natively, else float32", choices=PRECISIONS)
     split_seed: int = setting(42, "seed of the 70/15/15 split")
+    # How the data is split (allsearch.splits; docs/guide.md, "Splits").
+    split: Literal["random", "groups", "blocks"] = setting(
+        "random", "random: stratified by image; groups: no group (patient) in two parts "
+                  "(--group-pattern or --groups); blocks: whole blocks of --block-size files "
+                  "in name order per class", choices=("random", "groups", "blocks"))
+    group_pattern: str | None = setting(None, "with --split groups: a file's group is the first "
+                                              "capture group of this regex on its name, e.g. "
+                                              "'^(P\\d+)_'")
+    groups: str | None = setting(None, "with --split groups: a CSV file with columns file,group")
+    block_size: int = setting(0, "with --split blocks: files per block")
+    embargo: int = setting(0, "with --split blocks: files left out on each side of a boundary "
+                              "between two parts")
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "
@@ -124,6 +136,9 @@ class StudyConfig:
         from allsearch.standin import parse
 
         parse(self.trainer)
+        from allsearch.splits import check_settings
+
+        check_settings(self.split, self.group_pattern, self.groups, self.block_size, self.embargo)
         if self.objectives is not None:
             check_objectives(self.objectives)
         for text in self.constraints:

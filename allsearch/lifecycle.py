@@ -17,7 +17,7 @@ from typing import Any
 from allsearch import config as config_mod
 from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, model_name
-from allsearch.data import Dataset, load_dataset
+from allsearch.data import Dataset, SplitSettings, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
@@ -85,7 +85,8 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = load_dataset(config.data, split_seed=config.split_seed)
+        dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
+            config.split, config.group_pattern, config.groups, config.block_size, config.embargo))
         if space.uses_hog_pca():
             from allsearch.features import add_hog_pca
 
@@ -134,7 +135,8 @@ def startup_timings(startup: dict[str, float]) -> dict[str, float]:
 def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:
     """The params every child run of a study carries besides its hyperparameters."""
     return {"engine": engine, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
-            "split_seed": dataset.split_seed, "n_train": len(dataset.y_train),
+            "split_seed": dataset.split_seed, **dataset.split_settings.params(),
+            "n_train": len(dataset.y_train),
             "class_names": list(dataset.class_names),
             **{f"version.{k}": v for k, v in package_versions().items()}}
 
@@ -158,10 +160,11 @@ def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
 def start(store: Any, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
           extra: dict[str, Any] | None = None) -> str:
     """Open the study's parent run with its settings (and `extra` ones), and record on it the
-    files the data pipeline skipped. Returns its id."""
+    split (split.csv) and the files the data pipeline skipped. Returns its id."""
     settings = {**parent_settings(prepared, dataset), **(extra or {})}
     try:
         parent_id = open_parent(store, str(prepared.config.study_name), settings, known)
+        store.log_text(parent_id, dataset.split_csv(), "split.csv")
         skipped = dataset.report.skipped
         if skipped:
             store.log_text(parent_id, "".join(f"{path}\t{reason}\n" for path, reason in skipped),
