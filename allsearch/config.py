@@ -160,11 +160,10 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, only: tuple[str, ...] | None = None) -> None:
-    """One command-line flag per StudyConfig field (or per field in `only`), with its default
-    and help."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One command-line flag per StudyConfig field, with its default and help."""
     for f in dataclasses.fields(StudyConfig):
-        if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
+        if not f.metadata.get("cli", True):
             continue
         help_text, choices = f.metadata["help"], f.metadata.get("choices")
         flag = f"--{_flag(f.metadata.get('flag') or f.name)}"

@@ -59,7 +59,6 @@ class DataReport:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     duplicates_dropped: int = 0
     split_sizes: dict[str, int] = field(default_factory=dict)
-    split_kind: str = "random"
     fingerprint: str = ""
     cache_hit: bool = False
     cache_written: bool = False
@@ -241,8 +240,7 @@ class _Images:
         left_out = len(self.labels) - sum(sizes.values())
         if left_out:
             sizes["embargo"] = left_out
-        report = replace(self.report, split_sizes=sizes, split_kind=settings.kind,
-                         fingerprint=fingerprint)
+        report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint)
         images = to_network_input(self.pixels)
         files = np.array(self.files, dtype=object)
         report.load_time_s = round(time.perf_counter() - started, 3)
@@ -396,8 +394,7 @@ def _format_report(report: DataReport) -> str:
     lines += [f"  - {path}: {reason}" for path, reason in report.skipped[:20]]
     if len(report.skipped) > 20:
         lines.append(f"  ... and {len(report.skipped) - 20} more (see --json)")
-    lines += ["split:       " + ", ".join(f"{k} {v}" for k, v in report.split_sizes.items())
-              + f" ({report.split_kind})",
+    lines += ["split:       " + ", ".join(f"{k} {v}" for k, v in report.split_sizes.items()),
               f"fingerprint: {report.fingerprint}",
               f"load time:   {report.load_time_s:.2f} s ({_cache_state(report)})"]
     return "\n".join(lines)
@@ -409,12 +406,8 @@ def _cache_state(report: DataReport) -> str:
     return "decoded, cache written" if report.cache_written else "decoded, no cache written"
 
 
-SPLIT_SETTINGS = ("split_seed", "split", "group_pattern", "groups", "block_size", "embargo")
-
-
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import cli, config
-    from allsearch.splits import check_settings
+    from allsearch import cli
 
     parser = argparse.ArgumentParser(
         prog="python -m allsearch.data",
@@ -422,9 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("path", nargs="?", default=None,
                         help=f"folder of class folders (default: {DEFAULT_DATA}, downloaded when missing)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    config.add_arguments(parser, only=SPLIT_SETTINGS)  # the study's own flags
-    parser.add_argument("--split-csv", default=None, metavar="FILE.csv",
-                        help="also write the split table (file, class, group, part) to this file")
+    parser.add_argument("--split-seed", type=int, default=42, help="seed of the 70/15/15 split")
     parser.add_argument("--no-cache", action="store_true", help="decode again, ignoring the cache")
     parser.add_argument("--bundle", default=None, metavar="FILE.npz",
                         help="also write the split dataset as one file, for a machine without "
@@ -435,22 +426,12 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report lists every skipped file itself
             warnings.simplefilter("always", CacheWarning)
-            check_settings(args.split, args.group_pattern, args.groups, args.block_size,
-                           args.embargo)
-            split = SplitSettings(args.split, args.group_pattern, args.groups, args.block_size,
-                                  args.embargo)
-            dataset = load_dataset(args.path, split_seed=args.split_seed, split=split,
+            dataset = load_dataset(args.path, split_seed=args.split_seed,
                                    use_cache=not args.no_cache)
         if args.json:
             print(json.dumps(asdict(dataset.report), indent=2))
         else:
             print(_format_report(dataset.report))
-        if args.split_csv:
-            try:
-                Path(args.split_csv).write_text(dataset.split_csv(), encoding="utf-8")
-            except OSError as exc:
-                raise DataError(f"cannot write --split-csv {args.split_csv} ({exc.strerror}); "
-                                f"pass a file in a writable folder") from None
         if args.bundle:
             written = save_bundle(args.path or dataset.report.root, args.bundle)
             print(f"bundle:      {written} ({written.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)

@@ -180,30 +180,6 @@ def test_cli_text_report_and_error(tiny_data: Path, tmp_path: Path,
     assert err.startswith("error: data folder") and "Traceback" not in err and err.count("\n") == 1
 
 
-def test_cli_previews_a_split_and_writes_its_table(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
-    # 4 classes x 12 frames: blocks of 3 are the groups of --split blocks.
-    root = write_dataset(tmp_path / "frames", duplicate=False, junk=False)
-    table = tmp_path / "split.csv"
-    assert data.main([str(root), "--split", "blocks", "--block-size", "3",
-                      "--split-csv", str(table)]) == 0
-    out = capsys.readouterr().out
-    assert "(blocks)" in out
-    rows = [line.split(",") for line in table.read_text().splitlines()]
-    assert rows[0] == ["file", "class", "group", "part"] and len(rows) == 49
-    parts: dict[str, set[str]] = {}
-    for _, _, group, part in rows[1:]:
-        parts.setdefault(group, set()).add(part)
-    assert len(parts) == 16 and all(len(p) == 1 for p in parts.values())
-    assert data.main([str(root), "--split", "groups"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --split groups needs one of --group-pattern") \
-        and err.count("\n") == 1
-    assert data.main([str(root), "--split-csv", str(tmp_path / "no" / "such" / "dir.csv")]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: cannot write --split-csv") and err.count("\n") == 1
-
-
 @pytest.mark.real_data
 def test_real_original_dataset(real_data: Path) -> None:
     ds = load(real_data / "Original")
