@@ -76,10 +76,10 @@ def check_settings(kind: str, group_pattern: str | None, groups: str | None, blo
         try:
             compiled = re.compile(group_pattern)
         except re.error as exc:
-            raise ConfigError(f"--group-pattern {group_pattern!r} is not a regular expression "
+            raise ConfigError(f"--group-pattern '{group_pattern}' is not a regular expression "
                               f"({exc}); e.g. '^(P\\d+)_'") from None
         if compiled.groups < 1:
-            raise ConfigError(f"--group-pattern {group_pattern!r} has no capture group; put the "
+            raise ConfigError(f"--group-pattern '{group_pattern}' has no capture group; put the "
                               f"group id in parentheses, e.g. '^(P\\d+)_'")
     for name, value in (("block_size", block_size), ("embargo", embargo)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -167,7 +167,7 @@ def _groups(labels: np.ndarray, files: tuple[str, ...], settings: SplitSettings)
         found = [pattern.search(PurePosixPath(f).name) for f in files]
         missed = [f for f, m in zip(files, found, strict=True) if m is None or not m.group(1)]
         if missed:
-            raise DataError(f"--group-pattern {settings.group_pattern!r} does not match "
+            raise DataError(f"--group-pattern '{settings.group_pattern}' does not match "
                             f"{len(missed)} file name(s), e.g. {', '.join(missed[:EXAMPLES])}; "
                             f"fix the pattern, or name each file's group in --groups FILE.csv")
         return [m.group(1) for m in found]  # type: ignore[union-attr]
