@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "STORE_ERRORS",
-    "resolve_tracking_uri", "check_tracking_uri", "open_client", "find_study_parent",
+    "resolve_tracking_uri", "missing_store", "check_tracking_uri", "open_client", "find_study_parent",
     "runs_of_parent", "damaged_store",
     "param_text", "SERVING_PACKAGES",
 ]
@@ -94,17 +94,31 @@ def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
+    """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default
+    (a SQLite file's folder is created)."""
     return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def missing_store(uri: str | None = None) -> str | None:
+    """The absolute path of the local SQLite store `uri` names (as resolve_tracking_uri
+    chooses it) where that file is not there, else None; it creates nothing, so a command
+    that only reads asks it before anything else."""
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if not chosen.startswith("sqlite:///"):
+        return None
+    path = Path(chosen.removeprefix("sqlite:///")).resolve()
+    return None if path.is_file() else str(path)
 
 
 def open_client(tracking_uri: str | None = None, *, what: str = "a study") -> MlflowClient:
     """A client of an existing store, for commands that only read: a store that is not there
-    is not created, and a server that does not answer is reported at once."""
+    is not created (nor its folder), and a server that does not answer is reported at once."""
+    missing = missing_store(tracking_uri)
+    if missing is not None:
+        raise StoreError(f"no study found: there is no MLflow store at 'sqlite:///{missing}' "
+                         f"yet; run {what} first (python -m allsearch.study), or pass "
+                         f"--tracking-uri")
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
-                         f"{what} first (python -m allsearch.study), or pass --tracking-uri")
     check_tracking_uri(uri)
     try:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -130,8 +144,8 @@ def damaged_store(uri: str, exc: BaseException) -> StoreError:
 def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
                       ) -> tuple[str, str]:
     """(study name, parent run id) of the named study, or of the newest one."""
+    client = open_client(tracking_uri)  # first: it creates nothing where there is no store
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_client(uri)
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
         query = f"tags.`{ROLE}` = 'parent'"
@@ -154,8 +168,8 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
 
 def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """Every child run of a parent run as MLflow's pandas frame (params.*, metrics.*, tags.*)."""
+    client = open_client(tracking_uri)
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_client(uri)
     experiment_id = client.get_run(parent_id).info.experiment_id
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs([experiment_id],
