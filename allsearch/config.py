@@ -18,7 +18,8 @@ from allsearch.errors import ConfigError
 from allsearch.hardware import PRECISIONS
 
 __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
-           "DEFAULT_STORAGE", "add_arguments", "from_arguments", "settings", "absolute_sqlite"]
+           "DEFAULT_STORAGE", "SERVER_WAIT_S", "add_arguments", "from_arguments", "settings",
+           "absolute_sqlite"]
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid", "cmaes", "gp")
@@ -26,6 +27,7 @@ PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
+SERVER_WAIT_S = 600.0  # the default of --server-wait (a Tracker made outside a study has it too)
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -54,6 +56,10 @@ class StudyConfig:
                                         f"{DEFAULT_STORAGE}; postgresql://... for many machines)")
     tracking_uri: str | None = setting(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                              "or sqlite:///mlruns/mlflow.db)")
+    server_wait: float = setting(
+        SERVER_WAIT_S, "seconds to wait for an MLflow tracking server (http://...) that stopped "
+                       "answering before the study stops (it says so while it waits; a server "
+                       "back in time continues the study, losing no trial)")
     record: str | None = setting(None, "record the study in this folder instead of MLflow (no "
                                        "MLflow needed, e.g. on a GPU machine); replay it with "
                                        "python -m allsearch.study import DIR")
@@ -125,6 +131,10 @@ class StudyConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or a positive "
                                   f"integer, got {value!r}")
+        if isinstance(self.server_wait, bool) or not isinstance(self.server_wait, (int, float)) \
+                or not self.server_wait >= 0:
+            raise ConfigError(f"--server-wait must be a number of seconds >= 0, got "
+                              f"{self.server_wait!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):

@@ -29,10 +29,11 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from allsearch import sqlite_store
-from allsearch.config import absolute_sqlite
+from allsearch.config import SERVER_WAIT_S, absolute_sqlite
 from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
 from allsearch.errors import StoreError, first_line, lost_schema_race, redact, redact_text, store_errors
 from allsearch.hardware import package_versions
+from allsearch.outage import ServerWait, Waiting
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -178,13 +179,17 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
 
 
 class Tracker:
-    """One experiment in one MLflow tracking store."""
+    """One experiment in one MLflow tracking store. Calls to a tracking server that stopped
+    answering wait for it, aloud, `server_wait` seconds at most (allsearch.outage)."""
 
-    def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None,
+                 server_wait: float = SERVER_WAIT_S) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.location = f"MLflow store '{redact(self.tracking_uri)}'"
         self.experiment_name = experiment
         self._study_of_parent: dict[str, str] = {}
+        self._wait = (ServerWait(self.tracking_uri, server_wait)
+                      if self.tracking_uri.startswith(("http:", "https:")) else None)
         check_tracking_uri(self.tracking_uri)
         try:
             for attempt in itertools.count(1):
@@ -205,14 +210,20 @@ class Tracker:
 
     def _open(self, experiment: str) -> None:
         # The registry lives in the same store; never in whatever the process set globally.
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.client = client if self._wait is None else Waiting(client, self._wait)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self._create_experiment(experiment)
+            found = self.client.get_experiment(self.experiment_id)
         else:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
+        # The local folders it writes: a full disk is named by the one on it.
+        database = sqlite_store.database_path(self.tracking_uri)
+        self.folders = tuple(str(p) for p in (database and database.parent,
+                                               _local_path(found.artifact_location)) if p)
 
     def _create_experiment(self, name: str) -> str:
         location = None
@@ -297,8 +308,14 @@ class Tracker:
 
     def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
         mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
-                                  output_format="pandas")
+        return self._call(mlflow.search_runs, [self.experiment_id], filter_string=filter_string,
+                          output_format="pandas")
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """A call of MLflow's fluent API, waiting for a server that stopped answering."""
+        if self._wait is None:
+            return function(*args, **kwargs)
+        return self._wait.call(function, *args, **kwargs)
 
     # ----------------------------------------------------------------- writing to a run
 
@@ -355,10 +372,17 @@ class Tracker:
         versions = package_versions()
         requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
         mlflow.set_tracking_uri(self.tracking_uri)
-        try:
+
+        def log() -> str:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run()  # left by a try the server went away during
             with mlflow.start_run(run_id=run_id):
                 return log_classifier(network=network, class_names=class_names, hparams=hparams,
                                       pipeline=pipeline, requirements=requirements)
+
+        try:
+            return self._call(log)
         finally:
             # Leaving the fluent run marks it ended; the trial is not over until end_run.
             self.client.update_run(run_id, status="RUNNING")
@@ -373,9 +397,18 @@ class Tracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own
-            version = mlflow.register_model(model_uri, model_name)
+            version = self._call(mlflow.register_model, model_uri, model_name)
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
         return str(version.version)
+
+
+def _local_path(uri: str | None) -> Path | None:
+    """The folder of a file: URI (an artifact location on this machine), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    if not uri or not uri.startswith("file:"):
+        return None
+    return Path(unquote(urlsplit(uri).path))
 
 
 def param_text(value: Any) -> str:

@@ -136,7 +136,7 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
     code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
                        "--no-progress", "--trials-per-process", "0", "--retrain-duplicates"])
     line = one_line_error(capsys)
-    assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
+    assert code == 2 and "(disk full)" in line and "run the same command to resume" in line
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
     # The second run's files are written in the background while the third trial trains; the
     # failure stops the study when that trial has trained, instead of failing every trial.
