@@ -112,6 +112,22 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _as_float(value: Any) -> float | None:
+    """`value` as a float, or None if it is no number or a whole number too large for a float
+    (float(10**400) raises OverflowError, which no later reader of the line expects)."""
+    if not _number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _finite(value: Any) -> bool:
+    number = _as_float(value)
+    return number is not None and math.isfinite(number)
+
+
 def _text(value: Any, limit: int = 500) -> bool:
     return (isinstance(value, str) and 0 < len(value) <= limit
             and not any(ord(c) < 32 or ord(c) == 127 for c in value))
@@ -132,8 +148,11 @@ def _mapping(value: Any, *, values: str) -> str | None:
             return f"has the name {key[:80]!r}, which MLflow refuses (letters, digits, _-./: and spaces)"
         if values == "tags" and key.startswith("mlflow."):
             return f"sets MLflow's own tag {key!r}"
-        if values == "metrics" and not (_number(item) or item is None):
-            return f"has the value {_kind(item)} for {key!r}; a metric is a number"
+        if values == "metrics" and item is not None and _as_float(item) is None:
+            # NaN and infinity pass: a native run logs them too (the Tracker leaves them out).
+            return (f"has the value {_kind(item)} for {key!r}; a metric is a number"
+                    if not _number(item) else f"has the value {str(item)[:40]}... for {key!r}, "
+                    f"too large for a metric (a float)")
     if values != "metrics" and _too_deep(value):
         return f"is nested deeper than {MAX_DEPTH} levels"
     return None
@@ -157,7 +176,8 @@ def _is(value: Any, what: str) -> str:
 
 # What each kind of field must be: a check returns None, or what is wrong with the value.
 _CHECKS: dict[str, Any] = {
-    "number": lambda v: None if _number(v) and math.isfinite(v) else f"must be a number, got {_kind(v)}",
+    "number": lambda v: None if _finite(v) else (
+        f"must be a finite number, got {_kind(v) if not _number(v) else str(v)[:40]}"),
     "run id": lambda v: None if isinstance(v, str) and RUN_ID.fullmatch(v) else (
         _is(v, "a run id (letters, digits, - and _)")),
     "parent": lambda v: None if v is None else _CHECKS["run id"](v),
@@ -168,7 +188,7 @@ _CHECKS: dict[str, Any] = {
     "params": lambda v: _mapping(v, values="params"),
     "tags": lambda v: _mapping(v, values="tags"),
     "metrics": lambda v: _mapping(v, values="metrics"),
-    "step": lambda v: None if _number(v) and isinstance(v, int) and 0 <= v < 2**63 else (
+    "step": lambda v: None if _finite(v) and isinstance(v, int) and 0 <= v < 2**63 else (
         _is(v, "a whole number >= 0")),
     "artifact": artifact_name_problem,
     "status": lambda v: None if v in STATUSES else _is(v, f"one of {list(STATUSES)}"),

@@ -243,6 +243,12 @@ MALFORMED = {
                          "'tags' sets MLflow's own tag 'mlflow.parentRunId'"),
     "a run never started": (json.dumps(line("params", "q" * 32, 5, params={})),
                             f"run '{'q' * 32}' is not started by an earlier line"),
+    # A whole number too large for a float: float() raised OverflowError (a traceback, and for
+    # a metric only in the replay, after the study's runs were written).
+    "a huge time": (json.dumps(line("params", TRIAL, 10**400, params={})),
+                    "'t' must be a finite number, got 1000000000"),
+    "a huge metric": (json.dumps(line("metrics", TRIAL, 5, metrics={"a": 10**400}, step=0)),
+                      "'metrics' has the value 1000000000"),
 }
 
 
