@@ -213,7 +213,7 @@ def _check_event(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: not an event (a JSON object), got {_kind(data)}")
     op = data.get("op")
-    if op not in _FIELDS:
+    if not isinstance(op, str) or op not in _FIELDS:  # a list or an object is not hashable
         raise ConfigError(f"{where}: unknown op {str(op)[:40]!r} (one of {', '.join(_FIELDS)})")
     for name, kind in {**_COMMON, **_FIELDS[op]}.items():
         if name not in data:

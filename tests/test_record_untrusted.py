@@ -249,6 +249,10 @@ MALFORMED = {
                     "'t' must be a finite number, got 1000000000"),
     "a huge metric": (json.dumps(line("metrics", TRIAL, 5, metrics={"a": 10**400}, step=0)),
                       "'metrics' has the value 1000000000"),
+    "an op as a list": (json.dumps({**line("params", TRIAL, 5, params={}), "op": ["x"]}),
+                        "unknown op \"['x']\""),
+    "an op as an object": (json.dumps({**line("params", TRIAL, 5, params={}), "op": {}}),
+                           "unknown op '{}'"),
 }
 
 
