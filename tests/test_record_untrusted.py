@@ -162,6 +162,44 @@ def test_a_recorded_model_is_never_unpickled(pipeline: str, tmp_path: Path, caps
             else "is not an .npz of numbers" in message), message
 
 
+def crafted_npz(path: Path, how: str) -> None:
+    """An .npz whose pca_mean declares 10**13 floats (80 TB) in a few bytes, or whose entry is
+    flagged encrypted (bit 0 of its flags, in the local and the central header)."""
+    import zipfile
+
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**13,) if how == "huge" else (2,)}
+    with open(path.with_suffix(".npy"), "wb") as stream:
+        np.lib.format.write_array_header_1_0(stream, header)
+        stream.write(b"\0" * 16)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(path.with_suffix(".npy"), "pca_mean.npy")
+    if how == "encrypted":
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.index(signature) + offset
+            data[at] |= 1
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["huge", "encrypted"])
+def test_a_crafted_pipeline_is_refused_in_one_line(how: str, tmp_path: Path, capsys,
+                                                   isolated_store: Path) -> None:
+    """Before: the huge shape raised MemoryError (the size limit read the zip's sizes, not the
+    declared shape), the encrypted flag RuntimeError; both tracebacks."""
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    (model / "model.keras").write_bytes(b"not a keras file")
+    (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                  "hparams": {"features": "hog_pca"}}))
+    crafted_npz(model / "feature_pipeline.npz", how)
+    events = small_record(record, line("model", TRIAL, 5, uri=f"record:{TRIAL}/model"))
+    message = refused(record, capsys, isolated_store)
+    assert message.startswith(f"error: {events} line 5: '{model}/feature_pipeline.npz' is not "
+                              f"an .npz of numbers ("), message
+    assert ("headers declare more than 256 MiB" if how == "huge" else "encrypted") in message, message
+
+
 def test_the_feature_cache_is_never_unpickled(tmp_path: Path, isolated_store: Path) -> None:
     import warnings
 
