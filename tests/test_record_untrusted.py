@@ -258,6 +258,33 @@ def test_a_keras_model_with_code_is_refused_in_safe_mode(tmp_path: Path, capsys)
     assert [r.info.status for r in runs if r.info.lifecycle_stage == "active"] == ["FAILED"]
 
 
+def test_an_error_during_the_replay_is_one_line_naming_its_line(tmp_path: Path, capsys) -> None:
+    """A model that loads in safe mode but whose pixel input has no fixed size: logging it
+    raised TypeError in serving (int(None)), a traceback. Now one line that names the event's
+    line, and the import leaves no run RUNNING."""
+    from allsearch.hardware import start_tensorflow
+
+    start_tensorflow()
+    import keras
+
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    inputs = keras.Input((None, None, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2)(pooled)).save(model / "model.keras")
+    (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                  "hparams": {"features": "pixels"}}))
+    events = small_record(record, line("model", TRIAL, 5, uri=f"record:{TRIAL}/model"))
+    assert study.main(["import", str(record)]) == 2
+    message = one_line_error(capsys)
+    assert message.startswith(f"error: {events} line 5: "), message
+    assert "TypeError" in message and "record the study again" in message, message
+    client = MlflowClient(resolve_tracking_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]  # the parent; the trial is deleted
+
+
 # ----------------------------------------------------------------------------- 4: malformed
 
 
