@@ -26,6 +26,7 @@ PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
+NOT_IN_NAMES = "'\"`\\"  # characters a study name may not hold
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -125,6 +126,11 @@ class StudyConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or a positive "
                                   f"integer, got {value!r}")
+        if self.study_name is not None and set(self.study_name) & set(NOT_IN_NAMES):
+            # MLflow's filter strings quote a name (tags.`allsearch.study` = '...'), and a
+            # record's lines refuse such a name (allsearch.record_format).
+            raise ConfigError(f"--study-name {self.study_name!r} holds a quote, backtick or "
+                              f"backslash; name the study without them")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):

@@ -108,6 +108,25 @@ def test_run_study_reports_a_setting_it_does_not_know() -> None:
         allsearch.run_study(trails=3)
 
 
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "back`tick", "back\\slash"])
+@pytest.mark.parametrize("record", [False, True])
+def test_a_study_name_with_a_quote_is_refused_before_anything_is_written(
+        name: str, record: bool, tiny_data: Path, tmp_path: Path, capsys,
+        isolated_store: Path) -> None:
+    """A quote or backtick in the name broke MLflow's filter strings and a --record study
+    midway (a record's lines refuse such a name). Refused at the start, in one line."""
+    from allsearch import study
+    from conftest import one_line_error
+
+    flags = ["--record", str(tmp_path / "record")] if record else []
+    code = study.main(["--study-name", name, "--trials", "1", "--space", "smoke", "--data",
+                       str(tiny_data), "--trainer", "standin:0", "--no-progress", *flags])
+    assert code == 2
+    assert one_line_error(capsys).startswith(f"error: --study-name {name!r} ")
+    assert not (tmp_path / "record").exists() and not Path("mlruns").exists()
+    assert not isolated_store.exists() or not (isolated_store / "mlflow.db").exists()
+
+
 def test_password_of_a_store_url_is_not_shown() -> None:
     result = allsearch.StudyResult(
         study_name="s", parent_run_id="p", best_trial_number=None, best_params={},
