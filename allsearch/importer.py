@@ -32,6 +32,7 @@ from allsearch.contract import MODEL_URI, RECORDED_ID, ROLE, STUDY
 from allsearch.errors import AllsearchError, ConfigError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import deferred_interrupts
 from allsearch.record_format import (
+    MAX_ARTIFACT_BYTES,
     Event,
     Record,
     RunEvents,
@@ -214,7 +215,8 @@ class _Import:
                                     for k, v in data["tags"].items()})
         elif op == "figure":
             store.log_image_file(run_id, record_file(self.record.folder, files / data["name"],
-                                                     where), data["name"])
+                                                     where, limit=MAX_ARTIFACT_BYTES),
+                                 data["name"])
         elif op == "text":
             path = record_file(self.record.folder, files / data["name"], where)
             store.log_text(run_id, read_text_file(path, where), data["name"])

@@ -33,7 +33,7 @@ from typing import Any
 from allsearch.errors import ConfigError
 
 __all__ = ["RECORD_SCHEME", "MODEL_DIR", "NETWORK_FILE", "PIPELINE_FILE", "MODEL_META",
-           "MAX_LINE_BYTES", "MAX_DEPTH", "MAX_TEXT_BYTES", "Event", "RunEvents", "Record",
+           "MAX_LINE_BYTES", "MAX_DEPTH", "MAX_TEXT_BYTES", "MAX_ARTIFACT_BYTES", "MAX_MODEL_BYTES", "Event", "RunEvents", "Record",
            "read_events", "check_record", "record_file", "read_text_file", "read_json_file",
            "ModelFiles", "model_files"]
 
@@ -48,6 +48,10 @@ MAX_LINE_BYTES = 1 << 20  # an event is a few KB; the largest, a study's setting
 MAX_DEPTH = 32  # a param's value (a search space's parameters) nests 3 deep
 MAX_TEXT_BYTES = 64 << 20  # a text or dict artifact is read whole; a trial's are under 1 MB
 MAX_META_BYTES = 1 << 20
+# A figure is copied whole into the store, a model's Keras file loaded whole: bounds far
+# above what a study writes, below what would fill a store's disk or the memory.
+MAX_ARTIFACT_BYTES = 64 << 20
+MAX_MODEL_BYTES = 512 << 20
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The characters MLflow allows in a param, metric or tag name.
 KEY = re.compile(r"[\w./ :-]{1,250}")
@@ -250,21 +254,26 @@ def _lines(path: Path, shown: str) -> list[Event]:
     return events
 
 
-def record_file(root: Path, path: Path, where: str, what: str = "artifact file") -> Path:
+def record_file(root: Path, path: Path, where: str, what: str = "artifact file",
+                limit: int | None = None) -> Path:
     """`path`, resolved, if it is a regular file inside the record `root` (no link out of
-    it, no device or pipe); `where` (the line that names it, or "") starts the error."""
+    it, no device or pipe) of at most `limit` bytes; `where` (the line that names it, or "")
+    starts the error."""
     real = Path(os.path.realpath(path))
     said = f"{where}: {what} '{path}'" if where else f"{what} '{path}'"
     if not real.is_relative_to(os.path.realpath(root)):
         raise ConfigError(f"{said} leads outside the record (to {real})")
     try:
-        mode = os.stat(real).st_mode
+        found = os.stat(real)
     except FileNotFoundError:
         raise ConfigError(f"{said} is missing") from None
     except OSError as exc:
         raise ConfigError(f"{said} cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(found.st_mode):
         raise ConfigError(f"{said} is not a regular file (a device, a pipe or a folder)")
+    if limit is not None and found.st_size > limit:
+        raise ConfigError(f"{said} is larger than {limit >> 20} MiB ({found.st_size >> 20} MiB), "
+                          f"more than allsearch ever records there")
     return real
 
 
@@ -338,7 +347,7 @@ def model_files(root: Path, run: str, uri: str, where: str) -> ModelFiles:
             and isinstance(hparams, dict)):
         raise ConfigError(f"{where}: '{folder / MODEL_META}' needs class_names (texts) and "
                           f"hparams (an object)")
-    network = record_file(root, folder / NETWORK_FILE, where, "model file")
+    network = record_file(root, folder / NETWORK_FILE, where, "model file", MAX_MODEL_BYTES)
     pipeline = None
     if hparams.get("features", "pixels") != "pixels":
         if not (folder / PIPELINE_FILE).exists() and (folder / OLD_PIPELINE_FILE).exists():
@@ -395,7 +404,8 @@ def _check_files(root: Path, event: Event, runs: dict[str, RunEvents],
                  models: dict[str, str]) -> None:
     data, run, where = event.data, event.run, event.where
     if event.op in ("figure", "text", "dict"):
-        path = record_file(root, root / "runs" / run / data["name"], where)
+        path = record_file(root, root / "runs" / run / data["name"], where,
+                           limit=MAX_ARTIFACT_BYTES)
         if event.op == "text":
             read_text_file(path, where)
         elif event.op == "dict":

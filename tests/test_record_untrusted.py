@@ -109,6 +109,30 @@ def test_an_artifact_that_links_out_of_the_record_is_not_read(tmp_path: Path, ca
                               f"(to {secret})")
 
 
+@pytest.mark.parametrize("what", ["figure", "model"])
+def test_a_file_larger_than_its_limit_is_refused_before_anything_is_written(
+        what: str, tmp_path: Path, capsys, isolated_store: Path) -> None:
+    """A figure was copied whole into the store and a model's Keras file loaded whole,
+    whatever their size. Sparse files: their size costs no disk."""
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    if what == "figure":
+        big, limit = record / "runs" / TRIAL / "curves.png", 64
+        extra = line("figure", TRIAL, 5, name="curves.png")
+    else:
+        big, limit = model / "model.keras", 512
+        (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                      "hparams": {"features": "pixels"}}))
+        extra = line("model", TRIAL, 5, uri=f"record:{TRIAL}/model")
+    with open(big, "wb") as stream:
+        stream.truncate((limit << 20) + 1)
+    events = small_record(record, extra)
+    message = refused(record, capsys, isolated_store)
+    assert message.startswith(f"error: {events} line 5: {'model' if what == 'model' else 'artifact'}"
+                              f" file '{big}' is larger than {limit} MiB"), message
+
+
 def test_a_run_id_that_climbs_out_of_the_record_is_refused(tmp_path: Path, capsys,
                                                            isolated_store: Path) -> None:
     record = tmp_path / "record"
