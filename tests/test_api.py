@@ -154,3 +154,28 @@ def test_importing_allsearch_loads_no_heavy_library() -> None:
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
     assert "run_study" in dir(allsearch) and "run_study" in allsearch.__all__
+
+
+def test_a_logging_handler_a_study_adds_is_removed_and_closed(tiny_data: Path,
+                                                               tmp_path: Path) -> None:
+    """The scope removed a handler a study added to a logger that existed, but never closed
+    it (its file stayed open); one the caller already had, moved by the study, stays open."""
+    root, ours = logging.getLogger(), logging.getLogger("allsearch-test-caller")
+    before = logging.StreamHandler()
+    ours.addHandler(before)
+    added: list[logging.FileHandler] = []
+
+    def add_handlers(study, trial) -> None:  # an Optuna callback, inside the study
+        handler = logging.FileHandler(tmp_path / f"log-{trial.number}.txt")
+        root.addHandler(handler)
+        root.addHandler(before)
+        added.append(handler)
+
+    try:
+        allsearch.run_study(trials=1, space="smoke", data=str(tiny_data), trainer="standin:0",
+                            progress=False, trial_callbacks=[add_handlers])
+        assert len(added) == 1 and added[0] not in root.handlers and before not in root.handlers
+        assert added[0].stream is None  # closed: FileHandler.close lets go of its file
+        assert ours.handlers == [before] and not before.stream.closed
+    finally:
+        ours.removeHandler(before)
