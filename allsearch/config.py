@@ -3,7 +3,7 @@
 Each field of StudyConfig carries its help text (and its choices): the command-line flags of
 `python -m allsearch.study`, the keywords of `allsearch.study.run()` and the params logged on
 the parent run are all generated from these fields, so a new setting is one edit here
-(docs/design.md, "Settings"). Imports nothing heavy.
+(docs/design.md, "Settings"). Imports nothing heavy (NumPy, through allsearch.splits).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from allsearch.errors import ConfigError
 from allsearch.hardware import PRECISIONS
+from allsearch.splits import KINDS, SplitKind
 
 __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
            "DEFAULT_STORAGE", "add_arguments", "from_arguments", "settings", "absolute_sqlite"]
@@ -99,10 +100,10 @@ class StudyConfig:
                 "CPU computes bf16 natively, else float32", choices=PRECISIONS)
     split_seed: int = setting(42, "seed of the 70/15/15 split")
     # How the data is split (allsearch.splits; docs/guide.md, "Splits").
-    split: Literal["random", "groups", "blocks"] = setting(
+    split: SplitKind = setting(
         "random", "random: stratified by image; groups: no group (patient) in two parts "
                   "(--group-pattern or --groups); blocks: whole blocks of --block-size files "
-                  "in name order per class", choices=("random", "groups", "blocks"))
+                  "in name order per class", choices=KINDS)
     group_pattern: str | None = setting(None, "with --split groups: a file's group is the first "
                                               "capture group of this regex on its name, e.g. "
                                               "'^(P\\d+)_'")

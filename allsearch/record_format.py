@@ -39,6 +39,7 @@ __all__ = ["RECORD_SCHEME", "MODEL_DIR", "NETWORK_FILE", "PIPELINE_FILE", "MODEL
 
 RECORD_SCHEME = "record:"
 MODEL_DIR = "model"
+# A model's files, in a record and in the model MLflow logs (allsearch.serving).
 NETWORK_FILE = "model.keras"
 PIPELINE_FILE = "feature_pipeline.npz"
 OLD_PIPELINE_FILE = "feature_pipeline.joblib"  # a pickle, written before version 0.2: never read

@@ -179,3 +179,26 @@ def test_a_logging_handler_a_study_adds_is_removed_and_closed(tiny_data: Path,
         assert ours.handlers == [before] and not before.stream.closed
     finally:
         ours.removeHandler(before)
+
+
+def test_the_split_kinds_and_the_model_file_names_are_defined_once() -> None:
+    """A setting is defined once: the split field's choices and type are allsearch.splits'
+    KINDS, and no file name constant is assigned the same text in two modules."""
+    import ast
+    import typing
+
+    from allsearch import config, splits
+
+    [split] = [f for f in dataclasses.fields(config.StudyConfig) if f.name == "split"]
+    assert split.metadata["choices"] is splits.KINDS
+    hints = typing.get_type_hints(config.StudyConfig, vars(config))
+    assert typing.get_args(hints["split"]) == splits.KINDS
+    defined: dict[str, list[str]] = {}
+    for path in sorted(Path(allsearch.__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id.endswith("_FILE")
+                            for t in node.targets)):
+                defined.setdefault(node.value.value, []).append(path.name)
+    assert {text: where for text, where in defined.items() if len(where) > 1} == {}
