@@ -3,7 +3,7 @@
 Each field of StudyConfig carries its help text (and its choices): the command-line flags of
 `python -m allsearch.study`, the keywords of `allsearch.study.run()` and the params logged on
 the parent run are all generated from these fields, so a new setting is one edit here
-(docs/design.md, "Settings"). Imports nothing heavy.
+(docs/design.md, "Settings"). Imports nothing heavy (NumPy, through allsearch.splits).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 from allsearch.errors import ConfigError
 from allsearch.hardware import PRECISIONS
+from allsearch.splits import KINDS, SplitKind
 
 __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
            "DEFAULT_STORAGE", "SERVER_WAIT_S", "add_arguments", "from_arguments", "settings",
@@ -28,6 +29,7 @@ LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
 SERVER_WAIT_S = 600.0  # the default of --server-wait (a Tracker made outside a study has it too)
+NOT_IN_NAMES = "'\"`\\"  # characters a study name may not hold
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -104,10 +106,10 @@ class StudyConfig:
                 "CPU computes bf16 natively, else float32", choices=PRECISIONS)
     split_seed: int = setting(42, "seed of the 70/15/15 split")
     # How the data is split (allsearch.splits; docs/guide.md, "Splits").
-    split: Literal["random", "groups", "blocks"] = setting(
+    split: SplitKind = setting(
         "random", "random: stratified by image; groups: no group (patient) in two parts "
                   "(--group-pattern or --groups); blocks: whole blocks of --block-size files "
-                  "in name order per class", choices=("random", "groups", "blocks"))
+                  "in name order per class", choices=KINDS)
     group_pattern: str | None = setting(None, "with --split groups: a file's group is the first "
                                               "capture group of this regex on its name, e.g. "
                                               "'^(P\\d+)_'")
@@ -135,6 +137,11 @@ class StudyConfig:
                 or not self.server_wait >= 0:
             raise ConfigError(f"--server-wait must be a number of seconds >= 0, got "
                               f"{self.server_wait!r}")
+        if self.study_name is not None and set(self.study_name) & set(NOT_IN_NAMES):
+            # MLflow's filter strings quote a name (tags.`allsearch.study` = '...'), and a
+            # record's lines refuse such a name (allsearch.record_format).
+            raise ConfigError(f"--study-name {self.study_name!r} holds a quote, backtick or "
+                              f"backslash; name the study without them")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -185,9 +187,25 @@ def save_pipeline(pipeline: Pipeline, path: str | Path) -> None:
         np.savez(stream, **pipeline_arrays(pipeline))
 
 
+def _declared_bytes(archive: np.lib.npyio.NpzFile, info: zipfile.ZipInfo) -> int:
+    """What reading one entry of an .npz takes: an array's size as its .npy header declares
+    it (numpy allocates that before reading a byte of data), another entry's unpacked size."""
+    with archive.zip.open(info) as stream:
+        try:
+            version = np.lib.format.read_magic(stream)
+        except ValueError:  # not an array: NpzFile reads it as bytes
+            return info.file_size
+        readers = {(1, 0): np.lib.format.read_array_header_1_0,
+                   (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
+            raise ValueError(f"{info.filename} is an .npy of version {version}, not 1.0 or 2.0")
+        shape, _, dtype = readers[version](stream)
+        return math.prod(shape) * dtype.itemsize
+
+
 def _read_npz(path: str | Path, limit: int | None) -> dict[str, np.ndarray]:
-    """Every array of an .npz of numbers (at most `limit` bytes, packed and unpacked);
-    pickled data is refused, never loaded."""
+    """Every array of an .npz of numbers (at most `limit` bytes, packed, unpacked and as the
+    arrays' headers declare them); pickled data is refused, never loaded."""
     try:
         if limit is not None and os.path.getsize(path) > limit:
             raise ValueError(f"it is larger than {limit >> 20} MiB")
@@ -195,11 +213,18 @@ def _read_npz(path: str | Path, limit: int | None) -> dict[str, np.ndarray]:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it is one array")
         with archive:
-            unpacked = sum(info.file_size for info in archive.zip.infolist())
-            if limit is not None and unpacked > limit:
+            infos = archive.zip.infolist()
+            if limit is not None and sum(info.file_size for info in infos) > limit:
                 raise ValueError(f"it unpacks to more than {limit >> 20} MiB")
+            declared = sum(_declared_bytes(archive, info) for info in infos)
+            if limit is not None and declared > limit:
+                raise ValueError(f"its arrays' headers declare more than {limit >> 20} MiB")
             return {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as exc:
+    # What a damaged or crafted file raises: a bad zip or header, an entry flagged encrypted
+    # (RuntimeError) or packed in a way zipfile lacks (NotImplementedError), bad deflate data,
+    # an array too large to allocate.
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, RuntimeError,
+            NotImplementedError, zlib.error, MemoryError) as exc:
         text = str(exc).splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "pickle" in text or "Object arrays" in text:
             text = "it holds pickled data, which is never loaded"

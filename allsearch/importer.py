@@ -32,6 +32,7 @@ from allsearch.contract import MODEL_URI, RECORDED_ID, ROLE, STUDY
 from allsearch.errors import AllsearchError, ConfigError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import deferred_interrupts
 from allsearch.record_format import (
+    MAX_ARTIFACT_BYTES,
     Event,
     Record,
     RunEvents,
@@ -106,6 +107,7 @@ class _Import:
         self.cut_off: dict[str, list[str]] = {}  # recorded parent id -> trials without an end
         self.unfinished: dict[str, Any] = {}  # MLflow id of a trial not ended yet -> tracker
         self.parents: list[tuple[Any, str]] = []  # (tracker, MLflow id) of the parents opened
+        self.where = str(record.folder)  # the line being replayed, for an error's message
 
     def tracker(self, experiment: str) -> Any:
         from allsearch.tracking import Tracker
@@ -127,11 +129,18 @@ class _Import:
                 location = next(iter(self.trackers.values())).location if self.trackers else (
                     "MLflow store")
                 raise StoreError(cannot_write(location, exc)) from None
+            if isinstance(exc, Exception) and not isinstance(exc, AllsearchError):
+                # What the tracking and model code raise on what no study records (a model
+                # that loads in safe mode but does not fit the pyfunc, ...): one line.
+                raise ConfigError(
+                    f"{self.where}: this line cannot be replayed ({type(exc).__name__}: "
+                    f"{first_line(exc)[:160]}); nothing after it was imported; record the "
+                    f"study again") from exc
             raise
         return list(self.reports.values())
 
     def parent(self, run: RunEvents) -> None:
-        start = run.events[0].data
+        start, self.where = run.events[0].data, run.events[0].where
         tracker = self.tracker(run.experiment)
         name = start["name"]
         extra = {k: v for k, v in start["tags"].items() if k not in (ROLE, STUDY)}
@@ -155,7 +164,7 @@ class _Import:
                     self.replay(once, found, event)
 
     def trial(self, run: RunEvents) -> None:
-        start = run.events[0].data
+        start, self.where = run.events[0].data, run.events[0].where
         tracker = self.tracker(run.experiment)
         report = self.reports.get(run.parent or "")
         parent_id = self.ids.get(run.parent or "")
@@ -193,6 +202,7 @@ class _Import:
 
     def replay(self, store: Any, run_id: str, event: Event) -> None:
         op, data, where = event.op, event.data, event.where
+        self.where = where
         files = self.record.folder / "runs" / event.run
         if op == "resume_parent":
             store.resume_parent(run_id, data["params"])
@@ -205,7 +215,8 @@ class _Import:
                                     for k, v in data["tags"].items()})
         elif op == "figure":
             store.log_image_file(run_id, record_file(self.record.folder, files / data["name"],
-                                                     where), data["name"])
+                                                     where, limit=MAX_ARTIFACT_BYTES),
+                                 data["name"])
         elif op == "text":
             path = record_file(self.record.folder, files / data["name"], where)
             store.log_text(run_id, read_text_file(path, where), data["name"])

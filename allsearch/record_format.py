@@ -33,12 +33,13 @@ from typing import Any
 from allsearch.errors import ConfigError
 
 __all__ = ["RECORD_SCHEME", "MODEL_DIR", "NETWORK_FILE", "PIPELINE_FILE", "MODEL_META",
-           "MAX_LINE_BYTES", "MAX_DEPTH", "MAX_TEXT_BYTES", "Event", "RunEvents", "Record",
+           "MAX_LINE_BYTES", "MAX_DEPTH", "MAX_TEXT_BYTES", "MAX_ARTIFACT_BYTES", "MAX_MODEL_BYTES", "Event", "RunEvents", "Record",
            "read_events", "check_record", "record_file", "read_text_file", "read_json_file",
            "ModelFiles", "model_files"]
 
 RECORD_SCHEME = "record:"
 MODEL_DIR = "model"
+# A model's files, in a record and in the model MLflow logs (allsearch.serving).
 NETWORK_FILE = "model.keras"
 PIPELINE_FILE = "feature_pipeline.npz"
 OLD_PIPELINE_FILE = "feature_pipeline.joblib"  # a pickle, written before version 0.2: never read
@@ -48,6 +49,10 @@ MAX_LINE_BYTES = 1 << 20  # an event is a few KB; the largest, a study's setting
 MAX_DEPTH = 32  # a param's value (a search space's parameters) nests 3 deep
 MAX_TEXT_BYTES = 64 << 20  # a text or dict artifact is read whole; a trial's are under 1 MB
 MAX_META_BYTES = 1 << 20
+# A figure is copied whole into the store, a model's Keras file loaded whole: bounds far
+# above what a study writes, below what would fill a store's disk or the memory.
+MAX_ARTIFACT_BYTES = 64 << 20
+MAX_MODEL_BYTES = 512 << 20
 RUN_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 # The characters MLflow allows in a param, metric or tag name.
 KEY = re.compile(r"[\w./ :-]{1,250}")
@@ -112,6 +117,22 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _as_float(value: Any) -> float | None:
+    """`value` as a float, or None if it is no number or a whole number too large for a float
+    (float(10**400) raises OverflowError, which no later reader of the line expects)."""
+    if not _number(value):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
+def _finite(value: Any) -> bool:
+    number = _as_float(value)
+    return number is not None and math.isfinite(number)
+
+
 def _text(value: Any, limit: int = 500) -> bool:
     return (isinstance(value, str) and 0 < len(value) <= limit
             and not any(ord(c) < 32 or ord(c) == 127 for c in value))
@@ -132,8 +153,11 @@ def _mapping(value: Any, *, values: str) -> str | None:
             return f"has the name {key[:80]!r}, which MLflow refuses (letters, digits, _-./: and spaces)"
         if values == "tags" and key.startswith("mlflow."):
             return f"sets MLflow's own tag {key!r}"
-        if values == "metrics" and not (_number(item) or item is None):
-            return f"has the value {_kind(item)} for {key!r}; a metric is a number"
+        if values == "metrics" and item is not None and _as_float(item) is None:
+            # NaN and infinity pass: a native run logs them too (the Tracker leaves them out).
+            return (f"has the value {_kind(item)} for {key!r}; a metric is a number"
+                    if not _number(item) else f"has the value {str(item)[:40]}... for {key!r}, "
+                    f"too large for a metric (a float)")
     if values != "metrics" and _too_deep(value):
         return f"is nested deeper than {MAX_DEPTH} levels"
     return None
@@ -157,7 +181,8 @@ def _is(value: Any, what: str) -> str:
 
 # What each kind of field must be: a check returns None, or what is wrong with the value.
 _CHECKS: dict[str, Any] = {
-    "number": lambda v: None if _number(v) and math.isfinite(v) else f"must be a number, got {_kind(v)}",
+    "number": lambda v: None if _finite(v) else (
+        f"must be a finite number, got {_kind(v) if not _number(v) else str(v)[:40]}"),
     "run id": lambda v: None if isinstance(v, str) and RUN_ID.fullmatch(v) else (
         _is(v, "a run id (letters, digits, - and _)")),
     "parent": lambda v: None if v is None else _CHECKS["run id"](v),
@@ -168,7 +193,7 @@ _CHECKS: dict[str, Any] = {
     "params": lambda v: _mapping(v, values="params"),
     "tags": lambda v: _mapping(v, values="tags"),
     "metrics": lambda v: _mapping(v, values="metrics"),
-    "step": lambda v: None if _number(v) and isinstance(v, int) and 0 <= v < 2**63 else (
+    "step": lambda v: None if _finite(v) and isinstance(v, int) and 0 <= v < 2**63 else (
         _is(v, "a whole number >= 0")),
     "artifact": artifact_name_problem,
     "status": lambda v: None if v in STATUSES else _is(v, f"one of {list(STATUSES)}"),
@@ -193,7 +218,7 @@ def _check_event(data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: not an event (a JSON object), got {_kind(data)}")
     op = data.get("op")
-    if op not in _FIELDS:
+    if not isinstance(op, str) or op not in _FIELDS:  # a list or an object is not hashable
         raise ConfigError(f"{where}: unknown op {str(op)[:40]!r} (one of {', '.join(_FIELDS)})")
     for name, kind in {**_COMMON, **_FIELDS[op]}.items():
         if name not in data:
@@ -230,21 +255,26 @@ def _lines(path: Path, shown: str) -> list[Event]:
     return events
 
 
-def record_file(root: Path, path: Path, where: str, what: str = "artifact file") -> Path:
+def record_file(root: Path, path: Path, where: str, what: str = "artifact file",
+                limit: int | None = None) -> Path:
     """`path`, resolved, if it is a regular file inside the record `root` (no link out of
-    it, no device or pipe); `where` (the line that names it, or "") starts the error."""
+    it, no device or pipe) of at most `limit` bytes; `where` (the line that names it, or "")
+    starts the error."""
     real = Path(os.path.realpath(path))
     said = f"{where}: {what} '{path}'" if where else f"{what} '{path}'"
     if not real.is_relative_to(os.path.realpath(root)):
         raise ConfigError(f"{said} leads outside the record (to {real})")
     try:
-        mode = os.stat(real).st_mode
+        found = os.stat(real)
     except FileNotFoundError:
         raise ConfigError(f"{said} is missing") from None
     except OSError as exc:
         raise ConfigError(f"{said} cannot be read ({exc.strerror})") from None
-    if not stat.S_ISREG(mode):
+    if not stat.S_ISREG(found.st_mode):
         raise ConfigError(f"{said} is not a regular file (a device, a pipe or a folder)")
+    if limit is not None and found.st_size > limit:
+        raise ConfigError(f"{said} is larger than {limit >> 20} MiB ({found.st_size >> 20} MiB), "
+                          f"more than allsearch ever records there")
     return real
 
 
@@ -318,7 +348,7 @@ def model_files(root: Path, run: str, uri: str, where: str) -> ModelFiles:
             and isinstance(hparams, dict)):
         raise ConfigError(f"{where}: '{folder / MODEL_META}' needs class_names (texts) and "
                           f"hparams (an object)")
-    network = record_file(root, folder / NETWORK_FILE, where, "model file")
+    network = record_file(root, folder / NETWORK_FILE, where, "model file", MAX_MODEL_BYTES)
     pipeline = None
     if hparams.get("features", "pixels") != "pixels":
         if not (folder / PIPELINE_FILE).exists() and (folder / OLD_PIPELINE_FILE).exists():
@@ -375,7 +405,8 @@ def _check_files(root: Path, event: Event, runs: dict[str, RunEvents],
                  models: dict[str, str]) -> None:
     data, run, where = event.data, event.run, event.where
     if event.op in ("figure", "text", "dict"):
-        path = record_file(root, root / "runs" / run / data["name"], where)
+        path = record_file(root, root / "runs" / run / data["name"], where,
+                           limit=MAX_ARTIFACT_BYTES)
         if event.op == "text":
             read_text_file(path, where)
         elif event.op == "dict":

@@ -34,13 +34,12 @@ import numpy as np
 import pandas as pd
 
 from allsearch.errors import DataError
+from allsearch.record_format import NETWORK_FILE, PIPELINE_FILE  # a record's names, the same
 
 __all__ = ["IMAGE_COLUMN", "ImageClassifier", "log_classifier", "encode_image", "images_frame",
            "probability_column"]
 
 IMAGE_COLUMN = "image"
-MODEL_FILE = "model.keras"
-PIPELINE_FILE = "feature_pipeline.npz"
 CONFIG_FILE = "classifier.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -165,7 +164,7 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
         outputs=Schema([ColSpec("string", "class"), ColSpec("double", "confidence")]
                        + [ColSpec("double", probability_column(c)) for c in class_names]))
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {"network": str(Path(tmp) / MODEL_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
+        artifacts = {"network": str(Path(tmp) / NETWORK_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
         network.save(artifacts["network"])
         Path(artifacts["config"]).write_text(json.dumps(config, indent=1))
         if pipeline is not None and features != "pixels":

@@ -21,15 +21,17 @@ import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal, get_args
 
 import numpy as np
 
 from allsearch.errors import ConfigError, DataError
 
-__all__ = ["KINDS", "FRACTIONS", "PARTS", "SplitSettings", "Split", "split_data",
+__all__ = ["KINDS", "SplitKind", "FRACTIONS", "PARTS", "SplitSettings", "Split", "split_data",
            "check_settings", "natural_key"]
 
-KINDS: tuple[str, ...] = ("random", "groups", "blocks")
+SplitKind = Literal["random", "groups", "blocks"]  # config.StudyConfig.split's type
+KINDS: tuple[str, ...] = get_args(SplitKind)
 FRACTIONS = (0.70, 0.15, 0.15)
 PARTS = ("train", "val", "test")
 LEFT_OUT = "embargo"  # the part of a file an embargo leaves out

@@ -11,18 +11,10 @@ child run per trial. With --record DIR the runs go to a folder instead (no MLflo
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import inspect
-import logging
-import os
-import random
-import signal
 import sys
-import threading
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +22,7 @@ from allsearch import config as config_mod
 from allsearch import exiting
 from allsearch.config import DEFAULT_STORAGE, StudyConfig
 from allsearch.errors import ConfigError, StoreError
+from allsearch.process_state import left_as_found
 
 __all__ = ["StudyConfig", "StudyResult", "run_study", "run", "run_config", "import_record",
            "summarize", "main", "DEFAULT_STORAGE", "ConfigError", "StoreError"]
@@ -83,10 +76,11 @@ def run_study(config: StudyConfig | None = None, /, *,
     KeyboardInterrupt when interrupted (completed trials are kept: the same call resumes).
     Callable again in the same process (a notebook): what the study changes in the process
     (logging, signal handlers, warnings filters, the environment, MLflow's global URIs, random
-    states) is put back when it returns.
+    states; allsearch.process_state says exactly what, and what not) is put back when it
+    returns.
     """
     config = (config or StudyConfig()).replace(**settings)
-    with _process_left_as_found():
+    with left_as_found():
         return _result(config, run_config(config, trial_callbacks=trial_callbacks))
 
 
@@ -144,82 +138,6 @@ def _result(config: StudyConfig, study: Any) -> StudyResult:
         storage_url=(absolute_sqlite(storage_url(config.storage, record=config.record))
                      if optuna_study else None),
         tracking_uri=tracking_uri)
-
-
-# ------------------------------------------------------------------------- the process
-
-
-_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
-                 if hasattr(signal, name))
-
-
-@contextlib.contextmanager
-def _process_left_as_found() -> Iterator[None]:
-    """Put back what a study changes in its process: the levels and handlers of the loggers
-    that existed, the signal handlers, exception and warning hooks and filters, the
-    environment, MLflow's global tracking and registry URIs, Keras' precision policy, the
-    random states of `random` and NumPy, and objects frozen out of the garbage collector."""
-    saved = _snapshot()
-    try:
-        with warnings.catch_warnings():
-            yield
-    finally:
-        _restore(saved)
-
-
-def _snapshot() -> dict[str, Any]:
-    loggers = {"": logging.getLogger(), **{
-        name: logger for name, logger in logging.Logger.manager.loggerDict.items()
-        if isinstance(logger, logging.Logger)}}
-    saved: dict[str, Any] = {
-        "loggers": {name: (logger, logger.level, list(logger.handlers), logger.propagate,
-                           logger.disabled) for name, logger in loggers.items()},
-        "signals": {sig: signal.getsignal(sig) for sig in _SIGNALS},
-        "hooks": (sys.excepthook, sys.unraisablehook, threading.excepthook,
-                  warnings.formatwarning),
-        "environ": dict(os.environ), "random": random.getstate(),
-        "frozen": gc.get_freeze_count(), "mlflow": (None, None)}
-    if "numpy" in sys.modules:
-        saved["numpy"] = sys.modules["numpy"].random.get_state()
-    if "keras" in sys.modules:
-        saved["keras"] = sys.modules["keras"].mixed_precision.global_policy().name
-    if "mlflow" in sys.modules:
-        mlflow = sys.modules["mlflow"]
-        tracking = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
-        registry = mlflow.get_registry_uri()
-        # A registry URI that is the tracking URI follows it (MLflow's default): left unset.
-        saved["mlflow"] = (tracking, None if registry == mlflow.get_tracking_uri() else registry)
-    return saved
-
-
-def _restore(saved: dict[str, Any]) -> None:
-    for logger, level, handlers, propagate, disabled in saved["loggers"].values():
-        logger.setLevel(level)
-        for handler in [h for h in logger.handlers if h not in handlers]:
-            logger.removeHandler(handler)
-        for handler in handlers:
-            logger.addHandler(handler)  # a no-op for one it still has
-        logger.propagate, logger.disabled = propagate, disabled
-    if threading.current_thread() is threading.main_thread():
-        for sig, handler in saved["signals"].items():
-            if handler is not None and signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
-    (sys.excepthook, sys.unraisablehook, threading.excepthook,
-     warnings.formatwarning) = saved["hooks"]
-    if "mlflow" in sys.modules:  # before the environment: setting a URI sets its variable
-        tracking, registry = saved["mlflow"]
-        sys.modules["mlflow"].set_tracking_uri(tracking)  # None: unset again
-        sys.modules["mlflow"].set_registry_uri(registry)
-    for name in set(os.environ) - set(saved["environ"]):
-        del os.environ[name]
-    os.environ.update({k: v for k, v in saved["environ"].items() if os.environ.get(k) != v})
-    random.setstate(saved["random"])
-    if "numpy" in saved:
-        sys.modules["numpy"].random.set_state(saved["numpy"])
-    if "keras" in saved:
-        sys.modules["keras"].mixed_precision.set_global_policy(saved["keras"])
-    if saved["frozen"] == 0 and gc.get_freeze_count():
-        gc.unfreeze()
 
 
 def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., None]] = ()) -> Any:

@@ -108,6 +108,25 @@ def test_run_study_reports_a_setting_it_does_not_know() -> None:
         allsearch.run_study(trails=3)
 
 
+@pytest.mark.parametrize("name", ["it's", 'say "hi"', "back`tick", "back\\slash"])
+@pytest.mark.parametrize("record", [False, True])
+def test_a_study_name_with_a_quote_is_refused_before_anything_is_written(
+        name: str, record: bool, tiny_data: Path, tmp_path: Path, capsys,
+        isolated_store: Path) -> None:
+    """A quote or backtick in the name broke MLflow's filter strings and a --record study
+    midway (a record's lines refuse such a name). Refused at the start, in one line."""
+    from allsearch import study
+    from conftest import one_line_error
+
+    flags = ["--record", str(tmp_path / "record")] if record else []
+    code = study.main(["--study-name", name, "--trials", "1", "--space", "smoke", "--data",
+                       str(tiny_data), "--trainer", "standin:0", "--no-progress", *flags])
+    assert code == 2
+    assert one_line_error(capsys).startswith(f"error: --study-name {name!r} ")
+    assert not (tmp_path / "record").exists() and not Path("mlruns").exists()
+    assert not isolated_store.exists() or not (isolated_store / "mlflow.db").exists()
+
+
 def test_password_of_a_store_url_is_not_shown() -> None:
     result = allsearch.StudyResult(
         study_name="s", parent_run_id="p", best_trial_number=None, best_params={},
@@ -135,3 +154,51 @@ def test_importing_allsearch_loads_no_heavy_library() -> None:
                           timeout=120, check=True)
     assert done.stdout.strip() == "[]"
     assert "run_study" in dir(allsearch) and "run_study" in allsearch.__all__
+
+
+def test_a_logging_handler_a_study_adds_is_removed_and_closed(tiny_data: Path,
+                                                               tmp_path: Path) -> None:
+    """The scope removed a handler a study added to a logger that existed, but never closed
+    it (its file stayed open); one the caller already had, moved by the study, stays open."""
+    root, ours = logging.getLogger(), logging.getLogger("allsearch-test-caller")
+    before = logging.StreamHandler()
+    ours.addHandler(before)
+    added: list[logging.FileHandler] = []
+
+    def add_handlers(study, trial) -> None:  # an Optuna callback, inside the study
+        handler = logging.FileHandler(tmp_path / f"log-{trial.number}.txt")
+        root.addHandler(handler)
+        root.addHandler(before)
+        added.append(handler)
+
+    try:
+        allsearch.run_study(trials=1, space="smoke", data=str(tiny_data), trainer="standin:0",
+                            progress=False, trial_callbacks=[add_handlers])
+        assert len(added) == 1 and added[0] not in root.handlers and before not in root.handlers
+        assert added[0].stream is None  # closed: FileHandler.close lets go of its file
+        assert ours.handlers == [before] and not before.stream.closed
+    finally:
+        ours.removeHandler(before)
+
+
+def test_the_split_kinds_and_the_model_file_names_are_defined_once() -> None:
+    """A setting is defined once: the split field's choices and type are allsearch.splits'
+    KINDS, and no file name constant is assigned the same text in two modules."""
+    import ast
+    import typing
+
+    from allsearch import config, splits
+
+    [split] = [f for f in dataclasses.fields(config.StudyConfig) if f.name == "split"]
+    assert split.metadata["choices"] is splits.KINDS
+    hints = typing.get_type_hints(config.StudyConfig, vars(config))
+    assert typing.get_args(hints["split"]) == splits.KINDS
+    defined: dict[str, list[str]] = {}
+    for path in sorted(Path(allsearch.__file__).parent.glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+                    and isinstance(node.value.value, str)
+                    and any(isinstance(t, ast.Name) and t.id.endswith("_FILE")
+                            for t in node.targets)):
+                defined.setdefault(node.value.value, []).append(path.name)
+    assert {text: where for text, where in defined.items() if len(where) > 1} == {}

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from allsearch import study
 from allsearch.contract import RECORDED_ID
+from allsearch.process_state import left_as_found
 from allsearch.recorder import read_runs
 from allsearch.serving import encode_image, images_frame
 from allsearch.tracking import resolve_tracking_uri
@@ -93,9 +94,12 @@ def test_an_imported_record_holds_what_a_native_study_holds(tiny_data: Path, spa
     assert sorted(p.name for p in model.iterdir()) == ["feature_pipeline.npz", "model.json",
                                                        "model.keras"]
     frame = images_frame([encode_image(p.read_bytes()) for p in sorted(tiny_data.glob("*/*.png"))[:4]])
-    mlflow.set_tracking_uri(resolve_tracking_uri())
-    native_p, imported_p = (mlflow.pyfunc.load_model(r.data.tags["model_uri"]).predict(frame)
-                            for r in (native[0], imported[0]))
+    before = mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()
+    with left_as_found():  # MLflow's global tracking URI is put back after
+        mlflow.set_tracking_uri(resolve_tracking_uri())
+        native_p, imported_p = (mlflow.pyfunc.load_model(r.data.tags["model_uri"]).predict(frame)
+                                for r in (native[0], imported[0]))
+    assert (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()) == before
     columns = [c for c in native_p.columns if c.startswith("p_")]
     np.testing.assert_allclose(imported_p[columns].to_numpy(), native_p[columns].to_numpy(),
                                atol=1e-5)

@@ -109,6 +109,30 @@ def test_an_artifact_that_links_out_of_the_record_is_not_read(tmp_path: Path, ca
                               f"(to {secret})")
 
 
+@pytest.mark.parametrize("what", ["figure", "model"])
+def test_a_file_larger_than_its_limit_is_refused_before_anything_is_written(
+        what: str, tmp_path: Path, capsys, isolated_store: Path) -> None:
+    """A figure was copied whole into the store and a model's Keras file loaded whole,
+    whatever their size. Sparse files: their size costs no disk."""
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    if what == "figure":
+        big, limit = record / "runs" / TRIAL / "curves.png", 64
+        extra = line("figure", TRIAL, 5, name="curves.png")
+    else:
+        big, limit = model / "model.keras", 512
+        (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                      "hparams": {"features": "pixels"}}))
+        extra = line("model", TRIAL, 5, uri=f"record:{TRIAL}/model")
+    with open(big, "wb") as stream:
+        stream.truncate((limit << 20) + 1)
+    events = small_record(record, extra)
+    message = refused(record, capsys, isolated_store)
+    assert message.startswith(f"error: {events} line 5: {'model' if what == 'model' else 'artifact'}"
+                              f" file '{big}' is larger than {limit} MiB"), message
+
+
 def test_a_run_id_that_climbs_out_of_the_record_is_refused(tmp_path: Path, capsys,
                                                            isolated_store: Path) -> None:
     record = tmp_path / "record"
@@ -160,6 +184,44 @@ def test_a_recorded_model_is_never_unpickled(pipeline: str, tmp_path: Path, caps
     assert message.startswith(f"error: {events} line 5: '{model}")
     assert ("as a pickle" in message if pipeline.endswith("joblib")
             else "is not an .npz of numbers" in message), message
+
+
+def crafted_npz(path: Path, how: str) -> None:
+    """An .npz whose pca_mean declares 10**13 floats (80 TB) in a few bytes, or whose entry is
+    flagged encrypted (bit 0 of its flags, in the local and the central header)."""
+    import zipfile
+
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**13,) if how == "huge" else (2,)}
+    with open(path.with_suffix(".npy"), "wb") as stream:
+        np.lib.format.write_array_header_1_0(stream, header)
+        stream.write(b"\0" * 16)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.write(path.with_suffix(".npy"), "pca_mean.npy")
+    if how == "encrypted":
+        data = bytearray(path.read_bytes())
+        for signature, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.index(signature) + offset
+            data[at] |= 1
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["huge", "encrypted"])
+def test_a_crafted_pipeline_is_refused_in_one_line(how: str, tmp_path: Path, capsys,
+                                                   isolated_store: Path) -> None:
+    """Before: the huge shape raised MemoryError (the size limit read the zip's sizes, not the
+    declared shape), the encrypted flag RuntimeError; both tracebacks."""
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    (model / "model.keras").write_bytes(b"not a keras file")
+    (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                  "hparams": {"features": "hog_pca"}}))
+    crafted_npz(model / "feature_pipeline.npz", how)
+    events = small_record(record, line("model", TRIAL, 5, uri=f"record:{TRIAL}/model"))
+    message = refused(record, capsys, isolated_store)
+    assert message.startswith(f"error: {events} line 5: '{model}/feature_pipeline.npz' is not "
+                              f"an .npz of numbers ("), message
+    assert ("headers declare more than 256 MiB" if how == "huge" else "encrypted") in message, message
 
 
 def test_the_feature_cache_is_never_unpickled(tmp_path: Path, isolated_store: Path) -> None:
@@ -220,6 +282,33 @@ def test_a_keras_model_with_code_is_refused_in_safe_mode(tmp_path: Path, capsys)
     assert [r.info.status for r in runs if r.info.lifecycle_stage == "active"] == ["FAILED"]
 
 
+def test_an_error_during_the_replay_is_one_line_naming_its_line(tmp_path: Path, capsys) -> None:
+    """A model that loads in safe mode but whose pixel input has no fixed size: logging it
+    raised TypeError in serving (int(None)), a traceback. Now one line that names the event's
+    line, and the import leaves no run RUNNING."""
+    from allsearch.hardware import start_tensorflow
+
+    start_tensorflow()
+    import keras
+
+    record = tmp_path / "record"
+    model = record / "runs" / TRIAL / "model"
+    model.mkdir(parents=True)
+    inputs = keras.Input((None, None, 1))
+    pooled = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(2, 3)(inputs))
+    keras.Model(inputs, keras.layers.Dense(2)(pooled)).save(model / "model.keras")
+    (model / "model.json").write_text(json.dumps({"class_names": ["a", "b"],
+                                                  "hparams": {"features": "pixels"}}))
+    events = small_record(record, line("model", TRIAL, 5, uri=f"record:{TRIAL}/model"))
+    assert study.main(["import", str(record)]) == 2
+    message = one_line_error(capsys)
+    assert message.startswith(f"error: {events} line 5: "), message
+    assert "TypeError" in message and "record the study again" in message, message
+    client = MlflowClient(resolve_tracking_uri())
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [r.info.status for r in runs] == ["FAILED"]  # the parent; the trial is deleted
+
+
 # ----------------------------------------------------------------------------- 4: malformed
 
 
@@ -243,6 +332,16 @@ MALFORMED = {
                          "'tags' sets MLflow's own tag 'mlflow.parentRunId'"),
     "a run never started": (json.dumps(line("params", "q" * 32, 5, params={})),
                             f"run '{'q' * 32}' is not started by an earlier line"),
+    # A whole number too large for a float: float() raised OverflowError (a traceback, and for
+    # a metric only in the replay, after the study's runs were written).
+    "a huge time": (json.dumps(line("params", TRIAL, 10**400, params={})),
+                    "'t' must be a finite number, got 1000000000"),
+    "a huge metric": (json.dumps(line("metrics", TRIAL, 5, metrics={"a": 10**400}, step=0)),
+                      "'metrics' has the value 1000000000"),
+    "an op as a list": (json.dumps({**line("params", TRIAL, 5, params={}), "op": ["x"]}),
+                        "unknown op \"['x']\""),
+    "an op as an object": (json.dumps({**line("params", TRIAL, 5, params={}), "op": {}}),
+                           "unknown op '{}'"),
 }
 
 
