@@ -1,6 +1,14 @@
 """allsearch: hyperparameter search for small medical-imaging CNNs, tracked in MLflow.
 
-The library is usable without the command line:
+The public API is one call with the command's settings as keywords (docs/design.md, "Public
+API"):
+
+    import allsearch
+
+    result = allsearch.run_study(trials=20, space="best", data="data/leukemia/Segmented")
+    print(result.best_trial_number, result.best_metrics["test_accuracy"], result.champion_model_uri)
+
+The pieces are usable on their own too:
 
     from allsearch.data import load_dataset
     from allsearch.space import HParams
@@ -20,4 +28,21 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 from allsearch import exiting  # noqa: E402, F401
 
 __version__ = "0.1.0"
-__all__ = ["__version__"]
+__all__ = ["__version__", "run_study", "StudyResult"]
+
+# The public API is imported on first use: `import allsearch` stays cheap (no TensorFlow,
+# MLflow or Optuna) and sets nothing up in the caller's process.
+_LAZY = {"run_study": "allsearch.study", "StudyResult": "allsearch.study"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        import importlib
+
+        value = globals()[name] = getattr(importlib.import_module(_LAZY[name]), name)
+        return value
+    raise AttributeError(f"module 'allsearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

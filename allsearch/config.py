@@ -3,7 +3,7 @@
 Each field of StudyConfig carries its help text (and its choices): the command-line flags of
 `python -m allsearch.study`, the keywords of `allsearch.study.run()` and the params logged on
 the parent run are all generated from these fields, so a new setting is one edit here
-(docs/design.md, "Settings"). Imports nothing heavy.
+(docs/design.md, "Settings"). Imports nothing heavy (NumPy, through allsearch.splits).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ from typing import Any, Literal
 
 from allsearch.errors import ConfigError
 from allsearch.hardware import PRECISIONS
+from allsearch.splits import KINDS, SplitKind
 
 __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
-           "DEFAULT_STORAGE", "add_arguments", "from_arguments", "settings", "absolute_sqlite"]
+           "DEFAULT_STORAGE", "SERVER_WAIT_S", "add_arguments", "from_arguments", "settings",
+           "absolute_sqlite"]
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid", "cmaes", "gp")
@@ -26,6 +28,8 @@ PRUNERS: tuple[str, ...] = ("median", "hyperband", "successive_halving", "none")
 LOG_MODELS: tuple[str, ...] = ("best", "all", "none")
 ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
+SERVER_WAIT_S = 600.0  # the default of --server-wait (a Tracker made outside a study has it too)
+NOT_IN_NAMES = "'\"`\\"  # characters a study name may not hold
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
@@ -44,7 +48,7 @@ class StudyConfig:
     trials: int = setting(50, "finished trials the study should hold; a resumed study runs only "
                               "the missing ones")
     timeout: float | None = setting(None, "stop starting new trials after this many seconds")
-    space: str = setting("paper", "search-space YAML file, or a name in search/")
+    space: str = setting("paper", "search-space YAML file, or the name of a shipped space (allsearch/spaces/)")
     data: str | None = setting(None, "folder of class folders, or a dataset bundle (.npz, "
                                      "python -m allsearch.data PATH --bundle FILE); default: "
                                      "data/leukemia/Original, downloaded from Kaggle when missing")
@@ -54,6 +58,10 @@ class StudyConfig:
                                         f"{DEFAULT_STORAGE}; postgresql://... for many machines)")
     tracking_uri: str | None = setting(None, "MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
                                              "or sqlite:///mlruns/mlflow.db)")
+    server_wait: float = setting(
+        SERVER_WAIT_S, "seconds to wait for an MLflow tracking server (http://...) that stopped "
+                       "answering before the study stops (it says so while it waits; a server "
+                       "back in time continues the study, losing no trial)")
     record: str | None = setting(None, "record the study in this folder instead of MLflow (no "
                                        "MLflow needed, e.g. on a GPU machine); replay it with "
                                        "python -m allsearch.study import DIR")
@@ -97,6 +105,18 @@ class StudyConfig:
         "auto", "training precision; auto: bfloat16 (mixed, output layer in float32) where the "
                 "CPU computes bf16 natively, else float32", choices=PRECISIONS)
     split_seed: int = setting(42, "seed of the 70/15/15 split")
+    # How the data is split (allsearch.splits; docs/guide.md, "Splits").
+    split: SplitKind = setting(
+        "random", "random: stratified by image; groups: no group (patient) in two parts "
+                  "(--group-pattern or --groups); blocks: whole blocks of --block-size files "
+                  "in name order per class", choices=KINDS)
+    group_pattern: str | None = setting(None, "with --split groups: a file's group is the first "
+                                              "capture group of this regex on its name, e.g. "
+                                              "'^(P\\d+)_'")
+    groups: str | None = setting(None, "with --split groups: a CSV file with columns file,group")
+    block_size: int = setting(0, "with --split blocks: files per block")
+    embargo: int = setting(0, "with --split blocks: files left out on each side of a boundary "
+                              "between two parts")
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "
@@ -113,6 +133,15 @@ class StudyConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"--{_flag(name)} must be 0 (no limit) or a positive "
                                   f"integer, got {value!r}")
+        if isinstance(self.server_wait, bool) or not isinstance(self.server_wait, (int, float)) \
+                or not self.server_wait >= 0:
+            raise ConfigError(f"--server-wait must be a number of seconds >= 0, got "
+                              f"{self.server_wait!r}")
+        if self.study_name is not None and set(self.study_name) & set(NOT_IN_NAMES):
+            # MLflow's filter strings quote a name (tags.`allsearch.study` = '...'), and a
+            # record's lines refuse such a name (allsearch.record_format).
+            raise ConfigError(f"--study-name {self.study_name!r} holds a quote, backtick or "
+                              f"backslash; name the study without them")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):
@@ -124,6 +153,9 @@ class StudyConfig:
         from allsearch.standin import parse
 
         parse(self.trainer)
+        from allsearch.splits import check_settings
+
+        check_settings(self.split, self.group_pattern, self.groups, self.block_size, self.embargo)
         if self.objectives is not None:
             check_objectives(self.objectives)
         for text in self.constraints:

@@ -6,7 +6,9 @@ A configuration chosen on some seeds looks better on those seeds than on new one
 winner's curse of every tuning study). This re-trains the study's top configurations by
 validation accuracy on fresh pairs of (training seed, split seed): split seed i is the study's
 split seed + 1000 + i, training seed i is the study's first seed + 1000 + i, duplicates dropped
-before every split (allsearch.data). Every run is a child run of one confirmation parent run,
+before every split (allsearch.data). Each split is of the study's kind (random, groups or
+blocks, with its settings, from the study's parent run: allsearch.splits), so a study split by
+patient is confirmed on splits by patient too. Every run is a child run of one confirmation parent run,
 `<study>-confirm`, in the study's experiment, tagged `allsearch.confirms=<study>`; running the
 same command again trains only what is missing. The result is each configuration's test
 accuracy mean ± sd, 95% interval and n over the fresh pairs, ranked by that mean.
@@ -32,6 +34,7 @@ from allsearch.errors import ConfigError, DataError, StoreError
 from allsearch.hardware import resolve_precision
 from allsearch.progress import count_bar
 from allsearch.space import HParams
+from allsearch.splits import SplitSettings, check_settings
 from allsearch.tracked import config_key, find_duplicate, run_tracked
 
 __all__ = ["Candidate", "candidates", "confirm", "summary", "CONFIRMS", "main"]
@@ -40,6 +43,7 @@ ENGINE = "confirm"
 CONFIRMS = "allsearch.confirms"  # tag of a confirmation parent run: the study it confirms
 SUFFIX = "-confirm"
 OFFSET = 1000  # fresh seeds and split seeds start this far from the study's
+SPLIT_PARAMS = ("split", "group_pattern", "groups", "block_size", "embargo")
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     chosen = candidates(runs, top)
     settings = store.run_params(study_parent)
     first_seed, split_seed = int(settings.get("seed", 0)), int(settings.get("split_seed", 42))
+    split = study_split(settings)
     data = data or settings.get("data")
     if not data or not Path(data).exists():
         raise DataError(f"the study's data '{data}' is not here; pass --data with the same "
@@ -105,7 +110,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     bar = count_bar(len(chosen) * seeds, progress, "confirm")
     jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
                  precision=resolved, pair=i, seed=first_seed + OFFSET + i,
-                 split_seed=split_seed + OFFSET + i, candidates=tuple(chosen))
+                 split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen))
             for i in range(seeds)]
     try:
         if workers == 1:
@@ -146,6 +151,7 @@ class _Job:
     pair: int
     seed: int
     split_seed: int
+    split: SplitSettings
     candidates: tuple[Candidate, ...]
 
 
@@ -158,7 +164,7 @@ def _train_pair(job: _Job, *, store: Any = None, candidate: Candidate | None = N
         cli.quiet_libraries()
         store, _ = _open(*job.store_of)
     chosen = [candidate] if candidate is not None else list(job.candidates)
-    dataset = _dataset(job.data, job.split_seed, chosen)
+    dataset = _dataset(job.data, job.split_seed, job.split, chosen)
     for c in chosen:
         key = config_key(c.hparams, seeds=[job.seed], dataset=dataset, precision=job.precision)
         if find_duplicate(store, job.parent, key) is None:
@@ -190,12 +196,31 @@ def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Any
     return store, parent
 
 
-def _dataset(data: str, split_seed: int, chosen: list[Candidate]) -> Any:
+def study_split(settings: dict[str, Any]) -> SplitSettings:
+    """How the study split its data, from its parent run's params (text in MLflow, the
+    values themselves in a record; a study from before splits had a kind was random)."""
+    def value(name: str) -> Any:
+        found = settings.get(name)
+        return None if found in (None, "None", "") else found
+
+    try:
+        split = SplitSettings(str(value("split") or "random"), value("group_pattern"),
+                              value("groups"), int(value("block_size") or 0),
+                              int(value("embargo") or 0))
+    except (TypeError, ValueError):
+        shown = {k: settings.get(k) for k in SPLIT_PARAMS}
+        raise ConfigError(f"the study's split settings {shown} (its parent run's params) are "
+                          f"not a split; run the study again") from None
+    check_settings(split.kind, split.group_pattern, split.groups, split.block_size, split.embargo)
+    return split
+
+
+def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Candidate]) -> Any:
     from allsearch.data import load_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the study reported its skipped files
-        dataset = load_dataset(data, split_seed=split_seed)
+        dataset = load_dataset(data, split_seed=split_seed, split=split)
         if any(c.hparams.features != "pixels" for c in chosen):
             from allsearch.features import add_hog_pca
 

@@ -1,7 +1,8 @@
 """The shared data pipeline: a folder of class folders in, train/val/test arrays out.
 
 discover files -> drop exact duplicates (content hash) -> decode, grayscale, resize, [0, 1]
--> stratified 70/15/15 split (seeded). Decoded pixels are cached on disk under a fingerprint
+-> train/val/test split (seeded; allsearch.splits: stratified 70/15/15 by image, or by
+group or block so no patient or run of frames lands in two parts). Decoded pixels are cached on disk under a fingerprint
 of the file list, the file contents and the preprocessing settings, so every later load (in
 any process) skips decoding.
 """
@@ -23,22 +24,23 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from allsearch import exiting
 from allsearch.download import BUNDLE_SUFFIX, DEFAULT_DATA, resolve_data_path
 from allsearch.errors import DataError
 from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_network_input
+from allsearch.splits import FRACTIONS as SPLIT_FRACTIONS
+from allsearch.splits import PARTS as SPLITS
+from allsearch.splits import Split, SplitSettings, split_data
 
 __all__ = [
     "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
-    "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning",
+    "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning", "SplitSettings",
+    "SPLIT_FRACTIONS", "SPLITS",
 ]
 
-SPLIT_FRACTIONS = (0.70, 0.15, 0.15)
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
 MIN_IMAGES_PER_CLASS = 7
-SPLITS = ("train", "val", "test")
 # Bump when decoding or resizing changes: it invalidates every pixel cache.
 PREPROCESS_VERSION = 2
 
@@ -82,6 +84,8 @@ class Dataset:
     split_seed: int
     report: DataReport
     features: Any = None  # an allsearch.features.FeatureSet once add_hog_pca has run
+    split_settings: SplitSettings = field(default_factory=SplitSettings)
+    split_table: Split | None = None  # every image's group and part (split.csv)
 
     @property
     def n_classes(self) -> int:
@@ -96,6 +100,10 @@ class Dataset:
 
     def with_features(self, features: Any) -> Dataset:
         return replace(self, features=features)
+
+    def split_csv(self) -> str:
+        """split.csv: file, class, group, part (train, val, test, or embargo: left out)."""
+        return self.split_table.csv() if self.split_table is not None else ""
 
 
 # --------------------------------------------------------------------------- discovery
@@ -146,15 +154,17 @@ def _hash_file(path: Path) -> str:
 
 
 def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
+                 split: SplitSettings | None = None,
                  image_size: int = IMAGE_SIZE, cache_dir: str | Path | None = None,
                  use_cache: bool = True, download: bool = True) -> Dataset:
     """Load a folder of class folders (or a bundle) as a split Dataset (see the module
-    docstring)."""
+    docstring); `split`: how (allsearch.splits; default: stratified 70/15/15 by image)."""
     start = time.perf_counter()
     root = resolve_data_path(path, download=download)
     if root.is_file():
-        return load_bundle(root, split_seed=split_seed)
-    return _load_images(root, image_size, cache_dir, use_cache).split(split_seed, started=start)
+        return load_bundle(root, split_seed=split_seed, split=split)
+    images = _load_images(root, image_size, cache_dir, use_cache)
+    return images.split(split_seed, split or SplitSettings(), started=start)
 
 
 def _load_images(root: Path, image_size: int, cache_dir: str | Path | None,
@@ -218,12 +228,19 @@ class _Images:
     variant: str
     report: DataReport
 
-    def split(self, split_seed: int, *, started: float) -> Dataset:
-        train, val, test = _split(self.labels, split_seed)
+    def split(self, split_seed: int, settings: SplitSettings, *, started: float) -> Dataset:
+        table = split_data(self.labels, self.files, self.class_names, settings, split_seed)
+        train, val, test = table.train, table.val, table.test
+        # A random split keeps the fingerprint it always had; another adds its settings and
+        # the groups it found (a changed --groups file is another dataset).
+        how = "" if settings.kind == "random" else f"|{settings.params()}|{table.digest}"
         fingerprint = hashlib.sha256(
-            f"{self.key}|split={split_seed}|{SPLIT_FRACTIONS}".encode()).hexdigest()[:16]
-        report = replace(self.report, split_sizes={"train": len(train), "val": len(val),
-                                                   "test": len(test)}, fingerprint=fingerprint)
+            f"{self.key}|split={split_seed}|{SPLIT_FRACTIONS}{how}".encode()).hexdigest()[:16]
+        sizes = {"train": len(train), "val": len(val), "test": len(test)}
+        left_out = len(self.labels) - sum(sizes.values())
+        if left_out:
+            sizes["embargo"] = left_out
+        report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint)
         images = to_network_input(self.pixels)
         files = np.array(self.files, dtype=object)
         report.load_time_s = round(time.perf_counter() - started, 3)
@@ -235,6 +252,7 @@ class _Images:
             files_train=tuple(files[train]), files_val=tuple(files[val]),
             files_test=tuple(files[test]),
             fingerprint=fingerprint, variant=self.variant, split_seed=split_seed, report=report,
+            split_settings=settings, split_table=table,
         )
 
 
@@ -312,18 +330,6 @@ def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
                         f"70/15/15 split needs at least {MIN_IMAGES_PER_CLASS} per class")
 
 
-def _split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stratified 70/15/15 indices, deterministic for a seed."""
-    index = np.arange(len(labels))
-    # An exact count: 1 - 0.7 in floating point is 0.30000000000000004, one image too many.
-    n_train = int(round(SPLIT_FRACTIONS[0] * len(labels)))
-    train, rest = train_test_split(index, train_size=n_train, random_state=seed, stratify=labels)
-    val_share = SPLIT_FRACTIONS[1] / (SPLIT_FRACTIONS[1] + SPLIT_FRACTIONS[2])
-    val, test = train_test_split(rest, train_size=val_share, random_state=seed,
-                                 stratify=labels[rest])
-    return np.sort(train), np.sort(val), np.sort(test)
-
-
 # --------------------------------------------------------------------------- bundles
 
 
@@ -352,8 +358,10 @@ def save_bundle(folder: str | Path, path: str | Path) -> Path:
     return path
 
 
-def load_bundle(path: str | Path, *, split_seed: int = 42) -> Dataset:
-    """A Dataset from save_bundle's file, split by `split_seed` as load_dataset would."""
+def load_bundle(path: str | Path, *, split_seed: int = 42,
+                split: SplitSettings | None = None) -> Dataset:
+    """A Dataset from save_bundle's file, split by `split_seed` and `split` as load_dataset
+    would."""
     started = time.perf_counter()
     path = Path(path)
     try:
@@ -371,7 +379,7 @@ def load_bundle(path: str | Path, *, split_seed: int = 42) -> Dataset:
                         duplicates_dropped=int(dropped), cache_hit=True,
                         class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)})
     images = _Images(pixels, labels, files, class_names, key, variant, report)
-    return images.split(split_seed, started=started)
+    return images.split(split_seed, split or SplitSettings(), started=started)
 
 
 # --------------------------------------------------------------------------- command line

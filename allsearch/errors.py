@@ -6,9 +6,12 @@ command-line modules can print it as is (see allsearch.cli).
 
 from __future__ import annotations
 
+import errno
+from collections.abc import Sequence
+
 __all__ = ["AllsearchError", "DataError", "SpaceError", "ModelError", "ConfigError", "StoreError",
            "first_line", "redact", "redact_text", "store_errors", "lost_schema_race",
-           "cannot_write"]
+           "cannot_write", "write_failure", "chain"]
 
 
 class AllsearchError(Exception):
@@ -36,9 +39,11 @@ class StoreError(AllsearchError):
 
 
 def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (its type name when it has none)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The first line of an exception's message (its type name when it has none); SQLAlchemy's
+    note on where an error was raised, put before the driver's message, is skipped."""
+    lines = [line for line in str(exc).strip().splitlines()
+             if line.strip() and not line.startswith("(raised as a result of")]
+    return lines[0] if lines else type(exc).__name__
 
 
 def redact(uri: str) -> str:
@@ -108,12 +113,59 @@ def lost_schema_race(exc: BaseException) -> bool:
     return False
 
 
-def cannot_write(location: str, exc: BaseException) -> str:
-    """The one line for a store that refuses a write, naming a read-only store as such."""
-    text = first_line(exc)
-    whole = str(exc).lower()
+def cannot_write(location: str, exc: BaseException, folders: Sequence[str] = ()) -> str:
+    """The one line for a store that refuses a write, naming a full disk (and which of the
+    store's `folders` is on it) and a read-only store as such: the driver's own text for them
+    is a line of SQL or of SQLAlchemy's advice."""
+    whole = " ".join(str(e) for e in chain(exc)).lower()
     if "readonly" in whole.replace("-", "") or "read-only file system" in whole:
         return (f"the {location} is read-only; make it writable, or pass another "
                 f"--tracking-uri (or --record DIR)")
-    return (f"cannot write the {location} ({text[:160]}); free disk space or fix its "
+    full = [e for e in chain(exc) if isinstance(e, OSError) and e.errno == errno.ENOSPC]
+    if full or "disk is full" in whole or "no space left" in whole:
+        where = next((e.filename for e in full if e.filename), None) or _full_folder(folders)
+        return (f"cannot write the {location} (disk full{f' at {where}' if where else ''}); "
+                f"free space {'there' if where else 'on its disk'}, then run the same command "
+                f"to resume (completed trials are kept)")
+    return (f"cannot write the {location} ({first_line(exc)[:160]}); free disk space or fix its "
             f"permissions, then run the same command to resume")
+
+
+def _full_folder(folders: Sequence[str]) -> str | None:
+    """The first of `folders` on a disk with (almost) no space left."""
+    import shutil
+    from pathlib import Path
+
+    for folder in folders:
+        path = Path(folder)
+        while not path.exists() and path != path.parent:
+            path = path.parent  # a folder not made yet is on its parent's disk
+        try:
+            if shutil.disk_usage(path).free < FULL_BYTES:
+                return str(folder)
+        except OSError:
+            continue
+    return None
+
+
+FULL_BYTES = 1 << 20  # a disk with less free is full for a store: its next file will not fit
+
+
+def write_failure(location: str, exc: BaseException, folders: Sequence[str] = ()
+                  ) -> StoreError | None:
+    """The StoreError for `exc` where a store's write failed behind it (a library may raise an
+    error of its own from that, e.g. Optuna's AssertionError when it cannot record a trial's
+    end), else None."""
+    errors = store_errors()
+    failed = next((e for e in chain(exc) if isinstance(e, errors)), None)
+    return None if failed is None else StoreError(cannot_write(location, failed, folders))
+
+
+def chain(exc: BaseException | None) -> list[BaseException]:
+    """`exc` and the exceptions it was raised from or while handling (as a traceback shows
+    them: not past a `raise ... from None`)."""
+    seen: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in seen):
+        seen.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return seen

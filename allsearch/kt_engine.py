@@ -1,6 +1,6 @@
 """The KerasTuner engine: `python -m allsearch.study --engine keras-tuner --tuner hyperband`.
 
-KerasTuner has no MLflow integration, so this module gives it ours: the same search/*.yaml
+KerasTuner has no MLflow integration, so this module gives it ours: the same allsearch/spaces/*.yaml
 (translated once into KerasTuner hyperparameters), the same factory and trial code
 (allsearch.tracked.run_tracked -> allsearch.trial.run_trial), and the same MLflow layout as the
 Optuna engine (one parent run per study, one child run per trial, the same params, metrics and

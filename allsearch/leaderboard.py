@@ -311,7 +311,7 @@ def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.
 
 def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[HParams, dict[str, Any]]:
     """Write the study's best configuration as a search space that samples nothing
-    (search/best.yaml style): `--space FILE --trials 1 --repeats K` re-trains it over K seeds."""
+    (allsearch/spaces/best.yaml style): `--space FILE --trials 1 --repeats K` re-trains it over K seeds."""
     hparams, row, run = best_configuration(runs)
     variant = f" on {run['params.variant']}" if isinstance(run.get("params.variant"), str) else ""
     comments = (
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
                              "by its first objective")
     parser.add_argument("--save-space", default=None, metavar="FILE",
                         help="also write the best configuration (by validation accuracy) as a "
-                             "search space that samples nothing, e.g. search/best.yaml")
+                             "search space that samples nothing, e.g. allsearch/spaces/best.yaml")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: sqlite:///mlruns/mlflow.db)")
     cli.add_debug_flag(parser)

@@ -7,30 +7,78 @@ runs a dead worker left behind are handled once (docs/design.md, "A study's life
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import socket
 import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from allsearch import config as config_mod
 from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, model_name
-from allsearch.data import Dataset, load_dataset
+from allsearch.data import Dataset, SplitSettings, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
 
 __all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
-           "open_parent", "finish", "ended_by", "worker_id", "default_name", "DataWarning",
-           "startup_timings"]
+           "open_parent", "settling", "finish", "close_dead_runs", "ended_by", "worker_id",
+           "default_name", "DataWarning", "startup_timings", "PROCESS_ATTR", "process_key",
+           "process_ended"]
 
 
 def worker_id() -> str:
     """Which process on which machine runs a trial (a user attr and a run tag): where to look
     when a worker dies."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# A trial's user attr: its process, as process_key says it; a later command on the same machine
+# fails the trial of a process that ended at once, with no heartbeat's grace period to wait.
+PROCESS_ATTR = "process"
+
+
+def process_key(pid: int | None = None) -> str | None:
+    """This process (or `pid`) so that a later command can tell whether it has ended: the
+    machine (host name, boot), the PID namespace (containers share a host name), the pid and
+    its start time (a pid is reused). None where /proc cannot tell (not Linux)."""
+    pid = os.getpid() if pid is None else pid
+    started = _start_ticks(pid)
+    place = _this_machine()
+    if started is None or place is None:
+        return None
+    return "/".join((*place, str(pid), str(started)))
+
+
+def process_ended(key: str) -> bool:
+    """Has the process of `key` (process_key) ended? False where this process cannot tell:
+    another machine, boot or container, or no /proc."""
+    *place, pid, started = key.split("/")
+    if len(place) != 3 or tuple(place) != _this_machine() or not pid.isdigit():
+        return False
+    return _start_ticks(int(pid)) != int(started) if started.isdigit() else False
+
+
+def _this_machine() -> tuple[str, str, str] | None:
+    try:
+        boot = open("/proc/sys/kernel/random/boot_id").read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+    return socket.gethostname().replace("/", "_"), boot, namespace
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When `pid` started (clock ticks after boot); None when no such process runs (a zombie,
+    one that exited but was not reaped yet, has ended too)."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
 
 
 @dataclass
@@ -73,7 +121,8 @@ def open_store(config: StudyConfig) -> Any:
         return Recorder(config.record, config.study_name)
     from allsearch.tracking import Tracker
 
-    return Tracker(config.study_name, tracking_uri=config.tracking_uri)
+    return Tracker(config.study_name, tracking_uri=config.tracking_uri,
+                   server_wait=config.server_wait)
 
 
 def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
@@ -85,7 +134,8 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        dataset = load_dataset(config.data, split_seed=config.split_seed)
+        dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
+            config.split, config.group_pattern, config.groups, config.block_size, config.embargo))
         if space.uses_hog_pca():
             from allsearch.features import add_hog_pca
 
@@ -134,7 +184,8 @@ def startup_timings(startup: dict[str, float]) -> dict[str, float]:
 def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:
     """The params every child run of a study carries besides its hyperparameters."""
     return {"engine": engine, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
-            "split_seed": dataset.split_seed, "n_train": len(dataset.y_train),
+            "split_seed": dataset.split_seed, **dataset.split_settings.params(),
+            "n_train": len(dataset.y_train),
             "class_names": list(dataset.class_names),
             **{f"version.{k}": v for k, v in package_versions().items()}}
 
@@ -158,16 +209,17 @@ def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
 def start(store: Any, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
           extra: dict[str, Any] | None = None) -> str:
     """Open the study's parent run with its settings (and `extra` ones), and record on it the
-    files the data pipeline skipped. Returns its id."""
+    split (split.csv) and the files the data pipeline skipped. Returns its id."""
     settings = {**parent_settings(prepared, dataset), **(extra or {})}
     try:
         parent_id = open_parent(store, str(prepared.config.study_name), settings, known)
+        store.log_text(parent_id, dataset.split_csv(), "split.csv")
         skipped = dataset.report.skipped
         if skipped:
             store.log_text(parent_id, "".join(f"{path}\t{reason}\n" for path, reason in skipped),
                            "skipped_files.txt")
     except store_errors() as exc:
-        raise StoreError(cannot_write(store.location, exc)) from None
+        raise StoreError(cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
     return parent_id
 
 
@@ -197,27 +249,66 @@ def ended_by(exc: BaseException) -> str:
     return "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED"
 
 
+@contextlib.contextmanager
+def settling(store: Any, status: str) -> Iterator[None]:
+    """The writes that settle a study's end (its plots, its stale trials) before `finish`:
+    after an error (status FAILED or KILLED: a full disk, a server gone, Ctrl-C) a failed
+    write is dropped, and that error alone is said; after a finished study it is a
+    StoreError."""
+    try:
+        yield
+    except (*store_errors(), StoreError) as exc:
+        if status == "FINISHED":
+            raise exc if isinstance(exc, StoreError) else StoreError(
+                cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
+
+
 def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,
-           dead_runs: list[str] = ()) -> None:
+           dead_runs: Sequence[str] = ()) -> None:
     """End the study's parent run with `status` after writing its summary: trial counts, best
     trial, champion model, leaderboard; child runs of dead workers (`dead_runs`, still
-    RUNNING) are marked KILLED first. A record folder gets its summary when imported."""
-    errors = store_errors()
-    for run_id in dead_runs:
+    RUNNING) are marked KILLED first. A record folder gets its summary when imported.
+
+    A study that ended on an error (status FAILED: a full disk, a server gone) says that
+    error alone: what cannot be written now is left to the next command, which closes the
+    runs at its start. A finished study whose end cannot be written raises a StoreError."""
+    errors = (*store_errors(), StoreError)
+    close_dead_runs(store, dead_runs)
+    unsaid: BaseException | None = None
+    if hasattr(store, "runs_frame"):
+        try:
+            summarize_on_parent(store, parent_id, config)
+        except errors as exc:
+            unsaid = exc
+    try:
+        store.end_run(parent_id, status)
+    except errors as exc:
+        if status == "FINISHED":
+            raise exc if isinstance(exc, StoreError) else StoreError(
+                cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
+        return
+    if unsaid is not None and status != "FAILED":
+        warnings.warn(f"could not write the study summary to the {store.location} "
+                      f"({_reason(unsaid)})", stacklevel=2)
+
+
+def close_dead_runs(store: Any, run_ids: Sequence[str]) -> None:
+    """Mark KILLED the runs in `run_ids` still RUNNING: runs of trials whose process ended
+    without closing them (killed, or stopped by a store it could not write). Where the store
+    cannot be written either, they are left to the next command."""
+    for run_id in run_ids:
         try:
             if store.run_status(run_id) == "RUNNING":
                 store.set_tags(run_id, {STATE: "KILLED",
                                         "error": "the worker stopped during this trial"})
                 store.end_run(run_id, "KILLED")
-        except errors:
+        except (*store_errors(), StoreError):
             continue
-    if hasattr(store, "runs_frame"):
-        try:
-            summarize_on_parent(store, parent_id, config)
-        except errors as exc:
-            warnings.warn(f"could not write the study summary to the {store.location} "
-                          f"({first_line(exc)})", stacklevel=2)
-    store.end_run(parent_id, status)
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a write failed, in a few words (a StoreError's own line, else the driver's)."""
+    return str(exc) if isinstance(exc, StoreError) else first_line(exc)[:160]
 
 
 def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None:

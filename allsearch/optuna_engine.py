@@ -23,14 +23,20 @@ from allsearch import lifecycle, pareto, standin, workers
 from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, CONFIG_KEY, OBJECTIVES_ATTR, PARENT_ATTR
 from allsearch.data import Dataset
-from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors
+from allsearch.errors import ConfigError, StoreError, first_line, redact, store_errors, write_failure
 from allsearch.hardware import deferred_interrupts, resident_mb, start_tensorflow
 from allsearch.lifecycle import Prepared
 from allsearch.objectives import FEASIBLE, directions
 from allsearch.progress import ProgressBar, log_study_plots, summarize
 from allsearch.samplers import Reseed, make_pruner, make_sampler, study_sampler
 from allsearch.space import SearchSpace, load_space
-from allsearch.storage import fail_stale_trials, open_storage, trial_heartbeats
+from allsearch.storage import (
+    fail_stale_trials,
+    open_storage,
+    retry_stale_trial,
+    storage_url,
+    trial_heartbeats,
+)
 from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
 from allsearch.writer import Writer
 
@@ -145,6 +151,7 @@ class Context:
 
 def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     config = ctx.config
+    trial.set_user_attr(lifecycle.PROCESS_ATTR, lifecycle.process_key())  # see _fail_ended_trials
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
     key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=config.precision)
@@ -264,10 +271,13 @@ def optimize(study: optuna.Study, ctx: Context, n_trials: int, timeout: float | 
                                gc_after_trial=True)
         finally:
             ctx.writer.drain()  # the last trials' runs are finished however the loop ended
-    except store_errors() as exc:
-        raise StoreError(f"cannot write the study storage ({first_line(exc)}); free disk "
-                         f"space or fix its permissions, then run the same command to resume"
-                         ) from None
+    except Exception as exc:
+        # A store that stopped a trial is the error to say (Optuna may then fail to write the
+        # trial's end too, and raises its own AssertionError from that).
+        said = ctx.fatal or _storage_failure(ctx.config, exc)
+        if said is None:
+            raise
+        raise said from None
     if ctx.fatal is not None:
         raise ctx.fatal
 
@@ -317,6 +327,29 @@ def _parent(study: optuna.Study, created: bool, store: Any, prepared: Prepared,
     return parent_id
 
 
+def _storage_failure(config: StudyConfig, exc: BaseException) -> StoreError | None:
+    """The StoreError for `exc` where a write to the Optuna storage failed behind it."""
+    url = storage_url(config.storage, record=config.record)
+    folder = url.removeprefix("sqlite:///").rsplit("/", 1)[0] if url.startswith("sqlite:///") else None
+    return write_failure(f"study storage '{redact(url)}'", exc, [folder] if folder else [])
+
+
+def _fail_ended_trials(study: optuna.Study) -> None:
+    """Trials still RUNNING whose process on this machine has ended (one that could not write
+    its trial's end, say on a full disk) are failed and retried now: an ended process sends
+    no heartbeat to wait the grace period for."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        key = trial.user_attrs.get(lifecycle.PROCESS_ATTR)
+        if key and lifecycle.process_ended(key):
+            try:
+                failed = study.tell(trial.number, state=TrialState.FAIL)
+            except (ValueError, RuntimeError):
+                continue  # another command failed it first (and retries it)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry_stale_trial(study, failed)
+
+
 def _dead_runs(study: optuna.Study) -> list[str]:
     """Runs of trials that ended without closing their run (a killed worker, failed by the
     heartbeat): a failed trial with no error of its own."""
@@ -336,10 +369,19 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
     data_load_s = time.perf_counter() - loading
     study, created, storage = open_study(config, space)
     store = lifecycle.open_store(config)
-    # Trials whose worker died (no heartbeat for the grace period) are failed now, and
-    # retried, rather than when some later trial happens to start.
-    fail_stale_trials(study, storage)
+    # Trials whose worker died (no heartbeat for the grace period, or its process has ended)
+    # are failed now, and retried, rather than when some later trial happens to start; their
+    # runs are closed now, not when this command ends.
+    try:
+        fail_stale_trials(study, storage)
+        _fail_ended_trials(study)
+    except Exception as exc:
+        said = _storage_failure(config, exc)
+        if said is None:
+            raise
+        raise said from None
     parent_id = _parent(study, created, store, prepared, dataset)
+    lifecycle.close_dead_runs(store, _dead_runs(study))
     status = "FINISHED"
     try:
         store.set_tags(parent_id, {"trials_target": config.trials, "sampler": config.sampler,
@@ -370,11 +412,12 @@ def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = 
         status = lifecycle.ended_by(exc)
         raise
     finally:
-        fail_stale_trials(study, storage)
-        if len(config.objectives or ()) > 1:
-            pareto.log_front(study, store, parent_id, config.objectives)
-        else:
-            log_study_plots(study, store, parent_id)
+        with lifecycle.settling(store, status):
+            fail_stale_trials(study, storage)
+            if len(config.objectives or ()) > 1:
+                pareto.log_front(study, store, parent_id, config.objectives)
+            else:
+                log_study_plots(study, store, parent_id)
         lifecycle.finish(store, parent_id, config, status, dead_runs=_dead_runs(study))
     return study
 

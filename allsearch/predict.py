@@ -24,7 +24,7 @@ from allsearch import exiting
 from allsearch.contract import CHAMPION_ALIAS, model_name
 from allsearch.errors import AllsearchError, DataError, ModelError, StoreError, first_line, redact
 from allsearch.images import IMAGE_EXTENSIONS, decode_image_bytes
-from allsearch.tracking import check_tracking_uri, open_client, resolve_tracking_uri
+from allsearch.tracking import check_tracking_uri, missing_store, open_client, resolve_tracking_uri
 
 __all__ = ["ImageFile", "SkippedFile", "resolve_model_uri", "load_classifier", "collect_images",
            "predict_files", "main"]
@@ -58,11 +58,12 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
         return f"runs:/{model}/model" if _RUN_ID.match(model) else model
     if study:
         return f"models:/{model_name(study)}@{CHAMPION_ALIAS}"
+    missing = missing_store(tracking_uri)  # asked first: reading would create its folder
+    if missing is not None:
+        raise ModelError(f"no champion model in 'sqlite:///{missing}': there is no MLflow store "
+                         f"there yet; run a study first (python -m allsearch.study), or pass "
+                         f"--tracking-uri or --model URI")
     uri = resolve_tracking_uri(tracking_uri)
-    if _missing_store(uri):
-        raise ModelError(f"no champion model in '{uri}': there is no MLflow store there yet; run "
-                         f"a study first (python -m allsearch.study), or pass --tracking-uri or "
-                         f"--model URI")
     try:
         # open_client: a server that does not answer is one line at once (MLflow would retry
         # for minutes).
@@ -86,14 +87,19 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
     """The pyfunc behind `model_uri`, checked to be an allsearch image classifier."""
     import mlflow
 
-    uri = resolve_tracking_uri(tracking_uri)
-    if model_uri.startswith(STORE_SCHEMES):  # a model in the store, not a folder
-        if _missing_store(uri):
-            raise ModelError(f"model '{model_uri}' cannot be loaded from '{uri}' (there is no "
-                             f"MLflow store there); check --model and --tracking-uri")
-        check_tracking_uri(uri)  # a server that does not answer: one line at once
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    missing = missing_store(tracking_uri)  # asked first: reading would create its folder
+    if missing is None:
+        uri = resolve_tracking_uri(tracking_uri)
+        if model_uri.startswith(STORE_SCHEMES):
+            check_tracking_uri(uri)  # a server that does not answer: one line at once
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+    elif model_uri.startswith(STORE_SCHEMES):  # a model in the store, not a folder
+        raise ModelError(f"model '{model_uri}' cannot be loaded from 'sqlite:///{missing}': "
+                         f"there is no MLflow store there yet; run a study first (python -m "
+                         f"allsearch.study), or pass --tracking-uri of the store that holds it")
+    else:  # a model folder: no store is needed, and none is made
+        uri = f"sqlite:///{missing}"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -109,11 +115,6 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
                          f"logged without the image preprocessing, e.g. as a bare Keras model "
                          f"by an older allsearch): pass a model logged by a current study")
     return loaded
-
-
-def _missing_store(uri: str) -> bool:
-    """A local store that is not there (reading it through MLflow would create it)."""
-    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file()
 
 
 def model_classes(loaded) -> list[str]:

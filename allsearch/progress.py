@@ -6,6 +6,7 @@ import math
 import sys
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +15,8 @@ from optuna.trial import TrialState
 
 from allsearch.contract import PAPER_TABLE1_BEST, PARENT_ATTR
 
-__all__ = ["ProgressBar", "summarize", "best_trial", "paper_line", "log_study_plots", "count_bar"]
+__all__ = ["ProgressBar", "summarize", "failure_lines", "best_trial", "paper_line",
+           "log_study_plots", "count_bar"]
 
 
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -97,6 +99,7 @@ def summarize(study: optuna.Study, *, record: str | None = None,
              f"({counts[TrialState.COMPLETE]} complete, {counts[TrialState.PRUNED]} pruned, "
              f"{counts[TrialState.FAIL]} failed"
              + (f"; {collapsed} collapsed to one class" if collapsed else "") + ")"]
+    lines += failure_lines(trials)
 
     def describe(t: optuna.trial.FrozenTrial) -> str:
         test = t.user_attrs.get("test_accuracy")
@@ -130,6 +133,31 @@ def summarize(study: optuna.Study, *, record: str | None = None,
         lines.append(f"MLflow: experiment '{study.study_name}', parent run {parent}; browse with: "
                      f"python -m allsearch.ui")
     return "\n".join(lines)
+
+
+def failure_lines(trials: Sequence[optuna.trial.FrozenTrial], *, most: int = 5) -> list[str]:
+    """Why trials failed: each distinct reason once, with its count, most frequent first.
+
+    The reason is the first line of the trial's `error` user attribute (the objective records
+    the exception there; the trial's MLflow run carries it as its `error` tag). A failed trial
+    without one was interrupted, or its process stopped (it does not count towards --trials)."""
+    reasons: Counter[str] = Counter()
+    for t in trials:
+        if t.state == TrialState.FAIL:
+            error = t.user_attrs.get("error")
+            text = str(error).strip().splitlines()[0][:300] if error and str(error).strip() else ""
+            reasons[text] += 1
+    unexplained = reasons.pop("", 0)
+    ranked = reasons.most_common()
+    lines = [f"  {n} failed: {reason}" for reason, n in ranked[:most]]
+    if len(ranked) > most:
+        rest = ranked[most:]
+        lines.append(f"  {sum(n for _, n in rest)} failed for {len(rest)} other reason(s); "
+                     f"see the 'error' tag of their MLflow runs")
+    if unexplained:
+        lines.append(f"  {unexplained} failed without a recorded reason (interrupted, or "
+                     f"their process stopped): not counted towards --trials")
+    return lines
 
 
 def paper_line() -> str:

@@ -9,8 +9,10 @@ through a Tracker, so imported runs get the params, metrics and tags native runs
     DIR/optuna.db                       the study's Optuna storage (unless --storage is given)
     DIR/runs/events-<host>-<pid>-<n>.jsonl  one file per process: {"t", "op", "run", ...}
     DIR/runs/<run id>/<artifact name>   figures, texts, dicts; <run id>/model/ a Keras model
+                                        (model.keras, model.json, feature_pipeline.npz)
 
-Imports neither mlflow nor TensorFlow.
+The format, and how a folder from elsewhere is checked before it is read, is
+allsearch.record_format. Imports neither mlflow nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -27,17 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from allsearch import record_format
 from allsearch.contract import ROLE, STUDY
 from allsearch.errors import StoreError
+from allsearch.record_format import MODEL_DIR, MODEL_META, NETWORK_FILE, PIPELINE_FILE, RECORD_SCHEME
 
 __all__ = ["Recorder", "RecordedRun", "read_events", "read_runs", "runs_frame", "MODEL_DIR",
            "RECORD_SCHEME"]
-
-RECORD_SCHEME = "record:"
-MODEL_DIR = "model"
-NETWORK_FILE = "model.keras"
-PIPELINE_FILE = "feature_pipeline.joblib"
-MODEL_META = "model.json"
 
 
 def _plain(value: Any) -> Any:
@@ -165,9 +163,9 @@ class Recorder:
         folder = self._artifact(run_id, f"{MODEL_DIR}/{NETWORK_FILE}").parent
         network.save(folder / NETWORK_FILE)
         if pipeline is not None:
-            import joblib
+            from allsearch.features import save_pipeline
 
-            joblib.dump(pipeline, folder / PIPELINE_FILE)
+            save_pipeline(pipeline, folder / PIPELINE_FILE)  # numbers only: never a pickle
         (folder / MODEL_META).write_text(json.dumps({"class_names": list(class_names),
                                                      "hparams": _plain(hparams)}))
         uri = f"{RECORD_SCHEME}{run_id}/{MODEL_DIR}"
@@ -185,17 +183,9 @@ class Recorder:
 
 
 def read_events(folder: str | Path) -> Iterator[dict[str, Any]]:
-    """Every recorded call, in the order they were made (over all processes)."""
-    events = []
-    for path in sorted((Path(folder) / "runs").glob("events-*.jsonl")):
-        with open(path, encoding="utf-8") as lines:
-            for number, text in enumerate(lines):
-                try:
-                    event = json.loads(text)
-                except json.JSONDecodeError:
-                    continue  # a line cut off by a crash: its call did not complete
-                events.append((event["t"], path.name, number, event))
-    return (event for *_, event in sorted(events, key=lambda e: e[:3]))
+    """Every recorded call, in the order they were made (over all processes), each line
+    checked (allsearch.record_format.read_events: a malformed one is a ConfigError)."""
+    return (event.data for event in record_format.read_events(folder))
 
 
 @dataclass

@@ -1,22 +1,24 @@
-"""Figures and tables made from results: pure functions, no tracking and no training."""
+"""Figures and tables made from results: pure functions, no tracking and no training.
+
+Figures are `matplotlib.figure.Figure` objects, not pyplot's: they need no backend, so making
+one selects none in the caller's process and works in any thread; saving renders with Agg.
+"""
 
 from __future__ import annotations
 
 import io
 from collections.abc import Sequence
 
-import matplotlib
-
-matplotlib.use("Agg")  # no display on servers and CI
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
 
 __all__ = ["confusion_figure", "curves_figure", "predictions_csv"]
 
 
-def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "") -> plt.Figure:
-    fig, ax = plt.subplots(figsize=(4.8, 4.2), dpi=100)
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "") -> Figure:
+    fig = Figure(figsize=(4.8, 4.2), dpi=100)
+    ax = fig.subplots()
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(class_names)), labels=class_names, rotation=30)
     ax.set_yticks(range(len(class_names)), labels=class_names)
@@ -31,8 +33,9 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], *, title: s
     return fig
 
 
-def curves_figure(history: dict[str, list[float]], *, title: str = "") -> plt.Figure:
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.6), dpi=100)
+def curves_figure(history: dict[str, list[float]], *, title: str = "") -> Figure:
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    ax_loss, ax_acc = fig.subplots(1, 2)
     for ax, metric in ((ax_loss, "loss"), (ax_acc, "accuracy")):
         for prefix, style in (("", "-o"), ("val_", "--s")):
             values = history.get(prefix + metric, [])

@@ -8,6 +8,11 @@ training preprocessing through allsearch's own functions (allsearch/ is logged w
 as its code, for environments where the package is not installed; where it is, MLflow imports
 the installed one).
 
+The fitted HOG/PCA pipeline travels as numbers (`feature_pipeline.npz`,
+allsearch.features.save_pipeline), not as a pickle. Loading the model as a whole is MLflow's
+pyfunc loading, which unpickles the model's Python object and runs its code: a store's models
+are as trusted as the store (docs/guide.md, "What a record and a store are trusted with").
+
 Input: a DataFrame with one string column `image`, each value an image file (PNG, JPEG, BMP,
 TIFF, ...) encoded in base64. Output: one row per image: `class` (the predicted class name),
 `confidence` (its probability) and `p_<class>` for every class the model knows.
@@ -29,13 +34,12 @@ import numpy as np
 import pandas as pd
 
 from allsearch.errors import DataError
+from allsearch.record_format import NETWORK_FILE, PIPELINE_FILE  # a record's names, the same
 
 __all__ = ["IMAGE_COLUMN", "ImageClassifier", "log_classifier", "encode_image", "images_frame",
            "probability_column"]
 
 IMAGE_COLUMN = "image"
-MODEL_FILE = "model.keras"
-PIPELINE_FILE = "feature_pipeline.joblib"
 CONFIG_FILE = "classifier.json"
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -57,8 +61,6 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
     """Image files in, class and probabilities out, through the training preprocessing."""
 
     def load_context(self, context: Any) -> None:
-        import joblib
-
         from allsearch.hardware import start_tensorflow
 
         start_tensorflow()  # quietly: TensorFlow's start-up lines are no use to a caller
@@ -68,7 +70,7 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         self.config = json.loads(Path(artifacts["config"]).read_text())
         self.class_names: list[str] = list(self.config["class_names"])
         self.network = keras.saving.load_model(artifacts["network"], compile=False)
-        self.pipeline = (joblib.load(artifacts["feature_pipeline"])
+        self.pipeline = (_load_pipeline(artifacts["feature_pipeline"])
                          if "feature_pipeline" in artifacts else None)
 
     # A DataFrame hint: what MLflow accepts without reading a second schema from the hints
@@ -104,6 +106,18 @@ class ImageClassifier(mlflow.pyfunc.PythonModel):
         return frame
 
 
+def _load_pipeline(path: str) -> Any:
+    from allsearch.features import load_pipeline
+
+    if path.endswith(".joblib"):
+        # A model logged before the pipeline was kept as numbers. MLflow has unpickled this
+        # model's own object already: this file is as trusted as the store it came from.
+        import joblib
+
+        return joblib.load(path)
+    return load_pipeline(path)
+
+
 def _image_values(model_input: Any) -> list[Any]:
     if isinstance(model_input, pd.DataFrame):
         if IMAGE_COLUMN not in model_input.columns:
@@ -135,7 +149,6 @@ def _as_bytes(value: Any) -> bytes:
 def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[str, Any],
                    pipeline: Any | None, requirements: Sequence[str]) -> str:
     """Log the pyfunc in the active MLflow run; returns the model's URI."""
-    import joblib
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -151,12 +164,14 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
         outputs=Schema([ColSpec("string", "class"), ColSpec("double", "confidence")]
                        + [ColSpec("double", probability_column(c)) for c in class_names]))
     with tempfile.TemporaryDirectory() as tmp:
-        artifacts = {"network": str(Path(tmp) / MODEL_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
+        artifacts = {"network": str(Path(tmp) / NETWORK_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
         network.save(artifacts["network"])
         Path(artifacts["config"]).write_text(json.dumps(config, indent=1))
         if pipeline is not None and features != "pixels":
+            from allsearch.features import save_pipeline
+
             artifacts["feature_pipeline"] = str(Path(tmp) / PIPELINE_FILE)
-            joblib.dump(pipeline, artifacts["feature_pipeline"])
+            save_pipeline(pipeline, artifacts["feature_pipeline"])
         with warnings.catch_warnings():
             # "no input example": on purpose, a base64 image would bloat every logged model;
             # the signature and the README document the input.

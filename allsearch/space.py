@@ -1,4 +1,5 @@
-"""Hyperparameters and search spaces: typed, validated, loaded from search/*.yaml.
+"""Hyperparameters and search spaces: typed, validated, loaded from YAML files (the shipped
+ones are package data, allsearch/spaces/*.yaml).
 
 Hyperparameter names are a contract shared by the model factory, both engines, the
 MLflow params and the leaderboard (see DESIGN.md).
@@ -7,18 +8,23 @@ MLflow params and the leaderboard (see DESIGN.md).
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from allsearch.errors import SpaceError
+from allsearch.errors import SpaceError, first_line
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = [
     "HParams", "ParamSpec", "SearchSpace", "load_space", "LOSSES", "FEATURE_MODES", "POOLINGS",
     "CLASS_WEIGHTS", "LR_SCHEDULES", "PAPER_BEST", "SPACE_DIR", "fixed_space_text",
+    "read_space_text", "space_from_text", "safe_yaml", "parse_space",
 ]
 
 Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
@@ -28,7 +34,8 @@ FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
 POOLINGS: tuple[str, ...] = ("flatten", "gap")
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
-SPACE_DIR = Path(__file__).resolve().parent.parent / "search"
+# The shipped spaces travel inside the package (a wheel too), read through importlib.resources.
+SPACE_DIR: Traversable = importlib.resources.files("allsearch") / "spaces"
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class HParams:
     dropout: float = 0.5
     dense_units: int = 128
     features: FeatureMode = "pixels"
-    # The wide space's knobs (search/wide.yaml); each default is the paper's network.
+    # The wide space's knobs (allsearch/spaces/wide.yaml); each default is the paper's network.
     filter_multiplier: float = 1.0  # every conv block's filters times this
     batch_norm: bool = False  # batch normalization after every convolution
     pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
@@ -193,7 +200,7 @@ class ParamSpec:
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A validated search/*.yaml file."""
+    """A validated search-space file (allsearch/spaces/*.yaml, or a user's)."""
 
     name: str
     objective: str = "val_accuracy"
@@ -252,30 +259,78 @@ _SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
               "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
 OBJECTIVES = ("val_accuracy",)
+# Bounds on what a space file may cost to read (the shipped ones: under 4 KB, 3 levels deep).
+MAX_SPACE_BYTES = 1024 * 1024
+MAX_YAML_DEPTH = 20
 
 
 def load_space(path: str | Path) -> SearchSpace:
-    """Read and validate a search-space file; a bare name means search/NAME.yaml."""
+    """Read and validate a search-space file; a bare name means a shipped space
+    (allsearch/spaces/NAME.yaml)."""
     path = _resolve(path)
-    where = str(path)
+    return space_from_text(read_space_text(path), source=str(path))
+
+
+def read_space_text(path: Path | Traversable) -> str:
+    """A space file's text: UTF-8, at most MAX_SPACE_BYTES (a space file is a few KB)."""
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        with path.open("rb") as stream:
+            data = stream.read(MAX_SPACE_BYTES + 1)
+    except OSError as exc:
+        raise SpaceError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
+    if len(data) > MAX_SPACE_BYTES:
+        raise SpaceError(f"{path}: larger than {MAX_SPACE_BYTES // 1024} KB, too large for a "
+                         f"search-space file; pass the YAML file of a space")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise SpaceError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
+                         f"save the file as UTF-8") from None
+
+
+def space_from_text(text: str, *, source: str = "<memory>") -> SearchSpace:
+    """A validated space from the text of a YAML space file (`source` names it in errors)."""
+    return parse_space(safe_yaml(text, source=source), source=source)
+
+
+def safe_yaml(text: str, *, source: str = "<memory>") -> Any:
+    """YAML's plain data, refusing what a space never needs and what costs unbounded memory or
+    recursion: aliases (`*name`: a few hundred bytes of nested aliases expand to gigabytes)
+    and nesting deeper than MAX_YAML_DEPTH. Checked on YAML's event stream, before anything
+    is built."""
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                raise SpaceError(f"{source}: YAML aliases (*{event.anchor}, line "
+                                 f"{event.start_mark.line + 1}) are not allowed in a search "
+                                 f"space; write the value out in full")
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    raise SpaceError(f"{source}: nested deeper than {MAX_YAML_DEPTH} levels "
+                                     f"(line {event.start_mark.line + 1}); a search space "
+                                     f"needs 3")
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SpaceError(f"{where}: not valid YAML{at}; check indentation and colons") from None
-    except OSError as exc:
-        raise SpaceError(f"{where}: cannot be read ({exc.strerror})") from None
-    return parse_space(raw, source=where)
+        raise SpaceError(f"{source}: not valid YAML{at}; check indentation and colons") from None
 
 
-def _resolve(path: str | Path) -> Path:
+def _resolve(path: str | Path) -> Path | Traversable:
     candidate = Path(path)
     if candidate.is_file():
         return candidate
-    if candidate.suffix == "" and (SPACE_DIR / f"{candidate}.yaml").is_file():
-        return SPACE_DIR / f"{candidate}.yaml"
-    known = ", ".join(sorted(p.stem for p in SPACE_DIR.glob("*.yaml")))
+    shipped = SPACE_DIR / f"{candidate}.yaml"
+    if candidate.suffix == "" and candidate.name == str(path) and shipped.is_file():
+        return shipped
+    known = (", ".join(sorted(p.name.removesuffix(".yaml") for p in SPACE_DIR.iterdir()
+                              if p.name.endswith(".yaml"))) if SPACE_DIR.is_dir()
+             else "none (this installation lacks allsearch/spaces: reinstall allsearch)")
     raise SpaceError(f"search space '{path}' not found; pass a path to a YAML file "
                      f"or one of the shipped names: {known}")
 
@@ -287,6 +342,10 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     unknown = sorted(set(raw) - _TOP_KEYS)
     if unknown:
         raise SpaceError(f"{source}: unknown key(s) {unknown}; allowed: {sorted(_TOP_KEYS)}")
+    for key in ("name", "description"):
+        if not isinstance(raw.get(key, ""), str):
+            raise SpaceError(f"{source}: key '{key}' must be text, got a "
+                             f"{type(raw[key]).__name__}; quote it")
     name = raw.get("name") or Path(source).stem
     objective = raw.get("objective", "val_accuracy")
     if objective not in OBJECTIVES:
@@ -297,7 +356,7 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
         from allsearch.errors import ConfigError
         from allsearch.objectives import check_objectives
 
-        if not isinstance(objectives, list):
+        if not isinstance(objectives, list) or not all(isinstance(o, str) for o in objectives):
             raise SpaceError(f"{source}: 'objectives' must be a list of metric names")
         try:
             check_objectives(objectives, where=f"{source}: objectives")
@@ -322,14 +381,15 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     space = SearchSpace(name=str(name), objective=objective, objectives=objectives,
                         params=specs, fixed=dict(fixed),
                         baseline=dict(baseline) if baseline else None, source=source,
-                        description=str(raw.get("description", "")))
+                        description=raw.get("description", ""))
     _check_values(space)
     return space
 
 
 def _parse_spec(name: str, spec: Any, source: str) -> ParamSpec:
     where = f"{source}: params.{name}"
-    if not isinstance(spec, dict) or spec.get("type") not in _SPEC_KEYS:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) \
+            or spec["type"] not in _SPEC_KEYS:
         raise SpaceError(f"{where}: needs 'type' set to one of {sorted(_SPEC_KEYS)}")
     kind = spec["type"]
     unknown = sorted(set(spec) - _SPEC_KEYS[kind])
@@ -362,13 +422,20 @@ def _parse_spec(name: str, spec: Any, source: str) -> ParamSpec:
 
 
 def _check_values(space: SearchSpace) -> None:
-    """Every value the space can produce must make a valid HParams (checked at the corners)."""
-    corners: list[dict[str, Any]] = [{}]
+    """Every value a trial can be given makes a valid HParams: the fixed values, and each
+    parameter's every choice (or both ends of its range) over them. HParams checks each field
+    on its own, against an interval or a set, so a value that passes here passes in every
+    combination: one check per value, never the product of the parameters."""
+    space.hparams({})
     for spec in space.params:
-        values = spec.values() if spec.type == "categorical" else [spec.low, spec.high]
-        corners = [{**c, spec.name: v} for c in corners for v in values][:4096]
-    for corner in corners:
-        space.hparams({k: _cast(space, k, v) for k, v in corner.items()})
+        values = ([("choice", c) for c in spec.choices] if spec.type == "categorical"
+                  else [("low", spec.low), ("high", spec.high)])
+        for label, value in values:
+            try:
+                HParams.from_dict({**space.fixed, spec.name: _cast(spec, value)})
+            except SpaceError as exc:
+                raise SpaceError(f"{space.source}: params.{spec.name}: {label} {value!r} cannot "
+                                 f"be used: {exc}") from None
     if space.baseline is not None:
         unknown = sorted(set(space.baseline) - set(HParams.names()))
         if unknown:
@@ -386,11 +453,9 @@ def _check_values(space: SearchSpace) -> None:
                                  f"[{spec.low}, {spec.high}]")
 
 
-def _cast(space: SearchSpace, name: str, value: Any) -> Any:
-    spec = space.param(name)
-    if spec.type == "float" and isinstance(value, int):
-        return float(value)
-    if spec.type == "float" and math.isfinite(value):
+def _cast(spec: ParamSpec, value: Any) -> Any:
+    """The value as Optuna suggests it (a float range gives floats)."""
+    if spec.type == "float" and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     return value
 

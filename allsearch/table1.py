@@ -1,6 +1,6 @@
 """The paper's Table 1, reproduced over seeds: `python -m allsearch.table1 [--seeds 5]`.
 
-search/table1.yaml holds the paper's four configurations and the numbers it reported (one run
+allsearch/spaces/table1.yaml holds the paper's four configurations and the numbers it reported (one run
 each). Each configuration is trained with N seeds (seed s: training seed s and split seed
 42 + s, so the spread covers both the initialization and the split) on each image variant,
 tracked like any study (experiment `table1`, one parent run per variant), and read back through

@@ -8,6 +8,7 @@ an allsearch.recorder.Recorder (a folder); this module imports neither.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import hashlib
@@ -195,7 +196,9 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
     `first_callbacks` (e.g. a pruning callback); an exception in `pruned_exceptions` ends the
-    run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error. The run gets
+    run as PRUNED, Ctrl-C as KILLED, any other exception as FAIL with its error; a store that
+    cannot be written raises a StoreError (the study stops) after ending the run KILLED where
+    the store still takes that much (else the next command does, at its start). The run gets
     the seconds of each stage as metrics time_*_s (build, fit, evaluate, logging, model
     logging, the whole trial, and `timings` the caller measured, e.g. a worker's start), so
     the MLflow UI shows where a trial's time went. The run's metrics and end state are
@@ -220,7 +223,7 @@ def _broken_store(store: Any, exc: BaseException) -> BaseException:
     further trial would fail the same way), else the error itself."""
     if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
         return exc
-    return StoreError(cannot_write(store.location, exc))
+    return StoreError(cannot_write(store.location, exc, getattr(store, "folders", ())))
 
 
 def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
@@ -241,9 +244,33 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     run = start_trial(store, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
                       tags={CONFIG_KEY: key, **(tags or {})})
-    if on_started is not None:
-        on_started(run)
-    history: dict[str, list[float]] = {}
+    try:
+        if on_started is not None:
+            on_started(run)
+        history: dict[str, list[float]] = {}
+        results = _train(run, name=name, dataset=dataset, hparams=hparams, seeds=seeds,
+                         precision=precision, first_callbacks=first_callbacks,
+                         pruned_exceptions=pruned_exceptions, on_epoch=on_epoch,
+                         trainer=trainer, history=history, writer=writer, untimed=untimed)
+        if writer is not None:
+            # The previous run is written by now (one run at most is behind), or its failure
+            # stops the study here, before this one writes.
+            writer.drain()
+        return _complete(run, untimed, name=name, dataset=dataset, results=results,
+                         history=history, log_model=log_model, timings=timings,
+                         started=started, writer=writer)
+    except (*STORE_ERRORS, StoreError) as exc:
+        _close_stopped(untimed, run.run_id, exc)
+        raise
+
+
+def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
+           seeds: Sequence[int], precision: Precision, first_callbacks: Sequence[Any],
+           pruned_exceptions: tuple[type[BaseException], ...],
+           on_epoch: Callable[[int, dict[str, float]], None] | None,
+           trainer: Callable[..., TrialResult], history: dict[str, list[float]],
+           writer: Writer | None, untimed: Any) -> list[TrialResult]:
+    """One result per seed; a trial that stops early ends its run (PRUNED, KILLED, FAIL)."""
     results: list[TrialResult] = []
 
     def log_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -263,25 +290,33 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
     # A run's state is written before the engine hears of its end (a worker killed later
     # leaves no run RUNNING); its figures and tables may follow from the writer.
     except pruned_exceptions:
-        store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
+        run.store.log_metrics(run.run_id, {"epochs_run": len(history.get("loss", []))})
         run.end("PRUNED")
         _write(writer, lambda: run.log_curves(history, title=f"{name} (pruned)"), untimed)
         raise
     except KeyboardInterrupt:
-        run.end("KILLED")
-        _write(writer, lambda: run.log_curves(history, title=f"{name} (interrupted)"), untimed)
+        # Ctrl-C stops the study also where the store cannot be written now (a server gone):
+        # the next command closes the run then.
+        with contextlib.suppress(*STORE_ERRORS, StoreError):
+            run.end("KILLED")
+            _write(writer, lambda: run.log_curves(history, title=f"{name} (interrupted)"),
+                   untimed)
         raise
-    except STORE_ERRORS:
+    except (*STORE_ERRORS, StoreError):
         raise  # the run cannot be written either; run_tracked reports it
     except Exception as exc:
         run.end("FAIL", error=exc)
         _write(writer, lambda: run.log_curves(history, title=f"{name} (failed)"), untimed)
         raise
+    return results
 
-    if writer is not None:
-        # The previous run is written by now (one run at most is behind), or its failure
-        # stops the study here, before this one writes.
-        writer.drain()
+
+def _complete(run: TrialRun, untimed: Any, *, name: str, dataset: Dataset,
+              results: list[TrialResult], history: dict[str, list[float]],
+              log_model: bool | Callable[[dict[str, float]], bool], timings: dict[str, float],
+              started: float, writer: Writer | None) -> TrackedTrial:
+    """The metrics, model and end of a trial that trained; its figures and tables after."""
+    store = run.store
     metrics = aggregate(results)
     collapsed = sum(r.collapsed for r in results)
     if collapsed:
@@ -311,6 +346,17 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
 
     _write(writer, finish, untimed)
     return TrackedTrial(run.run_id, metrics, results, model_uri)
+
+
+def _close_stopped(store: Any, run_id: str, exc: BaseException) -> None:
+    """End KILLED the run of a trial that a store failure stopped (the trial did not fail: a
+    resumed study runs it again), where the store still takes these small writes; where it
+    does not, the next command closes it at its start (lifecycle.close_dead_runs)."""
+    reason = str(exc) if isinstance(exc, StoreError) else str(_broken_store(store, exc))
+    with contextlib.suppress(*STORE_ERRORS, StoreError):
+        if store.run_status(run_id) == "RUNNING":
+            store.set_tags(run_id, {STATE: "KILLED", "error": f"stopped: {reason}"[:4000]})
+            store.end_run(run_id, "KILLED")
 
 
 def _write(writer: Writer | None, job: Callable[[], None], store: Any) -> None:

@@ -29,17 +29,18 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from allsearch import sqlite_store
-from allsearch.config import absolute_sqlite
+from allsearch.config import SERVER_WAIT_S, absolute_sqlite
 from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
 from allsearch.errors import StoreError, first_line, lost_schema_race, redact, redact_text, store_errors
 from allsearch.hardware import package_versions
+from allsearch.outage import ServerWait, Waiting
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "DEFAULT_TRACKING_URI", "DEFAULT_ARTIFACT_ROOT", "Tracker", "STORE_ERRORS",
-    "resolve_tracking_uri", "check_tracking_uri", "open_client", "find_study_parent",
+    "resolve_tracking_uri", "missing_store", "check_tracking_uri", "open_client", "find_study_parent",
     "runs_of_parent", "damaged_store",
     "param_text", "SERVING_PACKAGES",
 ]
@@ -94,17 +95,31 @@ def check_tracking_uri(uri: str, *, timeout_s: float = 5.0) -> None:
 
 
 def resolve_tracking_uri(uri: str | None = None) -> str:
-    """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default."""
+    """The tracking URI to use: the flag, then $MLFLOW_TRACKING_URI, then the local default
+    (a SQLite file's folder is created)."""
     return absolute_sqlite(uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+
+
+def missing_store(uri: str | None = None) -> str | None:
+    """The absolute path of the local SQLite store `uri` names (as resolve_tracking_uri
+    chooses it) where that file is not there, else None; it creates nothing, so a command
+    that only reads asks it before anything else."""
+    chosen = uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if not chosen.startswith("sqlite:///"):
+        return None
+    path = Path(chosen.removeprefix("sqlite:///")).resolve()
+    return None if path.is_file() else str(path)
 
 
 def open_client(tracking_uri: str | None = None, *, what: str = "a study") -> MlflowClient:
     """A client of an existing store, for commands that only read: a store that is not there
-    is not created, and a server that does not answer is reported at once."""
+    is not created (nor its folder), and a server that does not answer is reported at once."""
+    missing = missing_store(tracking_uri)
+    if missing is not None:
+        raise StoreError(f"no study found: there is no MLflow store at 'sqlite:///{missing}' "
+                         f"yet; run {what} first (python -m allsearch.study), or pass "
+                         f"--tracking-uri")
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
-                         f"{what} first (python -m allsearch.study), or pass --tracking-uri")
     check_tracking_uri(uri)
     try:
         client = MlflowClient(tracking_uri=uri, registry_uri=uri)
@@ -130,8 +145,8 @@ def damaged_store(uri: str, exc: BaseException) -> StoreError:
 def find_study_parent(study: str | None = None, *, tracking_uri: str | None = None
                       ) -> tuple[str, str]:
     """(study name, parent run id) of the named study, or of the newest one."""
+    client = open_client(tracking_uri)  # first: it creates nothing where there is no store
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_client(uri)
     try:
         experiments = [e.experiment_id for e in client.search_experiments()]
         query = f"tags.`{ROLE}` = 'parent'"
@@ -154,8 +169,8 @@ def find_study_parent(study: str | None = None, *, tracking_uri: str | None = No
 
 def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """Every child run of a parent run as MLflow's pandas frame (params.*, metrics.*, tags.*)."""
+    client = open_client(tracking_uri)
     uri = resolve_tracking_uri(tracking_uri)
-    client = open_client(uri)
     experiment_id = client.get_run(parent_id).info.experiment_id
     mlflow.set_tracking_uri(uri)
     return mlflow.search_runs([experiment_id],
@@ -164,13 +179,17 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
 
 
 class Tracker:
-    """One experiment in one MLflow tracking store."""
+    """One experiment in one MLflow tracking store. Calls to a tracking server that stopped
+    answering wait for it, aloud, `server_wait` seconds at most (allsearch.outage)."""
 
-    def __init__(self, experiment: str, *, tracking_uri: str | None = None) -> None:
+    def __init__(self, experiment: str, *, tracking_uri: str | None = None,
+                 server_wait: float = SERVER_WAIT_S) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.location = f"MLflow store '{redact(self.tracking_uri)}'"
         self.experiment_name = experiment
         self._study_of_parent: dict[str, str] = {}
+        self._wait = (ServerWait(self.tracking_uri, server_wait)
+                      if self.tracking_uri.startswith(("http:", "https:")) else None)
         check_tracking_uri(self.tracking_uri)
         try:
             for attempt in itertools.count(1):
@@ -191,14 +210,20 @@ class Tracker:
 
     def _open(self, experiment: str) -> None:
         # The registry lives in the same store; never in whatever the process set globally.
-        self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
+        self.client = client if self._wait is None else Waiting(client, self._wait)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
             self.experiment_id = self._create_experiment(experiment)
+            found = self.client.get_experiment(self.experiment_id)
         else:
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
             self.experiment_id = found.experiment_id
+        # The local folders it writes: a full disk is named by the one on it.
+        database = sqlite_store.database_path(self.tracking_uri)
+        self.folders = tuple(str(p) for p in (database and database.parent,
+                                               _local_path(found.artifact_location)) if p)
 
     def _create_experiment(self, name: str) -> str:
         location = None
@@ -283,8 +308,14 @@ class Tracker:
 
     def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
         mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
-                                  output_format="pandas")
+        return self._call(mlflow.search_runs, [self.experiment_id], filter_string=filter_string,
+                          output_format="pandas")
+
+    def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
+        """A call of MLflow's fluent API, waiting for a server that stopped answering."""
+        if self._wait is None:
+            return function(*args, **kwargs)
+        return self._wait.call(function, *args, **kwargs)
 
     # ----------------------------------------------------------------- writing to a run
 
@@ -341,10 +372,17 @@ class Tracker:
         versions = package_versions()
         requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
         mlflow.set_tracking_uri(self.tracking_uri)
-        try:
+
+        def log() -> str:
+            active = mlflow.active_run()
+            if active is not None and active.info.run_id == run_id:
+                mlflow.end_run()  # left by a try the server went away during
             with mlflow.start_run(run_id=run_id):
                 return log_classifier(network=network, class_names=class_names, hparams=hparams,
                                       pipeline=pipeline, requirements=requirements)
+
+        try:
+            return self._call(log)
         finally:
             # Leaving the fluent run marks it ended; the trial is not over until end_run.
             self.client.update_run(run_id, status="RUNNING")
@@ -359,9 +397,18 @@ class Tracker:
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own
-            version = mlflow.register_model(model_uri, model_name)
+            version = self._call(mlflow.register_model, model_uri, model_name)
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
         return str(version.version)
+
+
+def _local_path(uri: str | None) -> Path | None:
+    """The folder of a file: URI (an artifact location on this machine), else None."""
+    from urllib.parse import unquote, urlsplit
+
+    if not uri or not uri.startswith("file:"):
+        return None
+    return Path(unquote(urlsplit(uri).path))
 
 
 def param_text(value: Any) -> str:

@@ -145,12 +145,19 @@ def find_studies(tracking_uri: str | None = None) -> list[StudyPage]:
 
     from allsearch.contract import ROLE, STUDY
     from allsearch.errors import redact
-    from allsearch.tracking import STORE_ERRORS, damaged_store, open_client, resolve_tracking_uri
+    from allsearch.tracking import (
+        STORE_ERRORS,
+        damaged_store,
+        missing_store,
+        open_client,
+        resolve_tracking_uri,
+    )
 
+    missing = missing_store(tracking_uri)  # asked first: resolving makes the store's folder
+    if missing is not None:
+        raise StoreError(f"no study found: there is no MLflow store at 'sqlite:///{missing}' "
+                         f"yet; run python -m allsearch.study first, or pass --tracking-uri")
     uri = resolve_tracking_uri(tracking_uri)
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
-        raise StoreError(f"no study found: there is no MLflow store at '{uri}' yet; run "
-                         f"python -m allsearch.study first, or pass --tracking-uri")
     try:
         client = open_client(uri)
         experiments = {e.experiment_id: e.name for e in client.search_experiments()}
@@ -186,12 +193,13 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
     """Start the MLflow UI (and optuna-dashboard when installed, `dashboard`, and the Optuna
     storage exists) on loopback."""
     from allsearch.errors import redact
-    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, resolve_tracking_uri
+    from allsearch.tracking import DEFAULT_ARTIFACT_ROOT, missing_store, resolve_tracking_uri
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}; pass a free port "
                           f"such as {DEFAULT_PORT}")
-    uri = resolve_tracking_uri(tracking_uri)
+    missing = missing_store(tracking_uri)  # find_studies refuses it; resolving would make its folder
+    uri = f"sqlite:///{missing}" if missing else resolve_tracking_uri(tracking_uri)
     if uri.startswith(("http://", "https://")):
         raise ConfigError(f"'{redact(uri)}' is already a tracking server: open it in a browser")
     if not _port_free(port):

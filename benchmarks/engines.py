@@ -2,7 +2,7 @@
 
     python benchmarks/engines.py [--quick] [--data PATH] [--budget 1800]
 
-Runs search/paper.yaml three times with the same wall-clock budget (--timeout) on the same
+Runs allsearch/spaces/paper.yaml three times with the same wall-clock budget (--timeout) on the same
 data: Optuna TPE with median pruning (allsearch's default), KerasTuner Hyperband, and
 KerasTuner random search; every engine trains the paper's baseline first, through the same
 trial code. Reports each engine's trials, best validation accuracy (and that trial's test

@@ -2,7 +2,7 @@
 
     python benchmarks/memory.py [--quick] [--data PATH] [--trials 50]
 
-Runs the same study of 1-epoch trials of the paper's network (search/smoke.yaml) twice:
+Runs the same study of 1-epoch trials of the paper's network (allsearch/spaces/smoke.yaml) twice:
   unbounded  every trial in one process, no memory limit (--worker-memory-mb 0): Keras'
              session is cleared and garbage collected between trials, yet TensorFlow keeps
              some memory after every fit;
@@ -76,7 +76,7 @@ def main() -> None:
         print(f"{label}: peak RSS after trial 1 {peaks[label][0]:.0f} MB, after trial {trials} "
               f"{peaks[label][-1]:.0f} MB (largest {max(peaks[label]):.0f} MB); "
               f"{workers} process(es); {seconds:.0f} s", flush=True)
-    print(f"data: {data}; {trials} trials of 1 epoch (search/smoke.yaml)")
+    print(f"data: {data}; {trials} trials of 1 epoch (allsearch/spaces/smoke.yaml)")
     print(f"peak RSS growth trial 1 -> {trials} (unbounded): "
           f"{max(peaks['unbounded']) - peaks['unbounded'][0]:+.0f} MB")
     print(f"peak RSS growth trial 1 -> {trials} (default): "

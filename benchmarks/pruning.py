@@ -3,7 +3,7 @@
     python benchmarks/pruning.py [--quick] [--data PATH] [--trials 20]
         [--pruners median hyperband successive_halving none] [--sampler-seeds 0 1]
 
-Runs the same seeded study (TPE, search/paper.yaml, the paper's baseline first) once per
+Runs the same seeded study (TPE, allsearch/spaces/paper.yaml, the paper's baseline first) once per
 pruner and sampler seed, and counts the epochs each trained in all and the best validation
 accuracy each found. Trials run in this process. --quick: synthetic images, 8 trials of a
 small space (1-4 epochs), sampler seed 0, the median pruner and none. Key figure, last line: per pruner, epochs trained

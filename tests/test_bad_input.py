@@ -136,7 +136,7 @@ def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_
     code = study.main(["--trials", "4", "--space", str(space_file), "--data", str(tiny_data),
                        "--no-progress", "--trials-per-process", "0", "--retrain-duplicates"])
     line = one_line_error(capsys)
-    assert code == 2 and "No space left on device" in line and "run the same command to resume" in line
+    assert code == 2 and "(disk full)" in line and "run the same command to resume" in line
     loaded = optuna.load_study(study_name="tiny", storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
     # The second run's files are written in the background while the third trial trains; the
     # failure stops the study when that trial has trained, instead of failing every trial.
@@ -240,3 +240,63 @@ def test_losing_the_schema_race_retries_other_errors_do_not(tmp_path: Path,
     with pytest.raises(study.StoreError, match="password authentication failed"):
         storage_mod.open_storage("postgresql://u:pw@127.0.0.1:1/db")
     assert len(calls) == 1
+
+
+def test_the_summary_names_why_trials_failed(tiny_data: Path, space_file: Path,
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture) -> None:
+    """The closing summary says why trials failed (each reason once, with its count), not only
+    the MLflow runs' `error` tags. A stand-in trainer (nothing trains) fails two of the four
+    configurations, each for its own reason."""
+    from allsearch import standin
+
+    real = standin.stand_in
+
+    def failing(seconds: float):
+        run = real(seconds)
+
+        def trainer(dataset, hparams, **kwargs):
+            if hparams.batch_size == 16 and hparams.loss == "binary_crossentropy":
+                raise ValueError("no memory left for batch 16\nsecond line never shown")
+            if hparams.batch_size == 16:
+                raise RuntimeError("the stand-in refuses batch 16")
+            return run(dataset, hparams, **kwargs)
+
+        return trainer
+
+    monkeypatch.setattr(standin, "stand_in", failing)
+    code = study.main(["--trials", "8", "--space", str(space_file), "--data", str(tiny_data),
+                       "--trainer", "standin:0", "--no-progress", "--sampler", "random",
+                       "--trials-per-process", "0", "--worker-memory-mb", "0",
+                       "--retrain-duplicates"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    loaded = optuna.load_study(study_name="tiny",
+                               storage=f"sqlite:///{Path('mlruns/optuna.db').resolve()}")
+    failed = [t.user_attrs["error"].splitlines()[0] for t in loaded.trials if t.state.name == "FAIL"]
+    memory = failed.count("ValueError: no memory left for batch 16")
+    refused = failed.count("RuntimeError: the stand-in refuses batch 16")
+    assert memory and refused and memory + refused == len(failed), failed
+    assert f"{len(failed)} failed" in out.splitlines()[0]
+    assert f"\n  {memory} failed: ValueError: no memory left for batch 16\n" in out, out
+    assert f"\n  {refused} failed: RuntimeError: the stand-in refuses batch 16\n" in out, out
+    assert "second line" not in out and out.count("failed: ") == 2, out
+
+
+def test_failures_without_a_reason_and_many_reasons_stay_short() -> None:
+    """A trial failed by Ctrl-C or a dead worker has no error of its own; past five reasons,
+    the rest are one line."""
+    from optuna.trial import TrialState, create_trial
+
+    from allsearch.progress import failure_lines
+
+    trials = [create_trial(state=TrialState.FAIL, user_attrs={"error": f"ValueError: case {i}"})
+              for i in range(7) for _ in range(i + 1)]
+    trials += [create_trial(state=TrialState.FAIL), create_trial(state=TrialState.FAIL)]
+    assert failure_lines(trials) == [
+        "  7 failed: ValueError: case 6", "  6 failed: ValueError: case 5",
+        "  5 failed: ValueError: case 4", "  4 failed: ValueError: case 3",
+        "  3 failed: ValueError: case 2",
+        "  3 failed for 2 other reason(s); see the 'error' tag of their MLflow runs",
+        "  2 failed without a recorded reason (interrupted, or their process stopped): not "
+        "counted towards --trials"]

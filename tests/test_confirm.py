@@ -85,6 +85,30 @@ def test_a_recorded_study_is_confirmed_in_its_folder_and_imported_whole(
     assert sorted((r.study, r.imported) for r in reports) == [("tiny", 2), ("tiny-confirm", 2)]
 
 
+@pytest.mark.train
+def test_a_study_split_by_blocks_is_confirmed_on_splits_by_blocks(tiny_data: Path,
+                                                                  tmp_path: Path) -> None:
+    """Confirm re-split the data at random whatever the study's split (leakage back in, and
+    the runs logged split=random); now every fresh split is of the study's kind."""
+    from allsearch.splits import SplitSettings
+
+    space = tmp_path / "one-epoch.yaml"
+    space.write_text(SPACE.replace("epochs: 2", "epochs: 1"))
+    study.run(trials=2, space=str(space), data=str(tiny_data), progress=False, pruner="none",
+              split="blocks", block_size=3, trainer="standin:0")  # the search trains nothing
+    confirm.confirm(study="tiny", top=1, seeds=1, progress=False)
+    client = MlflowClient(resolve_tracking_uri())
+    experiment = client.get_experiment_by_name("tiny").experiment_id
+    [parent] = client.search_runs([experiment], filter_string="tags.`allsearch.confirms` = 'tiny'")
+    [run] = runs_under(client, parent.info.run_id)
+    params = run.data.params
+    assert (params["split"], params["block_size"], params["embargo"]) == ("blocks", "3", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        blocks = load_dataset(tiny_data, split_seed=1042, split=SplitSettings("blocks", block_size=3))
+    assert params["data_fingerprint"] == blocks.fingerprint
+
+
 def test_the_confirm_command_names_a_missing_study(tmp_path: Path, capsys) -> None:
     assert confirm.main(["--study", "nothing"]) == 2
     err = capsys.readouterr().err

@@ -48,6 +48,29 @@ def test_components_capped_by_train_size_with_a_warning(dataset) -> None:
 
 def test_features_are_cached(dataset, isolated_store: Path) -> None:
     first = add_hog_pca(dataset, n_components=10)
-    assert list((isolated_store / "cache").glob("hogpca-*.joblib"))
+    assert list((isolated_store / "cache").glob("hogpca-*.npz"))
     second = add_hog_pca(dataset, n_components=10)
     np.testing.assert_array_equal(first.features.val, second.features.val)
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_a_saved_pipeline_loads_back_to_the_same_transform(whiten: bool, dataset,
+                                                           tmp_path: Path) -> None:
+    """save_pipeline -> load_pipeline: numbers only, and the same features, whitened or not."""
+    from sklearn.decomposition import PCA
+    from sklearn.pipeline import Pipeline
+
+    from allsearch.features import load_pipeline, save_pipeline
+
+    hog = HogTransformer()
+    pca = PCA(n_components=10, whiten=whiten, random_state=0).fit(hog.transform(dataset.x_train))
+    fitted = Pipeline([("hog", hog), ("pca", pca)])
+    save_pipeline(fitted, tmp_path / "pipeline.npz")
+    loaded = load_pipeline(tmp_path / "pipeline.npz")
+    assert loaded.named_steps["pca"].whiten is whiten
+    expected = fitted.transform(dataset.x_test)
+    # Equal attributes; the products differ by float32 rounding (measured: at most 4e-6).
+    np.testing.assert_allclose(loaded.transform(dataset.x_test), expected, rtol=1e-5, atol=1e-5)
+    # The two cases differ: whitened components have unit variance on the train images.
+    spread = loaded.transform(dataset.x_train).std(axis=0, ddof=1)
+    assert np.allclose(spread, 1.0, rtol=1e-2) is whiten

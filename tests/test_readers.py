@@ -105,3 +105,40 @@ def test_ui_without_any_study(tmp_path: Path) -> None:
         (tmp_path / "mlruns").mkdir(exist_ok=True)
         (tmp_path / "mlruns" / "mlflow.db").touch()
     assert not (tmp_path / "mlruns" / "optuna.db").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (("allsearch.leaderboard",), "no study found: there is no MLflow store at"),
+    (("allsearch.leaderboard", "--study", "mine", "--format", "csv"),
+     "no study found: there is no MLflow store at"),
+    (("allsearch.ui", "--port", "{port}"), "no study found: there is no MLflow store at"),
+    (("allsearch.predict", "{image}"), "no champion model in"),
+    (("allsearch.predict", "{image}", "--study", "mine"), "cannot be loaded from"),
+    (("allsearch.predict", "{image}", "--model", "0123456789abcdef0123456789abcdef"),
+     "cannot be loaded from"),
+    (("allsearch.predict", "{image}", "--model", "models:/allsearch-mine@champion"),
+     "cannot be loaded from"),
+], ids=["leaderboard", "leaderboard-study", "ui", "predict", "predict-study", "predict-run-id",
+        "predict-models-uri"])
+@pytest.mark.parametrize("uri", [None, "sqlite:///elsewhere/mlflow.db"], ids=["default", "env"])
+def test_readers_in_a_folder_without_a_store_leave_it_empty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str,
+        uri: str | None) -> None:
+    """A reader run where there is no store says so in one line and creates nothing there:
+    no mlruns/ folder, no mlflow.db (MLflow creates both on its first read)."""
+    from PIL import Image
+
+    image = tmp_path / "cell.png"
+    Image.new("L", (60, 60), 128).save(image)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    if uri is not None:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    port = str(free_port())
+    done, _ = command(*(a.replace("{image}", str(image)).replace("{port}", port) for a in args))
+    line = error_line(done)
+    store = empty / ("elsewhere/mlflow.db" if uri else "mlruns/mlflow.db")
+    assert message in line and f"sqlite:///{store}" in line, line
+    assert "python -m allsearch.study" in line and "--tracking-uri" in line, line
+    assert sorted(p.name for p in empty.rglob("*")) == []

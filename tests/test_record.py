@@ -8,12 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
+import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study
 from allsearch.contract import RECORDED_ID
+from allsearch.process_state import left_as_found
 from allsearch.recorder import read_runs
+from allsearch.serving import encode_image, images_frame
 from allsearch.tracking import resolve_tracking_uri
 from conftest import one_line_error
 
@@ -22,8 +26,9 @@ name: tiny
 params:
   batch_size: {type: categorical, choices: [8, 16]}
   loss:       {type: categorical, choices: [categorical_crossentropy, binary_crossentropy]}
+  features:   {type: categorical, choices: [pixels, hog_pca]}
 fixed: {epochs: 2, conv_layers: 2, learning_rate: 0.001, dropout: 0.5, dense_units: 32}
-baseline: {batch_size: 8, loss: categorical_crossentropy}
+baseline: {batch_size: 8, loss: categorical_crossentropy, features: hog_pca}
 """
 
 
@@ -81,6 +86,23 @@ def test_an_imported_record_holds_what_a_native_study_holds(tiny_data: Path, spa
         x.path for x in client.list_artifacts(parent.info.run_id)}
     champion = client.get_model_version_by_alias("allsearch-recorded", "champion")
     assert champion.run_id in {r.info.run_id for r in imported}
+
+    # The HOG/PCA pipeline travels as numbers, and the imported model predicts as the
+    # native one does.
+    [baseline] = [r for r in read_runs(record).values() if r.tags.get("trial_number") == "0"]
+    model = record / "runs" / baseline.run_id / "model"
+    assert sorted(p.name for p in model.iterdir()) == ["feature_pipeline.npz", "model.json",
+                                                       "model.keras"]
+    frame = images_frame([encode_image(p.read_bytes()) for p in sorted(tiny_data.glob("*/*.png"))[:4]])
+    before = mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()
+    with left_as_found():  # MLflow's global tracking URI is put back after
+        mlflow.set_tracking_uri(resolve_tracking_uri())
+        native_p, imported_p = (mlflow.pyfunc.load_model(r.data.tags["model_uri"]).predict(frame)
+                                for r in (native[0], imported[0]))
+    assert (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()) == before
+    columns = [c for c in native_p.columns if c.startswith("p_")]
+    np.testing.assert_allclose(imported_p[columns].to_numpy(), native_p[columns].to_numpy(),
+                               atol=1e-5)
 
 
 @pytest.mark.train
