@@ -8,11 +8,12 @@ samplers, pruners (optuna-integration's Keras pruning callback), heartbeats and 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -44,11 +45,20 @@ __all__ = ["ENGINE", "make_sampler", "make_pruner", "open_study", "OpenedStudy",
            "run", "worker_main", "summarize", "Retire"]
 
 ENGINE = "optuna"
-# Optuna's own lines (each trial's values, a stopped trial's traceback) repeat what the progress
-# line, the summary and the runs' states say; --debug shows them. Set here, after Optuna's
-# import configured its logger (a level set before that import would be overwritten).
-optuna.logging.set_verbosity(optuna.logging.INFO if os.environ.get("ALLSEARCH_DEBUG")
-                             else optuna.logging.ERROR)
+
+
+@contextlib.contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's own lines (each trial's values, a stopped trial's traceback) repeat what the
+    progress line, the summary and the runs' states say; --debug shows them. Only while trials
+    run: the caller's verbosity is put back after (importing allsearch sets nothing)."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO if os.environ.get("ALLSEARCH_DEBUG")
+                                 else optuna.logging.ERROR)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)
 
 
 class OpenedStudy(NamedTuple):
@@ -361,6 +371,11 @@ def _dead_runs(study: optuna.Study) -> list[str]:
 def run(prepared: Prepared, *, trial_callbacks: Sequence[Callable[..., None]] = ()
         ) -> optuna.Study:
     """Run (or resume) the study until it holds `config.trials` counted trials."""
+    with quiet_optuna():
+        return _run(prepared, trial_callbacks)
+
+
+def _run(prepared: Prepared, trial_callbacks: Sequence[Callable[..., None]]) -> optuna.Study:
     config, space = prepared.config, prepared.space
     # Everything a user can get wrong is checked before any training starts; the data first,
     # so that a folder that cannot be used leaves no empty study or experiment behind.
@@ -443,4 +458,5 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
         with done.get_lock():
             done.value += 1
 
-    optimize(study, ctx, n_trials, None, callbacks=[count])
+    with quiet_optuna():
+        optimize(study, ctx, n_trials, None, callbacks=[count])

@@ -32,7 +32,8 @@ SNAPSHOT = textwrap.dedent("""
             "fd2": [os.fstat(2).st_dev, os.fstat(2).st_ino],
             "unraisablehook": repr(sys.unraisablehook),
             "excepthook": repr(sys.excepthook),
-            "backend": matplotlib.rcParams._get_backend_or_none(),
+            # A copy does not resolve the backend (reading the global rcParams would pick one).
+            "backend": repr(matplotlib.rcParams.copy()["backend"]),
             "mlflow": [os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_registry_uri()
                        if mlflow.is_tracking_uri_set() else None, mlflow.is_tracking_uri_set()],
             "gc": [gc.isenabled(), gc.get_freeze_count(), gc.get_threshold()],
