@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
-from allsearch.errors import SpaceError, first_line
+from allsearch.errors import SpaceError
+from allsearch.space_file import read_space_text, safe_yaml
 
 if TYPE_CHECKING:
     from importlib.resources.abc import Traversable
@@ -259,9 +260,6 @@ _SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
               "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
 OBJECTIVES = ("val_accuracy",)
-# Bounds on what a space file may cost to read (the shipped ones: under 4 KB, 3 levels deep).
-MAX_SPACE_BYTES = 1024 * 1024
-MAX_YAML_DEPTH = 20
 
 
 def load_space(path: str | Path) -> SearchSpace:
@@ -271,54 +269,9 @@ def load_space(path: str | Path) -> SearchSpace:
     return space_from_text(read_space_text(path), source=str(path))
 
 
-def read_space_text(path: Path | Traversable) -> str:
-    """A space file's text: UTF-8, at most MAX_SPACE_BYTES (a space file is a few KB)."""
-    try:
-        with path.open("rb") as stream:
-            data = stream.read(MAX_SPACE_BYTES + 1)
-    except OSError as exc:
-        raise SpaceError(f"{path}: cannot be read ({exc.strerror or first_line(exc)})") from None
-    if len(data) > MAX_SPACE_BYTES:
-        raise SpaceError(f"{path}: larger than {MAX_SPACE_BYTES // 1024} KB, too large for a "
-                         f"search-space file; pass the YAML file of a space")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise SpaceError(f"{path}: not UTF-8 text (byte 0x{data[exc.start]:02x} on line {line}); "
-                         f"save the file as UTF-8") from None
-
-
 def space_from_text(text: str, *, source: str = "<memory>") -> SearchSpace:
     """A validated space from the text of a YAML space file (`source` names it in errors)."""
     return parse_space(safe_yaml(text, source=source), source=source)
-
-
-def safe_yaml(text: str, *, source: str = "<memory>") -> Any:
-    """YAML's plain data, refusing what a space never needs and what costs unbounded memory or
-    recursion: aliases (`*name`: a few hundred bytes of nested aliases expand to gigabytes)
-    and nesting deeper than MAX_YAML_DEPTH. Checked on YAML's event stream, before anything
-    is built."""
-    try:
-        depth = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                raise SpaceError(f"{source}: YAML aliases (*{event.anchor}, line "
-                                 f"{event.start_mark.line + 1}) are not allowed in a search "
-                                 f"space; write the value out in full")
-            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
-                depth += 1
-                if depth > MAX_YAML_DEPTH:
-                    raise SpaceError(f"{source}: nested deeper than {MAX_YAML_DEPTH} levels "
-                                     f"(line {event.start_mark.line + 1}); a search space "
-                                     f"needs 3")
-            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
-                depth -= 1
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1})" if mark is not None else ""
-        raise SpaceError(f"{source}: not valid YAML{at}; check indentation and colons") from None
 
 
 def _resolve(path: str | Path) -> Path | Traversable:
