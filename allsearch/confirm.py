@@ -21,6 +21,7 @@ import argparse
 import math
 import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +78,24 @@ def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
     return found
 
 
+def _train_all(jobs: list[_Job], store: Any, workers: int, *, on_run: Callable[[], Any]) -> None:
+    """Every job's pairs: in this process, or in `workers` spawned processes."""
+    if workers == 1:
+        for job in jobs:
+            _train_pair(job, store=store, on_run=on_run)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(max_workers=workers,
+                             mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_train_pair, job, candidate=c)
+                   for job in jobs for c in job.candidates]
+        for future in as_completed(futures):
+            future.result()
+            on_run()
+
+
 def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None,
             tracking_uri: str | None = None, record: str | None = None,
             precision: str = "auto", progress: bool = True, workers: int = 1,
@@ -113,20 +132,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
                  split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen))
             for i in range(seeds)]
     try:
-        if workers == 1:
-            for job in jobs:
-                _train_pair(job, store=store, on_run=lambda: bar.update(1))
-        else:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor, as_completed
-
-            with ProcessPoolExecutor(max_workers=workers,
-                                     mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = [pool.submit(_train_pair, job, candidate=c)
-                           for job in jobs for c in job.candidates]
-                for future in as_completed(futures):
-                    future.result()
-                    bar.update(1)
+        _train_all(jobs, store, workers, on_run=lambda: bar.update(1))
     except BaseException as exc:
         status = lifecycle.ended_by(exc)
         raise
