@@ -16,8 +16,5 @@ import os
 # unless the user asked for more.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# First, so that its exit handler runs after every library's (allsearch/exiting.py).
-from allsearch import exiting  # noqa: E402, F401
-
 __version__ = "0.1.0"
 __all__ = ["__version__"]

@@ -17,7 +17,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from allsearch import config as config_mod
-from allsearch import exiting
 from allsearch.config import DEFAULT_STORAGE, StudyConfig
 from allsearch.errors import ConfigError, StoreError
 
@@ -129,4 +128,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

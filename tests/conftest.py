@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,14 +14,6 @@ from allsearch.synthetic import write_dataset
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "leukemia"
-@pytest.fixture(autouse=True, scope="session")
-def schema_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One migrated empty MLflow store per test process, copied for every fresh store
-    (allsearch.sqlite_store), outside the user's own cache."""
-    path = tmp_path_factory.getbasetemp() / "schema"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ALLSEARCH_SCHEMA_CACHE_DIR", str(path))
-        yield path
 
 
 @pytest.fixture
