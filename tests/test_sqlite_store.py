@@ -1,5 +1,7 @@
-"""A SQLite MLflow store is opened by one process at a time (allsearch.sqlite_store): MLflow
-migrates a fresh store's tables without a lock of its own. Real files and processes."""
+"""SQLite stores shared by processes (allsearch.sqlite_store): an MLflow store is opened by one
+process at a time (MLflow migrates a fresh store's tables without a lock of its own), and an
+Optuna trial that two processes ask for at the same moment goes to one of them. Real files and
+processes."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -67,3 +70,37 @@ def test_only_a_sqlite_file_is_locked(uri: str, path: Path | None, tmp_path: Pat
         with sqlite_store.opening(uri):  # nothing to lock: no file is made
             pass
     assert not list(tmp_path.glob("*.lock"))
+
+
+ASK = """
+import os, sys, time, warnings
+from pathlib import Path
+import optuna
+from allsearch.storage import open_storage
+warnings.simplefilter("ignore")
+storage, barrier = open_storage(sys.argv[1]), Path(sys.argv[2])
+for round in range(int(sys.argv[3])):
+    study = optuna.load_study(study_name=f"s{round}", storage=storage)
+    (barrier / f"{round}-{os.getpid()}").touch()
+    while len(list(barrier.glob(f"{round}-*"))) < 2:  # both processes ask at once
+        time.sleep(0.001)
+    print(study.ask().number, flush=True)
+"""
+
+
+def test_two_processes_never_take_the_same_waiting_trial(tmp_path: Path) -> None:
+    """Optuna pops a WAITING trial (the enqueued baseline, a dead trial's retry) by reading
+    its state, then writing RUNNING: on SQLite both processes took it in 6 of 20 rounds,
+    and the one that finished second failed ("Cannot tell a COMPLETE trial")."""
+    url, rounds = f"sqlite:///{tmp_path / 'optuna.db'}", 10
+    for round in range(rounds):
+        study = optuna.create_study(study_name=f"s{round}", storage=url)
+        study.enqueue_trial({"x": 1})
+    (tmp_path / "barrier").mkdir()
+    processes = [subprocess.Popen([sys.executable, "-c", ASK, url, str(tmp_path / "barrier"),
+                                   str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-1500:] for _, err in outputs]
+    taken = list(zip(*(out.split() for out, _ in outputs), strict=True))
+    assert all(sorted(pair) == ["0", "1"] for pair in taken), taken  # one got the waiting trial
