@@ -18,14 +18,8 @@ The pieces are usable on their own too:
     result = run_trial(dataset, HParams(epochs=15, batch_size=64), seed=0)
 """
 
-import os
-
-# TensorFlow prints pages of C++ start-up logs a user cannot act on; keep errors only,
-# unless the user asked for more.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-# First, so that its exit handler runs after every library's (allsearch/exiting.py).
-from allsearch import exiting  # noqa: E402, F401
+# Importing allsearch sets nothing in the caller's process (tests/test_side_effects.py):
+# TensorFlow's start-up logs are quieted where it starts (hardware.start_tensorflow).
 
 __version__ = "0.1.0"
 __all__ = ["__version__", "run_study", "StudyResult"]

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from allsearch import exiting, lifecycle
+from allsearch import lifecycle
 from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE
 from allsearch.errors import ConfigError, DataError, StoreError
@@ -316,4 +316,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

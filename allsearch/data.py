@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from allsearch import exiting
 from allsearch.download import BUNDLE_SUFFIX, DEFAULT_DATA, resolve_data_path
 from allsearch.errors import DataError
 from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_network_input
@@ -441,4 +440,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from allsearch import exiting
 from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE
 from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
@@ -412,4 +411,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from allsearch import exiting
 from allsearch.contract import CHAMPION_ALIAS, model_name
 from allsearch.errors import AllsearchError, DataError, ModelError, StoreError, first_line, redact
 from allsearch.images import IMAGE_EXTENSIONS, decode_image_bytes
@@ -275,4 +274,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from allsearch import exiting
 from allsearch.errors import ConfigError
 
 __all__ = ["main", "DEFAULT_PORT", "DEFAULT_THREADS"]
@@ -75,4 +74,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -1,41 +1,28 @@
-"""Opening a SQLite MLflow store: one process at a time, and a fresh one from a template.
+"""SQLite stores shared by processes: one opening of an MLflow store at a time, and Optuna's
+transactions that read then write done whole.
 
-MLflow creates a fresh store's tables by running its whole migration history (about 1 s on a
-laptop, before a study trains anything), without a lock. Here:
-- every open of a `sqlite:///` store holds an exclusive lock on `<database>.lock`: two
-  commands started together on a fresh folder failed on each other's half-done migrations
-  (duplicate column, circular dependency, alembic's version row);
-- a store that does not exist yet is a copy of an empty store that MLflow itself migrated,
-  kept once per machine and MLflow release in `$ALLSEARCH_SCHEMA_CACHE_DIR` (default
-  `~/.cache/allsearch`). The template holds no experiment: MLflow creates the Default one,
-  with this store's artifact root, when it opens the copy. Where the template cannot be made
-  or read, MLflow migrates the store itself, as it always does.
+- MLflow creates a fresh store's tables by running its whole migration history, without a
+  lock: two commands started together on a fresh folder failed on each other's half-done
+  migrations (duplicate column, circular dependency, alembic's version row). Every open of a
+  `sqlite:///` store here holds an exclusive lock on `<database>.lock` while MLflow opens it;
+  MLflow's own migrations then run in one process, and the next one finds the tables made.
+- Python's sqlite3 starts a transaction only at its first write, so a read that decides the
+  write (Optuna's "is this trial still WAITING? then it is mine, RUNNING") runs outside it,
+  and two processes both took the same trial: two commands started together both ran the
+  enqueued baseline as trial 0, and the one that finished second failed with "Cannot tell a
+  COMPLETE trial" (exit 1). `immediate_transactions` makes each transaction of an engine
+  begin with BEGIN IMMEDIATE: it holds the database's write lock from its first read, and
+  the other process waits (its busy timeout) and then reads the trial as taken.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import logging
-import os
-import shutil
-import sqlite3
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
-__all__ = ["opening", "database_path", "schema_template", "schema_cache_dir"]
-
-_log = logging.getLogger(__name__)
-
-
-def schema_cache_dir() -> Path:
-    """Where the migrated empty stores are kept (one per MLflow release)."""
-    configured = os.environ.get("ALLSEARCH_SCHEMA_CACHE_DIR")
-    if configured:
-        return Path(configured)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "allsearch"
+__all__ = ["opening", "database_path", "immediate_transactions"]
 
 
 def database_path(uri: str) -> Path | None:
@@ -48,8 +35,8 @@ def database_path(uri: str) -> Path | None:
 
 @contextlib.contextmanager
 def opening(uri: str) -> Iterator[None]:
-    """Hold the store's lock while MLflow opens it (a SQLite file; any other store: nothing),
-    and give a store that is not there yet its tables from the template."""
+    """Hold the store's lock while the block opens it through MLflow (a SQLite file; any
+    other store: nothing)."""
     path = database_path(uri)
     if path is None:
         yield
@@ -64,70 +51,23 @@ def opening(uri: str) -> Iterator[None]:
     with handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            if not path.exists() or path.stat().st_size == 0:
-                _seed(path)
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _seed(path: Path) -> None:
-    template = schema_template()
-    if template is None:
-        return
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        shutil.copyfile(template, partial)
-        os.replace(partial, path)  # never a half-copied store under the real name
-    except OSError as exc:
-        _log.debug("no store from the template (%s); MLflow creates the tables", exc)
-        partial.unlink(missing_ok=True)
+def immediate_transactions(engine: Any) -> None:
+    """Every transaction of this SQLAlchemy engine on a SQLite file begins with BEGIN
+    IMMEDIATE (SQLAlchemy's recipe for pysqlite's late BEGIN), so what it reads cannot change
+    before it writes. Connections the engine opened before are closed: each new one gets it."""
+    from sqlalchemy import event
 
+    def no_implicit_begin(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection.isolation_level = None  # the BEGIN below instead of pysqlite's own
 
-def schema_template() -> Path | None:
-    """The migrated empty store of this MLflow release, made on first use (None when it
-    cannot be made or read: the caller lets MLflow migrate)."""
-    import mlflow
+    def begin_immediate(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    target = schema_cache_dir() / f"mlflow-{mlflow.__version__}-{_migrations_key()}.db"
-    if target.is_file() and _readable(target):
-        return target
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-            made = Path(scratch) / "empty.db"
-            _migrate(made)
-            os.replace(made, target)  # two processes making it at once: either copy wins
-    except Exception as exc:  # noqa: BLE001 - an optimisation; MLflow migrates the store itself
-        _log.debug("no MLflow schema template in %s (%s)", target.parent, exc)
-        return None
-    return target if _readable(target) else None
-
-
-def _migrations_key() -> str:
-    """The names of MLflow's migration scripts: a release that adds one gets a new template."""
-    import mlflow.store.db_migrations
-
-    versions = Path(mlflow.store.db_migrations.__file__).parent / "versions"
-    names = sorted(p.name for p in versions.glob("*.py"))
-    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
-
-
-def _migrate(path: Path) -> None:
-    """An empty store made by MLflow (every table, every migration), without its Default
-    experiment, which MLflow creates again, with the right artifact root, where it is copied."""
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
-
-    store = SqlAlchemyStore(f"sqlite:///{path}", path.parent.as_uri())
-    store.engine.dispose()  # its connections to the scratch file, before the file moves
-    with contextlib.closing(sqlite3.connect(path)) as db, db:
-        db.execute("DELETE FROM experiment_tags")
-        db.execute("DELETE FROM experiments")
-
-
-def _readable(path: Path) -> bool:
-    try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-            return db.execute("SELECT version_num FROM alembic_version").fetchone() is not None
-    except sqlite3.Error:
-        return False
+    event.listen(engine, "connect", no_implicit_begin)
+    event.listen(engine, "begin", begin_immediate)
+    engine.dispose()

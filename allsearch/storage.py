@@ -27,6 +27,7 @@ import optuna
 from allsearch import compat
 from allsearch.config import DEFAULT_STORAGE, absolute_sqlite
 from allsearch.errors import ConfigError, StoreError, first_line, lost_schema_race, redact, redact_text
+from allsearch.sqlite_store import immediate_transactions
 
 __all__ = ["open_storage", "open_proxied_storage", "serve_proxy", "storage_url",
            "heartbeat_settings", "pool_settings", "HeartbeatProxyClient", "ProxiedRDBStorage",
@@ -278,10 +279,14 @@ def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    return kind(
+                    storage = kind(
                         url, engine_kwargs=engine_kwargs, heartbeat_interval=interval,
                         grace_period=grace,
                         heartbeat_stale_trial_callback=retry_stale_trial)
+                if url.startswith("sqlite:"):
+                    # Else two processes both take one WAITING trial (sqlite_store).
+                    immediate_transactions(storage.engine)
+                return storage
             except Exception as exc:
                 if attempt == SCHEMA_RACE_ATTEMPTS or not lost_schema_race(exc):
                     raise

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from allsearch import config as config_mod
-from allsearch import exiting
 from allsearch.config import DEFAULT_STORAGE, StudyConfig
 from allsearch.errors import ConfigError, StoreError
 from allsearch.process_state import left_as_found
@@ -223,4 +222,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -21,7 +21,6 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from allsearch import exiting
 from allsearch.errors import ConfigError, DataError, SpaceError
 from allsearch.hardware import PRECISIONS, resolve_precision
 from allsearch.progress import count_bar
@@ -278,4 +277,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

@@ -26,7 +26,6 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from allsearch import exiting
 from allsearch.errors import ConfigError, StoreError
 
 __all__ = ["UiServers", "StudyPage", "find_studies", "runs_page", "start_ui", "main"]
@@ -290,4 +289,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(exiting.finish(main()))
+    sys.exit(main())

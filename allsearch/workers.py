@@ -18,7 +18,6 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from allsearch import exiting
 from allsearch.config import StudyConfig
 from allsearch.errors import StoreError
 from allsearch.hardware import on_interrupt
@@ -105,8 +104,7 @@ def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trial
     try:
         target(config, index, n_trials, done)
     except KeyboardInterrupt:
-        sys.exit(exiting.finish(INTERRUPTED))
-    exiting.finish(0)  # its replacement starts once this process is gone
+        sys.exit(INTERRUPTED)
 
 
 def _interrupt(signum: int, frame: object) -> None:

@@ -6,7 +6,7 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,14 +16,6 @@ from allsearch.synthetic import write_dataset
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REAL_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "leukemia"
-@pytest.fixture(autouse=True, scope="session")
-def schema_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """One migrated empty MLflow store per test process, copied for every fresh store
-    (allsearch.sqlite_store), outside the user's own cache."""
-    path = tmp_path_factory.getbasetemp() / "schema"
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("ALLSEARCH_SCHEMA_CACHE_DIR", str(path))
-        yield path
 
 
 @pytest.fixture

@@ -23,8 +23,6 @@ KEY_FIGURES = {
     "engines": r"^best validation accuracy: optuna-tpe-median \d\.\d{3}, kt-hyperband \d\.\d{3}, kt-random \d\.\d{3}$",
     "memory": r"^peak RSS growth trial 1 -> 4 \(default\): [+-]\d+ MB$",
     "startup": r"^seconds to the first progress line \(median of 1\): \d+\.\d$",
-    "stores": r"^seconds to open a new MLflow store \(median of 1\): template \d+\.\d\d, MLflow's migrations \d+\.\d\d$",
-    "exit": r"^seconds from a study's last line to its end \(median of 1\): default \d+\.\d\d, full teardown \d+\.\d\d$",
     "efficiency": r"^training share \(seconds in model\.fit / study wall seconds\): \d\.\d{3}$",
 }
 
