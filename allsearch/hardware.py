@@ -125,9 +125,9 @@ def start_tensorflow() -> None:
     ignoring TF_CPP_MIN_LOG_LEVEL: they are hidden while it starts. Under another Keras
     backend (KERAS_BACKEND=jax, on a machine without TensorFlow) this does nothing.
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     if "tensorflow" in sys.modules or os.environ.get("KERAS_BACKEND", "tensorflow") != "tensorflow":
-        return
+        return  # started already (by the caller, too): nothing of theirs changes
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     threads = _threads or (threads_per_worker(1) if os.environ.get("ALLSEARCH_THREADS") else None)
     sys.stderr.flush()
     saved = os.dup(2)
