@@ -21,7 +21,8 @@ from allsearch.errors import ConfigError
 __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "available_cores",
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
            "start_tensorflow", "held_interrupts", "on_interrupt", "raise_if_interrupted",
-           "deferred_interrupts", "interruptible", "process_age_s", "resident_mb"]
+           "deferred_interrupts", "interruptible", "polled_interrupts", "interrupt_pending",
+           "process_age_s", "resident_mb"]
 
 Precision = Literal["float32", "bfloat16"]
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
@@ -173,19 +174,21 @@ def held_interrupts() -> Iterator[None]:
 
 
 _hold = 0  # > 0: a store is being written, and a signal waits for the end of it
+_polled = 0  # > 0: a model is training, and a signal waits for its next batch
 _pending = False  # a signal came that the program has not seen as KeyboardInterrupt yet
 
 
 def on_interrupt(signum: int, frame: object) -> None:
     """The handler of SIGINT, SIGTERM and SIGHUP in allsearch's commands and workers: ends
     the work as Ctrl-C does, at once, or, inside `deferred_interrupts`, when the write in
-    progress is done. A KeyboardInterrupt raised while a store's transaction is half done can
-    leave its connection holding a lock (a heartbeat thread then waited on it), and one raised
-    in a finalizer or weakref callback is dropped by Python (a Ctrl-C between two trials was
-    lost that way): such an interrupt is kept and raised at the next safe point."""
+    progress is done, or, inside `polled_interrupts`, at the training's next batch. A
+    KeyboardInterrupt raised while a store's transaction is half done can leave its connection
+    holding a lock (a heartbeat thread then waited on it), and one raised in a finalizer or
+    weakref callback is dropped by Python (a Ctrl-C between two trials was lost that way):
+    such an interrupt is kept and raised at the next safe point."""
     global _pending
     sys.unraisablehook = _dropped_interrupt_is_kept
-    if _hold:
+    if _hold or _polled:
         _pending = True
         return
     _pending = False
@@ -202,6 +205,11 @@ def _dropped_interrupt_is_kept(unraisable: Any) -> None:
     sys.__unraisablehook__(unraisable)
 
 
+def interrupt_pending() -> bool:
+    """Has a signal come that is held or dropped (not raised yet)? What training polls."""
+    return _pending
+
+
 def raise_if_interrupted() -> None:
     """A safe point: raise the KeyboardInterrupt of a signal that was held or dropped."""
     global _pending
@@ -213,23 +221,24 @@ def raise_if_interrupted() -> None:
 @contextlib.contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Signals inside the block wait for its end (raised there as KeyboardInterrupt, or, when
-    the block ends by an exception, at the next safe point). For the main thread's writes to
-    a store: a study's trial loop, a run's per-epoch metrics, a pruner's report."""
+    the block ends by an exception, at the next safe point; inside `polled_interrupts`, at
+    the next poll). For the main thread's writes to a store: a study's trial loop, a run's
+    per-epoch metrics, a pruner's report."""
     global _hold
     _hold += 1
     try:
         yield
     finally:
         _hold -= 1
-    if not _hold:
+    if not _hold and not _polled:
         raise_if_interrupted()
 
 
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Signals inside the block raise KeyboardInterrupt at once, also within
-    `deferred_interrupts`: for training, which writes nothing but through callbacks that
-    defer again."""
+    `deferred_interrupts`: for a trial, which writes nothing but through callbacks that
+    defer again (its training polls: `polled_interrupts`)."""
     global _hold
     saved, _hold = _hold, 0
     try:
@@ -237,6 +246,25 @@ def interruptible() -> Iterator[None]:
         yield
     finally:
         _hold = saved
+
+
+@contextlib.contextmanager
+def polled_interrupts() -> Iterator[None]:
+    """Signals inside the block only set `interrupt_pending`, which the block polls (a
+    training loop, at each batch's end) to stop its work the way it stops normally; the
+    KeyboardInterrupt is raised when the block ends (also within `deferred_interrupts`: the
+    work was cut, and must not pass for whole). A KeyboardInterrupt raised inside Keras' fit
+    left its input pipeline's iterators alive until the process ended, and deleting one
+    waited for tf.data's autotuning thread (up to a minute; 10-40 s seen)."""
+    global _polled
+    _polled += 1
+    try:
+        raise_if_interrupted()
+        yield
+    finally:
+        _polled -= 1
+    if not _polled:
+        raise_if_interrupted()
 
 
 def process_age_s() -> float | None:

@@ -12,7 +12,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from allsearch.hardware import Precision, deferred_interrupts, start_tensorflow
+from allsearch.hardware import (
+    Precision,
+    deferred_interrupts,
+    interrupt_pending,
+    polled_interrupts,
+    start_tensorflow,
+)
 
 start_tensorflow()  # quietly, with this process's thread count, before Keras loads it
 
@@ -52,6 +58,8 @@ class _EpochRecorder(keras.callbacks.Callback):
         self.val_pass_s.append(time.perf_counter() - self._val_started)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if interrupt_pending():
+            return  # an epoch cut by a signal (_StopOnSignal) is not recorded as one
         values = {k: float(v) for k, v in (logs or {}).items() if k in EPOCH_METRICS}
         for name, value in values.items():
             self.history.setdefault(name, []).append(value)
@@ -85,8 +93,24 @@ class _Deferring(keras.callbacks.Callback):
         self.callback.on_epoch_begin(epoch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if interrupt_pending():
+            return  # nothing is reported of an epoch cut by a signal
         with deferred_interrupts():
             self.callback.on_epoch_end(epoch, logs)
+
+
+class _StopOnSignal(keras.callbacks.Callback):
+    """Ends fit at the next batch after SIGINT or SIGTERM (polled_interrupts holds the
+    signal): Keras stops as it does for early stopping, skips the rest of the validation
+    pass, and frees its input pipeline; run_trial then raises KeyboardInterrupt."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if interrupt_pending():
+            self.model.stop_training = True
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if interrupt_pending():
+            self.model.stop_evaluating = True
 
 
 def model_inputs(dataset: Dataset, split: str, features: str) -> Any:
@@ -155,12 +179,14 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         started = time.perf_counter()
         # The validation pass runs at Keras' predict batch (32), the batch the test split is
         # timed at: its last pass over the kept weights gives the validation figures.
-        model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
-                  validation_data=(x_val, y_val), validation_batch_size=PREDICT_BATCH,
-                  shuffle=True, verbose=0,
-                  class_weight=class_weights(dataset.y_train, dataset.n_classes,
-                                             hparams.class_weights),
-                  callbacks=[recorder, *early_stop, *(_Deferring(c) for c in callbacks)])
+        with polled_interrupts():  # a signal stops the training at its next batch
+            model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
+                      validation_data=(x_val, y_val), validation_batch_size=PREDICT_BATCH,
+                      shuffle=True, verbose=0,
+                      class_weight=class_weights(dataset.y_train, dataset.n_classes,
+                                                 hparams.class_weights),
+                      callbacks=[_StopOnSignal(), recorder, *early_stop,
+                                 *(_Deferring(c) for c in callbacks)])
         train_time_s = time.perf_counter() - started
         epochs_run = len(history.get("loss", []))
         # The epoch whose weights the model keeps: the last, or the best one under patience

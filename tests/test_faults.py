@@ -476,3 +476,48 @@ except KeyboardInterrupt:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["stopped"], done.stdout + done.stderr
+
+
+LONG_EPOCHS = """
+name: long
+params: {}
+fixed: {epochs: 3, batch_size: 32, conv_layers: 4, filter_multiplier: 1.5, batch_norm: true,
+        dense_units: 256, dropout: 0.5, learning_rate: 0.001}
+baseline: {}
+"""
+
+
+@pytest.mark.train
+@pytest.mark.slow
+def test_sigterm_in_a_long_epoch_stops_at_the_next_batch(tmp_path: Path) -> None:
+    """search/best.yaml's network on 2,300 images: an epoch lasts tens of seconds on 2 cores.
+    SIGTERM half-way through the second epoch ends the study long before that epoch would
+    (it took 30-50 s on real data: tf.data's iterators left by a KeyboardInterrupt inside fit
+    waited for their autotuning thread when the process ended)."""
+    from allsearch.synthetic import write_dataset
+
+    data = write_dataset(tmp_path / "many", per_class=575, size=100, duplicate=False, junk=False)
+    (tmp_path / "long.yaml").write_text(LONG_EPOCHS)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "allsearch.study", "--space", str(tmp_path / "long.yaml"),
+         "--data", str(data), "--study-name", "tiny", "--pruner", "none", "--trials", "1",
+         "--no-progress", "--log-models", "none"],
+        env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for_running_trial(tmp_path, process, timeout=600)  # the first epoch is recorded
+    [trial] = [r for r in runs(tmp_path) if r.info.run_name == "trial-0000"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    [first] = client.get_metric_history(trial.info.run_id, "loss")
+    epoch_s = (first.timestamp - trial.info.start_time) / 1000  # with the model's build: longer
+    time.sleep(epoch_s / 2)  # into the second epoch, far enough for tf.data to have tuned
+    process.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    _, err = process.communicate(timeout=600)
+    stop_s = time.monotonic() - signalled
+    assert process.returncode == 130, err[-2000:]
+    assert stop_s < epoch_s / 2, (stop_s, epoch_s)  # well before the epoch's end
+    states = {r.info.run_name: (r.info.status, r.data.tags.get("state")) for r in runs(tmp_path)}
+    assert states == {"tiny": ("KILLED", None), "trial-0000": ("KILLED", "KILLED")}, states
+    assert len(client.get_metric_history(trial.info.run_id, "loss")) == 1  # the cut one: none
+    [optuna_trial] = optuna.load_study(
+        study_name="tiny", storage=f"sqlite:///{tmp_path / 'mlruns' / 'optuna.db'}").trials
+    assert optuna_trial.state.name == "FAIL"

@@ -1,7 +1,9 @@
-"""Precision selection: 'auto' follows the CPU's native bf16, and the choice is recorded."""
+"""Precision selection ('auto' follows the CPU's native bf16, and the choice is recorded),
+threads, and the interrupt rule while a model trains."""
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,87 @@ def test_a_worker_thread_count_reaches_tensorflow_started_later() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout.split()[-1]) == 1
     assert "oneDNN" not in done.stderr and "cuda" not in done.stderr.lower()  # started quietly
+
+
+POLLED = """
+import os, signal
+from allsearch.hardware import deferred_interrupts, interrupt_pending, on_interrupt, polled_interrupts
+signal.signal(signal.SIGINT, on_interrupt)
+steps = []
+try:
+    with polled_interrupts():  # a training loop
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(100000): pass
+        steps.append(f"pending {interrupt_pending()}")
+        with deferred_interrupts():  # an epoch's metrics written inside it
+            pass
+        steps.append("the write's end waits for the poll")
+except KeyboardInterrupt:
+    steps.append("raised when the training ends")
+steps.append(f"pending {interrupt_pending()}")
+try:
+    with deferred_interrupts():  # a training inside a store's write: cut all the same
+        with polled_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100000): pass
+        steps.append("not reached")
+except KeyboardInterrupt:
+    steps.append("raised inside the write's block")
+print(steps)
+"""
+
+
+def test_a_signal_during_training_is_polled_and_raised_when_it_ends() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", POLLED], capture_output=True, text=True,
+                          timeout=60, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(["pending True", "the write's end waits for the poll",
+                                       "raised when the training ends", "pending False",
+                                       "raised inside the write's block"])
+
+
+STOPPED_FIT = """
+import os, signal, sys, warnings
+import keras
+from allsearch.data import load_dataset
+from allsearch.hardware import interrupt_pending, on_interrupt
+from allsearch.space import HParams
+from allsearch.trial import run_trial
+
+signal.signal(signal.SIGINT, on_interrupt)
+ended = []
+
+class Ends(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        ended.append("fit ended")
+
+warnings.simplefilter("ignore")
+dataset = load_dataset(sys.argv[1])
+history = {}
+try:  # Ctrl-C as the first epoch is recorded: the second stops at its first batch
+    run_trial(dataset, HParams(epochs=3, batch_size=8, conv_layers=2, dense_units=16),
+              callbacks=[Ends()], history=history,
+              on_epoch=lambda epoch, values: os.kill(os.getpid(), signal.SIGINT))
+    print("not interrupted")
+except KeyboardInterrupt:
+    print([len(history["loss"]), ended, interrupt_pending()])
+"""
+
+
+@pytest.mark.train
+def test_ctrl_c_ends_fit_the_way_keras_stops_then_raises(tiny_data: Path) -> None:
+    """Fit ends as for early stopping (its on_train_end runs, its input pipeline is freed while
+    the process runs: a KeyboardInterrupt raised inside fit left tf.data iterators whose deletion
+    at exit waited for tf.data's autotuning thread, 10-40 s), the cut epoch is not recorded as
+    one, and run_trial raises KeyboardInterrupt."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", STOPPED_FIT, str(tiny_data)],
+                          capture_output=True, text=True, timeout=300,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == str([1, ["fit ended"], False])
