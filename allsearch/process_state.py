@@ -68,9 +68,9 @@ def left_as_found() -> Iterator[None]:
 def mlflow_fluent(tracking_uri: str, registry_uri: str | None = None) -> Iterator[None]:
     """MLflow's fluent API pointed at `tracking_uri` (and the registry at `registry_uri`, by
     default the same store) inside; on exit MLflow's URIs, its `MLFLOW_*` variables and the
-    caller's active run are as they were (a run started inside and left active is ended)."""
-    import mlflow
-
+    caller's active run are as they were (a run started inside and left active is ended).
+    For callers that imported mlflow (this module imports no library)."""
+    mlflow = sys.modules["mlflow"]
     saved = _mlflow_snapshot()
     try:
         mlflow.set_tracking_uri(tracking_uri)
