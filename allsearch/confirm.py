@@ -30,9 +30,9 @@ import pandas as pd
 
 from allsearch import lifecycle
 from allsearch.config import StudyConfig
-from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE
+from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE, Store
 from allsearch.errors import ConfigError, DataError, StoreError
-from allsearch.hardware import resolve_precision
+from allsearch.hardware import Precision, resolve_precision
 from allsearch.progress import count_bar
 from allsearch.space import HParams
 from allsearch.splits import SplitSettings, check_settings
@@ -78,7 +78,7 @@ def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
     return found
 
 
-def _train_all(jobs: list[_Job], store: Any, workers: int, *, on_run: Callable[[], Any]) -> None:
+def _train_all(jobs: list[_Job], store: Store, workers: int, *, on_run: Callable[[], Any]) -> None:
     """Every job's pairs: in this process, or in `workers` spawned processes."""
     if workers == 1:
         for job in jobs:
@@ -153,7 +153,7 @@ class _Job:
     store_of: tuple[str, str | None, str | None]  # (study, tracking_uri, record)
     parent: str
     data: str
-    precision: str
+    precision: Precision
     pair: int
     seed: int
     split_seed: int
@@ -161,7 +161,7 @@ class _Job:
     candidates: tuple[Candidate, ...]
 
 
-def _train_pair(job: _Job, *, store: Any = None, candidate: Candidate | None = None,
+def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate | None = None,
                 on_run: Any = None) -> None:
     """Train the candidates (or one) on the job's pair, skipping what is done already."""
     if store is None:  # a worker process: its own connection to the store
@@ -185,12 +185,12 @@ def _train_pair(job: _Job, *, store: Any = None, candidate: Candidate | None = N
             on_run()
 
 
-def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Any, str]:
+def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Store, str]:
     """The store holding the study (MLflow, or a record folder) and its parent run's id."""
     if record is not None:
         from allsearch.recorder import Recorder
 
-        store: Any = Recorder(record, study)
+        store: Store = Recorder(record, study)
     else:
         from allsearch.tracking import Tracker, find_study_parent
 

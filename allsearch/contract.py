@@ -2,16 +2,20 @@
 reader (leaderboard, UI, import, predict) reads. docs/design.md lists them; change both together.
 
 Imports nothing: the trial code, the MLflow tracker, the local recorder and the leaderboard
-all take their names from here.
+all take their names from here, and `Store`, the one interface through which a study writes
+its runs (allsearch.tracking.Tracker and allsearch.recorder.Recorder both have it).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
-           "CHAMPION_ALIAS", "model_name", "folder_name"]
+           "CHAMPION_ALIAS", "model_name", "folder_name", "Store", "FoundRun"]
 
 # Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
@@ -60,3 +64,49 @@ def folder_name(name: str) -> str:
 def model_name(study_name: str) -> str:
     """The registered model of a study (MLflow refuses `/` and long names there)."""
     return f"allsearch-{folder_name(study_name)}"
+
+
+# A child run found by its tags: (run id, its metrics, its tags).
+FoundRun = tuple[str, dict[str, float], dict[str, str]]
+
+
+class Store(Protocol):
+    """Where a study writes its runs: an MLflow store (allsearch.tracking.Tracker) or a record
+    folder (allsearch.recorder.Recorder). The trial code, the engines and the study's life
+    (allsearch.tracked, allsearch.lifecycle) take a Store and never ask which one it is: what
+    differs is each one's to do (a record folder registers no model: its import does)."""
+
+    location: str  # how an error names it: "MLflow store '...'", "record folder '...'"
+    folders: tuple[str, ...]  # the local folders it writes: a full disk is named by one
+
+    # Study (parent) runs.
+    def find_parent(self, study_name: str) -> str | None: ...
+    def start_parent(self, study_name: str, settings: dict[str, Any],
+                     tags: dict[str, Any] | None = None) -> str: ...
+    def resume_parent(self, run_id: str, settings: dict[str, Any]) -> None: ...
+
+    # Trial (child) runs, and reading runs back.
+    def start_run(self, *, parent_id: str | None, name: str, params: dict[str, Any],
+                  tags: dict[str, Any]) -> str: ...
+    def find_run(self, parent_id: str, tags: dict[str, str]) -> FoundRun | None: ...
+    def run_tags(self, run_id: str) -> dict[str, str]: ...
+    def run_metrics(self, run_id: str) -> dict[str, float]: ...
+    def run_params(self, run_id: str) -> dict[str, str]: ...
+    def run_status(self, run_id: str) -> str: ...
+    def runs_frame(self, filter_string: str = "") -> pd.DataFrame: ...
+
+    # Writing to a run.
+    def log_params(self, run_id: str, values: dict[str, Any]) -> None: ...
+    def log_metrics(self, run_id: str, metrics: dict[str, float], *, step: int = 0) -> None: ...
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None: ...
+    def log_figure(self, run_id: str, figure: Any, name: str) -> None: ...
+    def log_text(self, run_id: str, text: str, name: str) -> None: ...
+    def log_dict(self, run_id: str, values: dict[str, Any], name: str) -> None: ...
+    def log_model(self, run_id: str, *, network: Any, class_names: tuple[str, ...],
+                  hparams: dict[str, Any], pipeline: Any | None) -> str: ...
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None: ...
+
+    def register_champion(self, model_uri: str, model_name: str) -> str | None:
+        """Register a logged model as the study's champion; its version, or None where the
+        store registers no models."""
+        ...

@@ -102,14 +102,15 @@ def lost_schema_race(exc: BaseException) -> bool:
     (Workers started together on an empty database all create the tables; the losers fail on
     the winner's rows or tables, which exist once the winner commits.)"""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        text = str(exc).lower()
-        kind = type(exc).__name__
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).lower()
+        kind = type(current).__name__
         if kind == "IntegrityError" or any(sign in text for sign in (
                 "already exists", "deadlock detected", "duplicate column name")):
             return True
-        exc = exc.__cause__ or exc.__context__
+        current = current.__cause__ or current.__context__
     return False
 
 

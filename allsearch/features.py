@@ -92,7 +92,7 @@ def add_hog_pca(dataset: Dataset, *, n_components: int = N_COMPONENTS,
         tmp = cache_file.with_suffix(f".{os.getpid()}.tmp")
         with open(tmp, "wb") as stream:
             np.savez(stream, train=features.train, val=features.val, test=features.test,
-                     **pipeline_arrays(features.pipeline))
+                     allow_pickle=False, **pipeline_arrays(features.pipeline))
         os.replace(tmp, cache_file)
     except OSError as exc:
         warnings.warn(f"could not write the feature cache {cache_file} ({exc.strerror})",
@@ -184,13 +184,13 @@ def pipeline_from_arrays(arrays: Mapping[str, np.ndarray]) -> Pipeline:
 def save_pipeline(pipeline: Pipeline, path: str | Path) -> None:
     """The pipeline as an .npz of numbers (`load_pipeline` reads it)."""
     with open(path, "wb") as stream:
-        np.savez(stream, **pipeline_arrays(pipeline))
+        np.savez(stream, allow_pickle=False, **pipeline_arrays(pipeline))
 
 
-def _declared_bytes(archive: np.lib.npyio.NpzFile, info: zipfile.ZipInfo) -> int:
+def _declared_bytes(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
     """What reading one entry of an .npz takes: an array's size as its .npy header declares
     it (numpy allocates that before reading a byte of data), another entry's unpacked size."""
-    with archive.zip.open(info) as stream:
+    with archive.open(info) as stream:
         try:
             version = np.lib.format.read_magic(stream)
         except ValueError:  # not an array: NpzFile reads it as bytes
@@ -213,10 +213,12 @@ def _read_npz(path: str | Path, limit: int | None) -> dict[str, np.ndarray]:
         if not isinstance(archive, np.lib.npyio.NpzFile):
             raise ValueError("it is one array")
         with archive:
-            infos = archive.zip.infolist()
+            zipped = archive.zip
+            assert zipped is not None  # an open NpzFile has its zip file
+            infos = zipped.infolist()
             if limit is not None and sum(info.file_size for info in infos) > limit:
                 raise ValueError(f"it unpacks to more than {limit >> 20} MiB")
-            declared = sum(_declared_bytes(archive, info) for info in infos)
+            declared = sum(_declared_bytes(zipped, info) for info in infos)
             if limit is not None and declared > limit:
                 raise ValueError(f"its arrays' headers declare more than {limit >> 20} MiB")
             return {key: archive[key] for key in archive.files}

@@ -25,8 +25,9 @@ __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "avai
            "process_age_s", "resident_mb"]
 
 Precision = Literal["float32", "bfloat16"]
+_PRECISION: dict[str, Precision] = {"float32": "float32", "bfloat16": "bfloat16"}
 # What a user may ask for: "auto" is bfloat16 where the CPU computes it natively.
-PRECISIONS: tuple[str, ...] = ("auto", "float32", "bfloat16")
+PRECISIONS: tuple[str, ...] = ("auto", *_PRECISION)
 _BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 # What a run records of its environment (params version.*), enough to rebuild its model.
 _PACKAGES = ("allsearch", "tensorflow", "jax", "torch", "keras", "optuna", "optuna-integration",
@@ -54,8 +55,8 @@ def resolve_precision(requested: str) -> tuple[Precision, str]:
     """(precision to train in, why): 'auto' picks bfloat16 on a CPU with native bf16."""
     if requested not in PRECISIONS:
         raise ConfigError(f"--precision must be one of {list(PRECISIONS)}, got {requested!r}")
-    if requested != "auto":
-        return requested, "asked for"  # type: ignore[return-value]
+    if requested in _PRECISION:  # also a precision resolved already: at once
+        return _PRECISION[requested], "asked for"
     support = bf16_support()
     if support:
         return "bfloat16", f"auto: the CPU has {support}"

@@ -231,11 +231,12 @@ class _Import:
         # A study whose record ends while running was cut off.
         final = self.status[recorded] if self.status[recorded] != "RUNNING" else "KILLED"
         cut_off = self.cut_off.get(recorded, [])
+        said: tuple[type[BaseException], ...] = (AllsearchError, *store_errors())
         with deferred_interrupts():
             try:
                 lifecycle.finish(_MetricsOnce(tracker), report.parent_id,
                                  StudyConfig(study_name=report.study), final, dead_runs=cut_off)
-            except (AllsearchError, *store_errors()):
+            except said:
                 raise
             except Exception as exc:  # the summary's code meets what no study records
                 raise ConfigError(

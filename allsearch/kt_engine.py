@@ -24,8 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 from allsearch import lifecycle
 from allsearch.config import TUNERS, StudyConfig
-from allsearch.contract import STATE, folder_name
+from allsearch.contract import STATE, Store, folder_name
 from allsearch.errors import ConfigError, StoreError
+from allsearch.hardware import resolve_precision
 from allsearch.lifecycle import Prepared
 from allsearch.progress import paper_line
 from allsearch.space import ParamSpec, SearchSpace
@@ -52,7 +53,7 @@ class KerasTunerStudy:
     name: str
     tuner: str
     parent_id: str
-    tracker: Any  # allsearch.tracking.Tracker
+    tracker: Store  # an allsearch.tracking.Tracker, or a Recorder with record=
 
     def table(self) -> Any:
         from allsearch import leaderboard
@@ -100,9 +101,11 @@ def _declare(hp: keras_tuner.HyperParameters, spec: ParamSpec) -> None:
     elif spec.type == "int":
         # KerasTuner reads `step` as a factor under log sampling: leave it out there.
         step = None if spec.log else int(spec.step or 1)
-        hp.Int(spec.name, int(spec.low), int(spec.high), step=step, sampling=sampling)
+        low, high = spec.bounds
+        hp.Int(spec.name, int(low), int(high), step=step, sampling=sampling)
     else:
-        hp.Float(spec.name, float(spec.low), float(spec.high), step=spec.step, sampling=sampling)
+        low, high = spec.bounds
+        hp.Float(spec.name, float(low), float(high), step=spec.step, sampling=sampling)
 
 
 def run(prepared: Prepared) -> KerasTunerStudy:
@@ -138,7 +141,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     return KerasTunerStudy(str(config.study_name), config.tuner, parent_id, store)
 
 
-def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
+def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
             parent_id: str, startup: dict[str, float]) -> None:
     started = time.monotonic()
     done = _finished_trials(store, parent_id)
@@ -164,24 +167,24 @@ def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: An
                 raise
 
 
-def _complete_runs(store: Any, parent_id: str) -> Any:
+def _complete_runs(store: Store, parent_id: str) -> Any:
     return store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}' and "
                             f"tags.{STATE} = 'COMPLETE'")
 
 
-def _finished_trials(store: Any, parent_id: str) -> set[int]:
+def _finished_trials(store: Store, parent_id: str) -> set[int]:
     runs = _complete_runs(store, parent_id)
     return set() if runs.empty else {int(n) for n in runs["tags.trial_number"].dropna()}
 
 
-def _best_so_far(store: Any, parent_id: str) -> float:
+def _best_so_far(store: Store, parent_id: str) -> float:
     runs = _complete_runs(store, parent_id)
     if runs.empty or "metrics.val_accuracy" not in runs:
         return -math.inf
     return float(runs["metrics.val_accuracy"].max())
 
 
-def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
+def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
              parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
              number: int,
              values: dict[str, Any], best: float, epochs: int | None = None) -> float:
@@ -190,25 +193,26 @@ def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: A
     if epochs is not None:  # Hyperband's budget for this trial
         hparams = dataclasses.replace(hparams, epochs=epochs)
     seeds = [config.seed + r for r in range(config.repeats)]
-    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=config.precision)
+    precision, _ = resolve_precision(config.precision)  # lifecycle.prepare resolved "auto"
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
     params = {**base_params, "trial_number": number, "seed": config.seed}
     tags = {"trial_number": number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     previous = None if config.retrain_duplicates else find_duplicate(store, parent_id, key)
     if previous is not None:
         record_duplicate(store, parent_id=parent_id, name=f"trial-{number:04d}",
-                         params={**hparams.to_dict(), "precision": config.precision, **params},
+                         params={**hparams.to_dict(), "precision": precision, **params},
                          tags=tags, source=previous)
         return float(previous[1]["val_accuracy"])
     tracked = run_tracked(
         store, parent_id=parent_id, name=f"trial-{number:04d}", dataset=dataset,
-        hparams=hparams, seeds=seeds, params=params, tags=tags, precision=config.precision,
+        hparams=hparams, seeds=seeds, params=params, tags=tags, precision=precision,
         log_model=lambda metrics: config.log_models == "all" or (
             config.log_models == "best" and metrics["val_accuracy"] > best),
         timings=lifecycle.startup_timings(startup))
     return tracked.value
 
 
-def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
+def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
                 parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
                 max_trials: int,
                 deadline: float | None = None) -> keras_tuner.Tuner:
@@ -253,8 +257,9 @@ def make_oracle(config: StudyConfig, space: SearchSpace, hp: keras_tuner.HyperPa
                "random": keras_tuner.oracles.RandomSearchOracle}
     if config.tuner not in oracles:
         raise ConfigError(f"--tuner must be one of {list(TUNERS)}, got {config.tuner!r}")
+    oracle: Any = oracles[config.tuner]  # KerasTuner has no type hints: a class of its own
 
-    class Bounded(oracles[config.tuner]):  # type: ignore[misc,valid-type]
+    class Bounded(oracle):
         def populate_space(self, trial_id: str) -> dict[str, Any]:
             if len(self.trials) >= max_trials or (deadline is not None
                                                   and time.monotonic() > deadline):

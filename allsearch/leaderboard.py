@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE
+from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE, Store
 from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
 from allsearch.tables import FORMATS, SD, markdown, render
@@ -49,7 +49,7 @@ RECALL_TITLE = "Recall "
 RESULT_PREFIXES = ("Validation ", "Test ", "Latency ", RECALL_TITLE, "Δ ")
 
 
-def study_table(tracker: Any, parent_id: str) -> pd.DataFrame:
+def study_table(tracker: Store, parent_id: str) -> pd.DataFrame:
     """The ranked table of one study's child runs."""
     return runs_to_table(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent_id}'"))
 
@@ -202,11 +202,11 @@ def with_confirmation(table: pd.DataFrame, runs: pd.DataFrame,
         stats.append(mean_interval(values))
     table = table.copy()
     at = table.columns.get_loc("Test Accuracy SD") + 1
-    for offset, (column, values) in enumerate((
+    for offset, (column, cells) in enumerate((
             (CONFIRMED, [s[0] for s in stats]), (CONFIRMED + SD, [s[1] for s in stats]),
             ("Confirmed 95% CI", [f"[{s[2]:.3f}, {s[3]:.3f}]" if s[4] > 1 else "" for s in stats]),
             ("Confirmed n", [s[4] for s in stats]))):
-        table.insert(at + offset, column, values)
+        table.insert(at + offset, column, cells)
     table["_rank"] = [0 if state == "COMPLETE" and n else (1 if state == "COMPLETE" else 2)
                       for state, n in zip(table["State"], table["Confirmed n"], strict=True)]
     table["_value"] = table[CONFIRMED].where(table["_rank"] == 0, table["Validation Accuracy"])

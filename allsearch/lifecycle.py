@@ -18,7 +18,7 @@ from typing import Any
 
 from allsearch import config as config_mod
 from allsearch.config import StudyConfig
-from allsearch.contract import MODEL_URI, STATE, model_name
+from allsearch.contract import MODEL_URI, STATE, Store, model_name
 from allsearch.data import Dataset, SplitSettings, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
@@ -112,7 +112,7 @@ def prepare(config: StudyConfig) -> Prepared:
     return Prepared(config, space, reason)
 
 
-def open_store(config: StudyConfig) -> Any:
+def open_store(config: StudyConfig) -> Store:
     """Where the study's runs go: MLflow (a Tracker), or a record folder (a Recorder)."""
     assert config.study_name is not None
     if config.record is not None:
@@ -206,7 +206,7 @@ def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
                              for p in space.params}}
 
 
-def start(store: Any, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
+def start(store: Store, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
           extra: dict[str, Any] | None = None) -> str:
     """Open the study's parent run with its settings (and `extra` ones), and record on it the
     split (split.csv) and the files the data pipeline skipped. Returns its id."""
@@ -219,11 +219,11 @@ def start(store: Any, prepared: Prepared, dataset: Dataset, *, known: str | None
             store.log_text(parent_id, "".join(f"{path}\t{reason}\n" for path, reason in skipped),
                            "skipped_files.txt")
     except store_errors() as exc:
-        raise StoreError(cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
+        raise StoreError(cannot_write(store.location, exc, store.folders)) from None
     return parent_id
 
 
-def open_parent(store: Any, name: str, settings: dict[str, Any], known: str | None = None
+def open_parent(store: Store, name: str, settings: dict[str, Any], known: str | None = None
                 ) -> str:
     """The study's parent run, running again: `known` (an id the engine keeps) if the store
     still has it, else the one found by study name, else a new one."""
@@ -250,20 +250,20 @@ def ended_by(exc: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def settling(store: Any, status: str) -> Iterator[None]:
+def settling(store: Store, status: str) -> Iterator[None]:
     """The writes that settle a study's end (its plots, its stale trials) before `finish`:
     after an error (status FAILED or KILLED: a full disk, a server gone, Ctrl-C) a failed
     write is dropped, and that error alone is said; after a finished study it is a
     StoreError."""
     try:
         yield
-    except (*store_errors(), StoreError) as exc:
+    except _store_stops() as exc:
         if status == "FINISHED":
             raise exc if isinstance(exc, StoreError) else StoreError(
-                cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
+                cannot_write(store.location, exc, store.folders)) from None
 
 
-def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,
+def finish(store: Store, parent_id: str, config: StudyConfig, status: str, *,
            dead_runs: Sequence[str] = ()) -> None:
     """End the study's parent run with `status` after writing its summary: trial counts, best
     trial, champion model, leaderboard; child runs of dead workers (`dead_runs`, still
@@ -272,27 +272,26 @@ def finish(store: Any, parent_id: str, config: StudyConfig, status: str, *,
     A study that ended on an error (status FAILED: a full disk, a server gone) says that
     error alone: what cannot be written now is left to the next command, which closes the
     runs at its start. A finished study whose end cannot be written raises a StoreError."""
-    errors = (*store_errors(), StoreError)
+    errors = _store_stops()
     close_dead_runs(store, dead_runs)
     unsaid: BaseException | None = None
-    if hasattr(store, "runs_frame"):
-        try:
-            summarize_on_parent(store, parent_id, config)
-        except errors as exc:
-            unsaid = exc
+    try:
+        summarize_on_parent(store, parent_id, config)
+    except errors as exc:
+        unsaid = exc
     try:
         store.end_run(parent_id, status)
     except errors as exc:
         if status == "FINISHED":
             raise exc if isinstance(exc, StoreError) else StoreError(
-                cannot_write(store.location, exc, getattr(store, "folders", ()))) from None
+                cannot_write(store.location, exc, store.folders)) from None
         return
     if unsaid is not None and status != "FAILED":
         warnings.warn(f"could not write the study summary to the {store.location} "
                       f"({_reason(unsaid)})", stacklevel=2)
 
 
-def close_dead_runs(store: Any, run_ids: Sequence[str]) -> None:
+def close_dead_runs(store: Store, run_ids: Sequence[str]) -> None:
     """Mark KILLED the runs in `run_ids` still RUNNING: runs of trials whose process ended
     without closing them (killed, or stopped by a store it could not write). Where the store
     cannot be written either, they are left to the next command."""
@@ -302,8 +301,13 @@ def close_dead_runs(store: Any, run_ids: Sequence[str]) -> None:
                 store.set_tags(run_id, {STATE: "KILLED",
                                         "error": "the worker stopped during this trial"})
                 store.end_run(run_id, "KILLED")
-        except (*store_errors(), StoreError):
+        except _store_stops():
             continue
+
+
+def _store_stops() -> tuple[type[BaseException], ...]:
+    """What stops a study's writes: a store that cannot be written, raw or said (StoreError)."""
+    return (*store_errors(), StoreError)
 
 
 def _reason(exc: BaseException) -> str:
@@ -311,7 +315,7 @@ def _reason(exc: BaseException) -> str:
     return str(exc) if isinstance(exc, StoreError) else first_line(exc)[:160]
 
 
-def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None:
+def summarize_on_parent(store: Store, parent_id: str, config: StudyConfig) -> None:
     """Counts, best trial, champion and leaderboard on the parent run, from its child runs."""
     import pandas as pd
 
@@ -339,8 +343,7 @@ def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None
                                                                            math.nan)),
                                       "best_trial": float(trial) if trial else math.nan})
         uri = best.get(f"tags.{MODEL_URI}")
-        # A record folder registers nothing: its champion is registered when imported.
-        if isinstance(uri, str) and uri and hasattr(store, "register_champion"):
+        if isinstance(uri, str) and uri:
             register_champion(store, uri, model_name(config.study_name or ""), parent_id)
     table = leaderboard.runs_to_table(runs)
     if len(table):
@@ -348,10 +351,13 @@ def summarize_on_parent(store: Any, parent_id: str, config: StudyConfig) -> None
         store.log_text(parent_id, leaderboard.render(table, "html"), "leaderboard.html")
 
 
-def register_champion(store: Any, model_uri: str, name: str, parent_id: str) -> None:
-    """Point `models:/<name>@champion` at the best trial's model, unless it already does."""
+def register_champion(store: Store, model_uri: str, name: str, parent_id: str) -> None:
+    """Point `models:/<name>@champion` at the best trial's model, unless it already does (a
+    record folder registers nothing: its champion is registered when imported)."""
     if store.run_tags(parent_id).get("champion.model_uri") == model_uri:
         return
     version = store.register_champion(model_uri, name)
+    if version is None:
+        return
     store.set_tags(parent_id, {"champion.model_uri": model_uri,
                                "champion": f"models:/{name}@champion (version {version})"})

@@ -11,16 +11,18 @@ never the user's to get wrong. Imports nothing heavy.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from allsearch.errors import ConfigError
 
 __all__ = ["DIRECTIONS", "Constraint", "parse_constraint", "check_objectives", "directions",
            "FEASIBLE", "PARETO", "MULTI_OBJECTIVE_SAMPLERS"]
 
+Direction = Literal["minimize", "maximize"]
 # Metric -> direction. Test accuracy is not among them: a study must never choose on it.
-DIRECTIONS: dict[str, str] = {
+DIRECTIONS: dict[str, Direction] = {
     "val_accuracy": "maximize",
     "latency_ms_p50": "minimize",
     "latency_ms_p95": "minimize",
@@ -74,11 +76,11 @@ def check_objectives(names: tuple[str, ...] | list[str], *, where: str = "--obje
         raise ConfigError(f"{where}: {list(names)} names an objective twice")
 
 
-def directions(names: tuple[str, ...] | list[str]) -> list[str]:
+def directions(names: Sequence[str]) -> list[Direction]:
     return [DIRECTIONS[n] for n in names]
 
 
-def describe(names: tuple[str, ...] | list[str], constraints: Any = ()) -> str:
+def describe(names: Sequence[str], constraints: Any = ()) -> str:
     """The objectives with their directions (and constraints), for the summary."""
     text = ", ".join(f"{n} ({DIRECTIONS[n].removesuffix('imize')})" for n in names)
     if constraints:

@@ -307,7 +307,7 @@ def _run(prepared: Prepared, trial_callbacks: Sequence[Callable[..., None]]) -> 
     finally:
         with lifecycle.settling(store, status):
             fail_stale_trials(study, storage)
-            if len(config.objectives or ()) > 1:
+            if config.objectives is not None and len(config.objectives) > 1:
                 pareto.log_front(study, store, parent_id, config.objectives)
             else:
                 log_study_plots(study, store, parent_id)

@@ -13,10 +13,10 @@ from optuna.trial import TrialState
 
 from allsearch import lifecycle, pareto, standin
 from allsearch.config import StudyConfig
-from allsearch.contract import COLLAPSED, CONFIG_KEY
+from allsearch.contract import COLLAPSED, CONFIG_KEY, Store
 from allsearch.data import Dataset
 from allsearch.errors import StoreError
-from allsearch.hardware import start_tensorflow
+from allsearch.hardware import resolve_precision, start_tensorflow
 from allsearch.objectives import FEASIBLE
 from allsearch.progress import ProgressBar
 from allsearch.space import SearchSpace
@@ -36,7 +36,7 @@ class Context:
     space: SearchSpace
     dataset: Dataset
     parent_id: str
-    store: Any  # Tracker or Recorder
+    store: Store
     storage: optuna.storages.BaseStorage  # the study's (heartbeats through a proxy need it)
     base_params: dict[str, Any] = field(default_factory=dict)
     fatal: BaseException | None = None
@@ -52,7 +52,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     trial.set_user_attr(lifecycle.PROCESS_ATTR, lifecycle.process_key())  # see _fail_ended_trials
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
-    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=config.precision)
+    precision, _ = resolve_precision(config.precision)  # lifecycle.prepare resolved "auto"
+    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=precision)
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
     trial.set_user_attr("worker", lifecycle.worker_id())
@@ -62,13 +63,13 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
         if previous is not None:
             return _reuse(ctx, trial, previous, key=key, params={
-                **hparams.to_dict(), "precision": config.precision, **params}, tags=tags)
+                **hparams.to_dict(), "precision": precision, **params}, tags=tags)
         seconds = standin.parse(config.trainer)
         trainer = None if seconds is None else standin.stand_in(seconds)
         tracked = run_tracked(
             ctx.store, parent_id=ctx.parent_id, name=f"trial-{trial.number:04d}",
             dataset=ctx.dataset, hparams=hparams, seeds=seeds, params=params, tags=tags,
-            precision=config.precision, first_callbacks=_pruning(config, trial, seconds),
+            precision=precision, first_callbacks=_pruning(config, trial, seconds),
             pruned_exceptions=(optuna.TrialPruned,),
             log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),

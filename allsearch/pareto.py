@@ -15,11 +15,11 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
+from allsearch.contract import Store
 from allsearch.objectives import FEASIBLE, PARETO, describe, parse_constraint
 
 __all__ = ["constraint_values", "set_constraints", "tag_front", "log_front", "front_lines"]
@@ -54,7 +54,7 @@ def _front(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
         return list(study.best_trials)
 
 
-def tag_front(study: optuna.Study, store: Any) -> list[optuna.trial.FrozenTrial]:
+def tag_front(study: optuna.Study, store: Store) -> list[optuna.trial.FrozenTrial]:
     """Tag every complete trial's run pareto_front=true|false; returns the front."""
     front = _front(study)
     on = {t.number for t in front}
@@ -65,12 +65,12 @@ def tag_front(study: optuna.Study, store: Any) -> list[optuna.trial.FrozenTrial]
     return front
 
 
-def log_front(study: optuna.Study, store: Any, parent_id: str, objectives: Sequence[str]) -> None:
+def log_front(study: optuna.Study, store: Store, parent_id: str, objectives: Sequence[str]) -> None:
     """The front on the parent run: Optuna's plot (2 or 3 objectives) and a CSV/HTML table."""
     import pandas as pd
     from optuna.visualization import matplotlib as optuna_plots
 
-    import allsearch.reports  # noqa: F401  (selects the Agg backend)
+    from allsearch.reports import plot_figure
 
     front = tag_front(study, store)
     rows = [{"trial": t.number, **dict(zip(objectives, t.values, strict=True)),
@@ -85,10 +85,7 @@ def log_front(study: optuna.Study, store: Any, parent_id: str, objectives: Seque
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 axes = optuna_plots.plot_pareto_front(study, target_names=list(objectives))
-            figure = axes.figure
-            figure.set_size_inches(7, 5)
-            figure.tight_layout()
-            store.log_figure(parent_id, figure, "pareto_front.png")
+            store.log_figure(parent_id, plot_figure(axes, 7, 5), "pareto_front.png")
         except (ValueError, RuntimeError) as exc:
             store.log_text(parent_id, f"pareto_front.png not drawn: {exc}\n", "pareto_front.txt")
 

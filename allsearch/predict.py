@@ -11,19 +11,25 @@ data) is read as labelled: the true class is printed beside the prediction, with
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from allsearch.contract import CHAMPION_ALIAS, model_name
 from allsearch.errors import AllsearchError, DataError, ModelError, StoreError, first_line, redact
 from allsearch.images import IMAGE_EXTENSIONS, decode_image_bytes
+from allsearch.process_state import mlflow_fluent
 from allsearch.tracking import check_tracking_uri, missing_store, open_client, resolve_tracking_uri
+
+if TYPE_CHECKING:
+    from mlflow.pyfunc import PyFuncModel
 
 __all__ = ["ImageFile", "SkippedFile", "resolve_model_uri", "load_classifier", "collect_images",
            "predict_files", "main"]
@@ -82,17 +88,18 @@ def resolve_model_uri(model: str | None = None, *, study: str | None = None,
     return f"models:/{latest.name}@{CHAMPION_ALIAS}"
 
 
-def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
+def load_classifier(model_uri: str, *, tracking_uri: str | None = None) -> PyFuncModel:
     """The pyfunc behind `model_uri`, checked to be an allsearch image classifier."""
     import mlflow
 
     missing = missing_store(tracking_uri)  # asked first: reading would create its folder
+    store: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if missing is None:
         uri = resolve_tracking_uri(tracking_uri)
         if model_uri.startswith(STORE_SCHEMES):
             check_tracking_uri(uri)  # a server that does not answer: one line at once
-        mlflow.set_tracking_uri(uri)
-        mlflow.set_registry_uri(uri)
+        # load_model reads the store from MLflow's global URIs: set only while it loads.
+        store = mlflow_fluent(uri)
     elif model_uri.startswith(STORE_SCHEMES):  # a model in the store, not a folder
         raise ModelError(f"model '{model_uri}' cannot be loaded from 'sqlite:///{missing}': "
                          f"there is no MLflow store there yet; run a study first (python -m "
@@ -100,7 +107,7 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
     else:  # a model folder: no store is needed, and none is made
         uri = f"sqlite:///{missing}"
     try:
-        with warnings.catch_warnings():
+        with store, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             loaded = mlflow.pyfunc.load_model(model_uri)
     except Exception as exc:  # MLflow raises many types for a missing or unreadable model
@@ -116,8 +123,9 @@ def load_classifier(model_uri: str, *, tracking_uri: str | None = None):
     return loaded
 
 
-def model_classes(loaded) -> list[str]:
-    return list(loaded.metadata.metadata["class_names"])
+def model_classes(loaded: PyFuncModel) -> list[str]:
+    """The classes of a model load_classifier checked (its metadata names them)."""
+    return list((loaded.metadata.metadata or {})["class_names"])
 
 
 # ------------------------------------------------------------------------------ the images
@@ -186,7 +194,8 @@ def _images_in_folder(folder: Path, *, labelled: bool) -> list[ImageFile]:
 # ------------------------------------------------------------------------------ predicting
 
 
-def predict_files(loaded, images: list[ImageFile], *, batch_size: int = 256) -> pd.DataFrame:
+def predict_files(loaded: PyFuncModel, images: list[ImageFile], *, batch_size: int = 256
+                  ) -> pd.DataFrame:
     """One row per image: file, (true_class,) class, confidence, p_<class>..."""
     from allsearch.serving import encode_image, images_frame
 

@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from allsearch.contract import PAPER_TABLE1_BEST, PARENT_ATTR
+from allsearch.contract import PAPER_TABLE1_BEST, PARENT_ATTR, Store
 
 __all__ = ["ProgressBar", "summarize", "failure_lines", "best_trial", "paper_line",
            "log_study_plots", "count_bar"]
@@ -165,17 +165,18 @@ def paper_line() -> str:
             f"  test_accuracy {PAPER_TABLE1_BEST['test_accuracy']:.2f}")
 
 
-def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
+def log_study_plots(study: optuna.Study, store: Store, parent_id: str) -> None:
     """Optuna's optimization history and (with variation) parameter importances."""
     from optuna.visualization import matplotlib as optuna_plots
 
-    import allsearch.reports  # noqa: F401  (selects the Agg backend)
     from allsearch.errors import store_errors
+    from allsearch.reports import plot_figure
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return
-    plots = [("optimization_history.png", optuna_plots.plot_optimization_history)]
+    plots: list[tuple[str, Callable[[optuna.Study], Any]]] = [
+        ("optimization_history.png", optuna_plots.plot_optimization_history)]
     if len(complete) >= 2 and len({tuple(sorted(t.params.items())) for t in complete}) >= 2:
         plots.append(("param_importances.png", optuna_plots.plot_param_importances))
     for name, plot in plots:
@@ -183,10 +184,7 @@ def log_study_plots(study: optuna.Study, store: Any, parent_id: str) -> None:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 axes = plot(study)
-            figure = axes.figure if hasattr(axes, "figure") else axes.flat[0].figure
-            figure.set_size_inches(8, 4.5)
-            figure.tight_layout()
-            store.log_figure(parent_id, figure, name)
+            store.log_figure(parent_id, plot_figure(axes, 8, 4.5), name)
         except (ValueError, RuntimeError, ZeroDivisionError) as exc:
             # Importances need variation among complete trials; say why it is missing.
             store.log_text(parent_id, f"{name} not drawn: {exc}\n", name.replace(".png", ".txt"))

@@ -1,8 +1,8 @@
 """A study recorded in a folder instead of MLflow: `python -m allsearch.study --record DIR`.
 
-Recorder has the methods of allsearch.tracking.Tracker that a study writes through, and
-writes each call as one JSON line (plus figures, texts and models as files) under DIR, so a
-machine without MLflow (a GPU box with Keras on JAX, an air-gapped node) runs the very same
+Recorder is an allsearch.contract.Store, as allsearch.tracking.Tracker is, and writes each
+call as one JSON line (plus figures, texts and models as files) under DIR, so a machine
+without MLflow (a GPU box with Keras on JAX, an air-gapped node) runs the very same
 study code. `python -m allsearch.study import DIR` (allsearch.importer) replays the lines
 through a Tracker, so imported runs get the params, metrics and tags native runs get.
 
@@ -53,12 +53,13 @@ def _plain(value: Any) -> Any:
 
 
 class Recorder:
-    """One experiment recorded in a folder; the write methods of Tracker."""
+    """One experiment recorded in a folder: an allsearch.contract.Store."""
 
     def __init__(self, folder: str | Path, experiment: str) -> None:
         self.folder = Path(folder).resolve()
         self.experiment_name = experiment
         self.location = f"record folder '{self.folder}'"
+        self.folders: tuple[str, ...] = (str(self.folder),)
         self.runs_dir = self.folder / "runs"
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
@@ -174,6 +175,11 @@ class Recorder:
 
     def end_run(self, run_id: str, status: str = "FINISHED") -> None:
         self._write("end", run_id, status=status)
+
+    def register_champion(self, model_uri: str, model_name: str) -> None:
+        """Nothing: a record folder has no model registry; its import registers the champion
+        (the imported study's summary does)."""
+        return None
 
     def close(self) -> None:
         self._file.close()

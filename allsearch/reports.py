@@ -11,9 +11,21 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-__all__ = ["confusion_figure", "curves_figure", "predictions_csv"]
+__all__ = ["confusion_figure", "curves_figure", "predictions_csv", "plot_figure"]
+
+
+def plot_figure(axes: Axes, width: float, height: float) -> Figure:
+    """The figure a plotting function drew `axes` on (Optuna's plots return their Axes),
+    sized and laid out for saving."""
+    figure = axes.get_figure(root=True)
+    if figure is None:
+        raise ValueError("the plot drew on no figure")
+    figure.set_size_inches(width, height)
+    figure.tight_layout()
+    return figure
 
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], *, title: str = "") -> Figure:

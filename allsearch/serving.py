@@ -32,6 +32,7 @@ from typing import Any
 import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from allsearch.errors import DataError
 from allsearch.record_format import NETWORK_FILE, PIPELINE_FILE  # a record's names, the same
@@ -57,7 +58,7 @@ def images_frame(encoded: Sequence[str]) -> pd.DataFrame:
     return pd.DataFrame({IMAGE_COLUMN: list(encoded)})
 
 
-class ImageClassifier(mlflow.pyfunc.PythonModel):
+class ImageClassifier(PythonModel):
     """Image files in, class and probabilities out, through the training preprocessing."""
 
     def load_context(self, context: Any) -> None:
@@ -161,8 +162,8 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
               "hparams": hparams, "input": f"column {IMAGE_COLUMN!r}: base64 image files"}
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
-        outputs=Schema([ColSpec("string", "class"), ColSpec("double", "confidence")]
-                       + [ColSpec("double", probability_column(c)) for c in class_names]))
+        outputs=Schema([ColSpec("string", "class"), ColSpec("double", "confidence"),
+                        *(ColSpec("double", probability_column(c)) for c in class_names)]))
     with tempfile.TemporaryDirectory() as tmp:
         artifacts = {"network": str(Path(tmp) / NETWORK_FILE), "config": str(Path(tmp) / CONFIG_FILE)}
         network.save(artifacts["network"])

@@ -138,7 +138,7 @@ class HParams:
     @classmethod
     def from_text(cls, values: dict[str, str], *, where: str = "hyperparameters") -> HParams:
         """From text values as MLflow stores params ("64", "0.001", "True"), typed by field."""
-        types = {f.name: type(f.default) for f in dataclasses.fields(cls)}
+        types: dict[str, type[Any]] = {f.name: type(f.default) for f in dataclasses.fields(cls)}
         parsed: dict[str, Any] = {}
         for name, text in values.items():
             kind = types.get(name, str)
@@ -177,13 +177,20 @@ class ParamSpec:
     log: bool = False
     choices: tuple[Any, ...] = ()
 
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of an int or float range (reading a space file requires both)."""
+        if self.low is None or self.high is None:
+            raise SpaceError(f"param '{self.name}': a {self.type} range needs low and high")
+        return self.low, self.high
+
     def values(self) -> list[Any]:
         """Every value this spec can take (for grid search and validation)."""
         if self.type == "categorical":
             return list(self.choices)
         if self.type == "int":
-            step = int(self.step or 1)
-            return list(range(int(self.low), int(self.high) + 1, step))
+            low, high = self.bounds
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
         raise SpaceError(f"param '{self.name}': a float range has no finite grid; "
                          f"use type: categorical with explicit choices for grid search")
 
@@ -192,11 +199,12 @@ class ParamSpec:
         this module does not import Optuna)."""
         if self.type == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))
+        low, high = self.bounds
         if self.type == "int":
-            return trial.suggest_int(self.name, int(self.low), int(self.high),
-                                     step=int(self.step or 1), log=self.log)
-        return trial.suggest_float(self.name, float(self.low), float(self.high),
-                                   step=self.step, log=self.log)
+            return trial.suggest_int(self.name, int(low), int(high), step=int(self.step or 1),
+                                     log=self.log)
+        return trial.suggest_float(self.name, float(low), float(high), step=self.step,
+                                   log=self.log)
 
 
 @dataclass(frozen=True)
@@ -265,8 +273,8 @@ OBJECTIVES = ("val_accuracy",)
 def load_space(path: str | Path) -> SearchSpace:
     """Read and validate a search-space file; a bare name means a shipped space
     (allsearch/spaces/NAME.yaml)."""
-    path = _resolve(path)
-    return space_from_text(read_space_text(path), source=str(path))
+    found = _resolve(path)
+    return space_from_text(read_space_text(found), source=str(found))
 
 
 def space_from_text(text: str, *, source: str = "<memory>") -> SearchSpace:

@@ -172,7 +172,7 @@ def _groups(labels: np.ndarray, files: tuple[str, ...], settings: SplitSettings)
             raise DataError(f"--group-pattern '{settings.group_pattern}' does not match "
                             f"{len(missed)} file name(s), e.g. {', '.join(missed[:EXAMPLES])}; "
                             f"fix the pattern, or name each file's group in --groups FILE.csv")
-        return [m.group(1) for m in found]  # type: ignore[union-attr]
+        return [m.group(1) for m in found if m is not None]  # each one, by `missed`
     assert settings.groups is not None
     return _groups_from_file(Path(settings.groups), files)
 
@@ -198,7 +198,7 @@ def _groups_from_file(path: Path, files: tuple[str, ...]) -> list[str]:
     if missed:
         raise DataError(f"--groups {path} gives no group for {len(missed)} file(s), e.g. "
                         f"{', '.join(missed[:EXAMPLES])}; add a row file,group for each")
-    return found  # type: ignore[return-value]
+    return [g for g in found if g]  # each one, by `missed`
 
 
 def _blocks(labels: np.ndarray, files: tuple[str, ...], block_size: int) -> list[str]:

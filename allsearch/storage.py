@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import itertools
 import os
 import random
 import threading
@@ -275,7 +274,8 @@ def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
         engine_kwargs = pool_settings(pool_size)
     try:
         interval, grace = heartbeat_settings()
-        for attempt in itertools.count(1):
+        attempt = 1
+        while True:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
@@ -293,6 +293,7 @@ def _open_rdb(url: str, kind: type[optuna.storages.RDBStorage], *,
                 # Workers started together on an empty database all create Optuna's tables;
                 # the losers fail on the winner's rows. Once the winner commits, they exist.
                 time.sleep(0.5 + random.random() * attempt)
+                attempt += 1
     except Exception as exc:  # SQLAlchemy raises many types for a bad URL or a down server
         reason = redact_text(first_line(exc)[:200], url)
         raise StoreError(f"--storage '{redact(url)}' cannot be opened ({reason}); check the "

@@ -83,9 +83,11 @@ def run_study(config: StudyConfig | None = None, /, *,
         return _result(config, run_config(config, trial_callbacks=trial_callbacks))
 
 
-# help(run) and editors show every setting as a keyword, from the one definition.
+# help(run) and editors show every setting as a keyword, from the one definition. (Any: a
+# function takes any attribute, and inspect reads this one; FunctionType declares none.)
+_function: Any
 for _function in (run, run_study):
-    _function.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+    _function.__signature__ = inspect.Signature(
         [inspect.Parameter("config", inspect.Parameter.POSITIONAL_ONLY, default=None),
          inspect.Parameter("trial_callbacks", inspect.Parameter.KEYWORD_ONLY, default=()),
          *(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default)

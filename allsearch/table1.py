@@ -16,7 +16,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import yaml
@@ -25,6 +25,9 @@ from allsearch.errors import ConfigError, DataError, SpaceError
 from allsearch.hardware import PRECISIONS, resolve_precision
 from allsearch.progress import count_bar
 from allsearch.space import SPACE_DIR, HParams
+
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
 
 __all__ = ["Table1Config", "load_table1", "run", "reproduce", "main", "DEFAULT_VARIANTS"]
 
@@ -47,10 +50,11 @@ class Table1Config:
         return f"epochs={h.epochs}, batch={h.batch_size}, loss={h.loss}"
 
 
-def load_table1(path: str | Path = SPACE_DIR / "table1.yaml") -> list[Table1Config]:
+def load_table1(path: str | Path | Traversable = SPACE_DIR / "table1.yaml") -> list[Table1Config]:
     where = str(path)
     try:
-        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        raw = yaml.safe_load((Path(path) if isinstance(path, str) else path).read_text(
+            encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise SpaceError(f"{where}: cannot be read as YAML ({type(exc).__name__})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("configurations"), list):
@@ -100,7 +104,7 @@ def _variant_folders(data: str | None, variants: list[str] | None) -> list[Path]
 
 def run(*, data: str | None = None, variants: list[str] | None = None, seeds: int = 5,
         tracking_uri: str | None = None, precision: str = "auto",
-        table_file: str | Path = SPACE_DIR / "table1.yaml", progress: bool = True) -> pd.DataFrame:
+        table_file: str | Path | Traversable = SPACE_DIR / "table1.yaml", progress: bool = True) -> pd.DataFrame:
     """Train every missing (variant, configuration, seed) run, then return the table."""
     from allsearch.data import load_dataset
     from allsearch.hardware import package_versions

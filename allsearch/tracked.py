@@ -2,8 +2,8 @@
 
 Every engine (the Optuna study, the KerasTuner engine, table1) calls run_tracked, so failures,
 pruning, interruptions, repeats, model logging and the duplicate rule are handled in one place
-and every child run has the same shape. The store is an allsearch.tracking.Tracker (MLflow) or
-an allsearch.recorder.Recorder (a folder); this module imports neither.
+and every child run has the same shape. The store is an allsearch.contract.Store: a Tracker
+(MLflow) or a Recorder (a folder); this module imports neither, nor asks which it has.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from allsearch.contract import (
     ROLE,
     RUN_STATUS,
     STATE,
+    FoundRun,
     State,
+    Store,
 )
 from allsearch.data import Dataset
 from allsearch.errors import StoreError, cannot_write, first_line, store_errors
@@ -49,6 +51,8 @@ __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate"
 
 
 STORE_ERRORS = store_errors()
+# What stops a study, not a trial: a store that cannot be written, raw or said (StoreError).
+_STORE_STOPS: tuple[type[BaseException], ...] = (*STORE_ERRORS, StoreError)
 TIME_PREFIX = "time_"  # metrics time_*_s: where a trial's seconds went
 _STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
@@ -57,7 +61,7 @@ _STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EP
 class TrialRun:
     """One trial's run in a store, fed while the trial trains."""
 
-    store: Any  # Tracker or Recorder
+    store: Store
     run_id: str
 
     def log_epoch(self, epoch: int, values: dict[str, float]) -> None:
@@ -141,7 +145,7 @@ def run_trial(*args: Any, **kwargs: Any) -> TrialResult:
     return trial.run_trial(*args, **kwargs)
 
 
-def start_trial(store: Any, *, parent_id: str | None, name: str, params: dict[str, Any],
+def start_trial(store: Store, *, parent_id: str | None, name: str, params: dict[str, Any],
                 tags: dict[str, Any] | None = None) -> TrialRun:
     """A new trial run (role trial, state RUNNING) under `parent_id`."""
     run_id = store.start_run(parent_id=parent_id, name=name, params=params,
@@ -158,15 +162,13 @@ def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, prec
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def find_duplicate(store: Any, parent_id: str, key: str
-                   ) -> tuple[str, dict[str, float], dict[str, str]] | None:
+def find_duplicate(store: Store, parent_id: str, key: str) -> FoundRun | None:
     """A complete run of the same computation under this parent: (id, metrics, tags)."""
     return store.find_run(parent_id, {CONFIG_KEY: key, STATE: "COMPLETE"})
 
 
-def record_duplicate(store: Any, *, parent_id: str, name: str, params: dict[str, Any],
-                     tags: dict[str, Any],
-                     source: tuple[str, dict[str, float], dict[str, str]]) -> str:
+def record_duplicate(store: Store, *, parent_id: str, name: str, params: dict[str, Any],
+                     tags: dict[str, Any], source: FoundRun) -> str:
     """A child run for a computation already done (`source`, from find_duplicate): its
     metrics are copied from the earlier run and it is tagged `duplicate_of` (the trial that
     trained it), so the leaderboard counts it once. Returns its id."""
@@ -181,7 +183,7 @@ def record_duplicate(store: Any, *, parent_id: str, name: str, params: dict[str,
     return run.run_id
 
 
-def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
+def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dataset,
                 hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
                 tags: dict[str, Any] | None = None, precision: Precision = "float32",
                 first_callbacks: Sequence[Any] = (),
@@ -218,15 +220,15 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
         raise _broken_store(store, exc) from None
 
 
-def _broken_store(store: Any, exc: BaseException) -> BaseException:
+def _broken_store(store: Store, exc: BaseException) -> BaseException:
     """What a failed write raises: a StoreError when the store cannot be written (every
     further trial would fail the same way), else the error itself."""
     if isinstance(exc, OSError) and exc.errno not in _STORE_ERRNOS:
         return exc
-    return StoreError(cannot_write(store.location, exc, getattr(store, "folders", ())))
+    return StoreError(cannot_write(store.location, exc, store.folders))
 
 
-def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Dataset,
+def _run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dataset,
                  hparams: HParams, seeds: Sequence[int], params: dict[str, Any],
                  tags: dict[str, Any] | None, precision: Precision, first_callbacks: Sequence[Any],
                  pruned_exceptions: tuple[type[BaseException], ...],
@@ -240,8 +242,8 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
-    untimed, store = store, _Timed(store)
-    run = start_trial(store, parent_id=parent_id, name=name,
+    untimed, timed = store, _Timed(store)
+    run = start_trial(timed, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
                       tags={CONFIG_KEY: key, **(tags or {})})
     try:
@@ -256,10 +258,10 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
             # The previous run is written by now (one run at most is behind), or its failure
             # stops the study here, before this one writes.
             writer.drain()
-        return _complete(run, untimed, name=name, dataset=dataset, results=results,
+        return _complete(run, untimed, timed.seconds, name=name, dataset=dataset, results=results,
                          history=history, log_model=log_model, timings=timings,
                          started=started, writer=writer)
-    except (*STORE_ERRORS, StoreError) as exc:
+    except _STORE_STOPS as exc:
         _close_stopped(untimed, run.run_id, exc)
         raise
 
@@ -269,7 +271,7 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
            pruned_exceptions: tuple[type[BaseException], ...],
            on_epoch: Callable[[int, dict[str, float]], None] | None,
            trainer: Callable[..., TrialResult], history: dict[str, list[float]],
-           writer: Writer | None, untimed: Any) -> list[TrialResult]:
+           writer: Writer | None, untimed: Store) -> list[TrialResult]:
     """One result per seed; a trial that stops early ends its run (PRUNED, KILLED, FAIL)."""
     results: list[TrialResult] = []
 
@@ -297,12 +299,12 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
     except KeyboardInterrupt:
         # Ctrl-C stops the study also where the store cannot be written now (a server gone):
         # the next command closes the run then.
-        with contextlib.suppress(*STORE_ERRORS, StoreError):
+        with contextlib.suppress(*_STORE_STOPS):
             run.end("KILLED")
             _write(writer, lambda: run.log_curves(history, title=f"{name} (interrupted)"),
                    untimed)
         raise
-    except (*STORE_ERRORS, StoreError):
+    except _STORE_STOPS:
         raise  # the run cannot be written either; run_tracked reports it
     except Exception as exc:
         run.end("FAIL", error=exc)
@@ -311,11 +313,12 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
     return results
 
 
-def _complete(run: TrialRun, untimed: Any, *, name: str, dataset: Dataset,
-              results: list[TrialResult], history: dict[str, list[float]],
+def _complete(run: TrialRun, untimed: Store, seconds: dict[str, float], *, name: str,
+              dataset: Dataset, results: list[TrialResult], history: dict[str, list[float]],
               log_model: bool | Callable[[dict[str, float]], bool], timings: dict[str, float],
               started: float, writer: Writer | None) -> TrackedTrial:
-    """The metrics, model and end of a trial that trained; its figures and tables after."""
+    """The metrics, model and end of a trial that trained; its figures and tables after.
+    `seconds`: what the run's writes took so far (_Timed)."""
     store = run.store
     metrics = aggregate(results)
     collapsed = sum(r.collapsed for r in results)
@@ -333,7 +336,7 @@ def _complete(run: TrialRun, untimed: Any, *, name: str, dataset: Dataset,
         for i, result in enumerate(results):
             store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
                                            "repeat_test_accuracy": result.test_accuracy}, step=i)
-    untimed.log_metrics(run.run_id, {**store.seconds, **timings,
+    untimed.log_metrics(run.run_id, {**seconds, **timings,
                                      "time_trial_s": time.perf_counter() - started})
     run.end("COMPLETE")
     results = [dataclasses.replace(r, model=None) for r in results]  # freed before the next
@@ -348,18 +351,18 @@ def _complete(run: TrialRun, untimed: Any, *, name: str, dataset: Dataset,
     return TrackedTrial(run.run_id, metrics, results, model_uri)
 
 
-def _close_stopped(store: Any, run_id: str, exc: BaseException) -> None:
+def _close_stopped(store: Store, run_id: str, exc: BaseException) -> None:
     """End KILLED the run of a trial that a store failure stopped (the trial did not fail: a
     resumed study runs it again), where the store still takes these small writes; where it
     does not, the next command closes it at its start (lifecycle.close_dead_runs)."""
     reason = str(exc) if isinstance(exc, StoreError) else str(_broken_store(store, exc))
-    with contextlib.suppress(*STORE_ERRORS, StoreError):
+    with contextlib.suppress(*_STORE_STOPS):
         if store.run_status(run_id) == "RUNNING":
             store.set_tags(run_id, {STATE: "KILLED", "error": f"stopped: {reason}"[:4000]})
             store.end_run(run_id, "KILLED")
 
 
-def _write(writer: Writer | None, job: Callable[[], None], store: Any) -> None:
+def _write(writer: Writer | None, job: Callable[[], None], store: Store) -> None:
     """Run `job` (the end of a run) now, or in `writer`'s background thread."""
     def guarded() -> None:
         try:
@@ -377,7 +380,7 @@ class _Timed:
     """A store whose calls are timed: the seconds a trial spends writing its run (the model
     apart). Per-epoch logging happens inside fit, so it is counted in both."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self.store = store
         self.seconds = {"time_logging_s": 0.0, "time_model_logging_s": 0.0}
 

@@ -2,9 +2,12 @@
 
 Layout (docs/design.md): one experiment per study, one parent run per study, one child run per
 trial carrying `mlflow.parentRunId`, so runs nest in the UI also when other processes or
-machines write them. Everything goes through one MlflowClient; no fluent active-run state is
-shared between threads or trials. allsearch.recorder.Recorder has the same methods and writes
-a folder instead (for machines without MLflow); the trial code never knows which it has.
+machines write them. Everything goes through one MlflowClient given its URIs. MLflow's global
+URIs are set only for the few fluent calls that know no other store (logging and registering
+a model, the runs as a pandas frame), each inside process_state.mlflow_fluent, which puts them
+back, and the caller's active run, when it ends. Tracker is an allsearch.contract.Store, as
+allsearch.recorder.Recorder (a folder, for machines without MLflow) is; the trial code never
+knows which it has.
 
 The modules that import mlflow: this one, serving (the logged model), predict (loads it) and
 importer (replays a record folder through a Tracker).
@@ -34,6 +37,7 @@ from allsearch.contract import CHAMPION_ALIAS, ROLE, STUDY, folder_name
 from allsearch.errors import StoreError, first_line, lost_schema_race, redact, redact_text, store_errors
 from allsearch.hardware import package_versions
 from allsearch.outage import ServerWait, Waiting
+from allsearch.process_state import mlflow_fluent
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -172,10 +176,10 @@ def runs_of_parent(parent_id: str, *, tracking_uri: str | None = None) -> pd.Dat
     client = open_client(tracking_uri)
     uri = resolve_tracking_uri(tracking_uri)
     experiment_id = client.get_run(parent_id).info.experiment_id
-    mlflow.set_tracking_uri(uri)
-    return mlflow.search_runs([experiment_id],
-                              filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
-                              output_format="pandas")
+    with mlflow_fluent(uri):  # the pandas frame is the fluent API's alone
+        return mlflow.search_runs([experiment_id],
+                                  filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                                  output_format="pandas")
 
 
 class Tracker:
@@ -307,9 +311,12 @@ class Tracker:
         return self.client.get_run(run_id).info.status
 
     def runs_frame(self, filter_string: str = "") -> pd.DataFrame:
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return self._call(mlflow.search_runs, [self.experiment_id], filter_string=filter_string,
-                          output_format="pandas")
+        def search() -> pd.DataFrame:
+            with mlflow_fluent(self.tracking_uri):  # the pandas frame is the fluent API's alone
+                return mlflow.search_runs([self.experiment_id], filter_string=filter_string,
+                                          output_format="pandas")
+
+        return self._call(search)
 
     def _call(self, function: Any, *args: Any, **kwargs: Any) -> Any:
         """A call of MLflow's fluent API, waiting for a server that stopped answering."""
@@ -371,13 +378,11 @@ class Tracker:
 
         versions = package_versions()
         requirements = [f"{name}=={versions[name]}" for name in SERVING_PACKAGES if name in versions]
-        mlflow.set_tracking_uri(self.tracking_uri)
 
         def log() -> str:
-            active = mlflow.active_run()
-            if active is not None and active.info.run_id == run_id:
-                mlflow.end_run()  # left by a try the server went away during
-            with mlflow.start_run(run_id=run_id):
+            # MLflow logs a model into the active fluent run only. Nested: a run the caller
+            # has active stays theirs, and is theirs again after.
+            with mlflow_fluent(self.tracking_uri), mlflow.start_run(run_id=run_id, nested=True):
                 return log_classifier(network=network, class_names=class_names, hparams=hparams,
                                       pipeline=pipeline, requirements=requirements)
 
@@ -394,10 +399,11 @@ class Tracker:
         """Register a logged model and point the `champion` alias at the new version."""
         import io
 
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        with contextlib.redirect_stderr(io.StringIO()):  # MLflow prints two lines of its own
-            version = self._call(mlflow.register_model, model_uri, model_name)
+        def register() -> Any:  # a logged model's version: the fluent API's alone
+            with mlflow_fluent(self.tracking_uri), contextlib.redirect_stderr(io.StringIO()):
+                return mlflow.register_model(model_uri, model_name)  # it prints two lines
+
+        version = self._call(register)
         self.client.set_registered_model_alias(model_name, CHAMPION_ALIAS, version.version)
         return str(version.version)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from allsearch.hardware import (
     Precision,
@@ -164,63 +164,92 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         n_features = dataset.features.n_components if dataset.features is not None else 100
         model = build_cnn(hparams, dataset.n_classes, input_shape=dataset.image_shape,
                           n_features=n_features)
-        x_train = model_inputs(dataset, "train", hparams.features)
-        x_val = model_inputs(dataset, "val", hparams.features)
-        x_test = model_inputs(dataset, "test", hparams.features)
-        y_train = keras.utils.to_categorical(dataset.y_train, dataset.n_classes)
-        y_val = keras.utils.to_categorical(dataset.y_val, dataset.n_classes)
-
-        history = {} if history is None else history
-        recorder = _EpochRecorder(history, on_epoch)
-        early_stop = [] if not hparams.patience else [keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", mode="max", patience=hparams.patience,
-            restore_best_weights=True)]  # restores at the end whether or not it stopped
-        early_stop += learning_rate_schedule(hparams)
+        inputs = _Inputs.of(dataset, hparams.features)
+        recorder = _EpochRecorder({} if history is None else history, on_epoch)
         started = time.perf_counter()
-        # The validation pass runs at Keras' predict batch (32), the batch the test split is
-        # timed at: its last pass over the kept weights gives the validation figures.
-        with polled_interrupts():  # a signal stops the training at its next batch
-            model.fit(x_train, y_train, batch_size=hparams.batch_size, epochs=hparams.epochs,
-                      validation_data=(x_val, y_val), validation_batch_size=PREDICT_BATCH,
-                      shuffle=True, verbose=0,
-                      class_weight=class_weights(dataset.y_train, dataset.n_classes,
-                                                 hparams.class_weights),
-                      callbacks=[_StopOnSignal(), recorder, *early_stop,
-                                 *(_Deferring(c) for c in callbacks)])
-        train_time_s = time.perf_counter() - started
-        epochs_run = len(history.get("loss", []))
-        # The epoch whose weights the model keeps: the last, or the best one under patience
-        # (EarlyStopping keeps the first epoch that reached the best validation accuracy).
-        kept_epoch = (int(np.argmax(history["val_accuracy"])) + 1
-                      if hparams.patience and history.get("val_accuracy") else epochs_run)
-
-        fitted = time.perf_counter()
-        # Validation accuracy and prediction time come from fit's pass over the validation
-        # split with the weights the model keeps (a second pass would cost a prediction of
-        # the whole split per trial and give the same accuracy).
-        val_accuracy = history["val_accuracy"][kept_epoch - 1]
-        val_time = recorder.val_pass_s[kept_epoch - 1]
-        trace_predict(model, x_test)
-        test_probs, test_time = timed_predict(model, x_test)
-        p50, p95 = latency_ms(model, x_test)
+        _fit(model, dataset, hparams, inputs, recorder, callbacks)
         # Where the trial's seconds went (metrics time_*_s, docs/design.md).
-        timings = {"time_build_s": started - clock, "time_fit_s": train_time_s,
-                   "time_evaluate_s": time.perf_counter() - fitted}
-        return TrialResult(
-            hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
-            epochs_run=epochs_run, kept_epoch=kept_epoch, train_time_s=train_time_s,
-            val_accuracy=float(val_accuracy),
-            test_accuracy=float((test_probs.argmax(1) == dataset.y_test).mean()),
-            val_prediction_time_s=val_time, test_prediction_time_s=test_time,
-            latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
-            test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
-            model=model if keep_model else None, timings=timings,
-            n_params=int(model.count_params()),
-            model_size_mb=sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
-                              for w in model.weights) / 2**20,
-        )
+        timings = {"time_build_s": started - clock, "time_fit_s": time.perf_counter() - started}
+        return _evaluate(model, dataset, hparams, recorder, inputs.x_test, seed=seed,
+                         precision=precision, timings=timings, keep_model=keep_model)
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+class _Inputs(NamedTuple):
+    """What the network takes for each split, and the one-hot labels fit needs."""
+
+    x_train: Any
+    y_train: np.ndarray
+    x_val: Any
+    y_val: np.ndarray
+    x_test: Any
+
+    @classmethod
+    def of(cls, dataset: Dataset, features: str) -> _Inputs:
+        def one_hot(labels: np.ndarray) -> np.ndarray:
+            return keras.utils.to_categorical(labels, dataset.n_classes)
+
+        return cls(model_inputs(dataset, "train", features), one_hot(dataset.y_train),
+                   model_inputs(dataset, "val", features), one_hot(dataset.y_val),
+                   model_inputs(dataset, "test", features))
+
+
+def _fit(model: keras.Model, dataset: Dataset, hparams: HParams, inputs: _Inputs,
+         recorder: _EpochRecorder, callbacks: Sequence[keras.callbacks.Callback]) -> None:
+    """Train `model` on the train split, validating each epoch (`recorder` keeps the curves
+    and the validation passes' times)."""
+    early_stop = [] if not hparams.patience else [keras.callbacks.EarlyStopping(
+        monitor="val_accuracy", mode="max", patience=hparams.patience,
+        restore_best_weights=True)]  # restores at the end whether or not it stopped
+    early_stop += learning_rate_schedule(hparams)
+    # The validation pass runs at Keras' predict batch (32), the batch the test split is
+    # timed at: its last pass over the kept weights gives the validation figures.
+    with polled_interrupts():  # a signal stops the training at its next batch
+        model.fit(inputs.x_train, inputs.y_train, batch_size=hparams.batch_size,
+                  epochs=hparams.epochs, validation_data=(inputs.x_val, inputs.y_val),
+                  validation_batch_size=PREDICT_BATCH,
+                  shuffle=True, verbose=0,
+                  class_weight=class_weights(dataset.y_train, dataset.n_classes,
+                                             hparams.class_weights),
+                  callbacks=[_StopOnSignal(), recorder, *early_stop,
+                             *(_Deferring(c) for c in callbacks)])
+
+
+def _evaluate(model: keras.Model, dataset: Dataset, hparams: HParams, recorder: _EpochRecorder,
+              x_test: Any, *, seed: int, precision: Precision, timings: dict[str, float],
+              keep_model: bool) -> TrialResult:
+    """The trained model's result: validation figures from fit's passes, test accuracy and
+    prediction times measured now; `timings` (build, fit) gain time_evaluate_s."""
+    fitted = time.perf_counter()
+    history = recorder.history
+    epochs_run = len(history.get("loss", []))
+    # The epoch whose weights the model keeps: the last, or the best one under patience
+    # (EarlyStopping keeps the first epoch that reached the best validation accuracy).
+    kept_epoch = (int(np.argmax(history["val_accuracy"])) + 1
+                  if hparams.patience and history.get("val_accuracy") else epochs_run)
+    # Validation accuracy and prediction time come from fit's pass over the validation
+    # split with the weights the model keeps (a second pass would cost a prediction of
+    # the whole split per trial and give the same accuracy).
+    val_accuracy = history["val_accuracy"][kept_epoch - 1]
+    val_time = recorder.val_pass_s[kept_epoch - 1]
+    trace_predict(model, x_test)
+    test_probs, test_time = timed_predict(model, x_test)
+    p50, p95 = latency_ms(model, x_test)
+    timings["time_evaluate_s"] = time.perf_counter() - fitted
+    return TrialResult(
+        hparams=hparams, seed=seed, class_names=dataset.class_names, history=history,
+        epochs_run=epochs_run, kept_epoch=kept_epoch, train_time_s=timings["time_fit_s"],
+        val_accuracy=float(val_accuracy),
+        test_accuracy=float((test_probs.argmax(1) == dataset.y_test).mean()),
+        val_prediction_time_s=val_time, test_prediction_time_s=test_time,
+        latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
+        test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
+        model=model if keep_model else None, timings=timings,
+        n_params=int(model.count_params()),
+        model_size_mb=sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
+                          for w in model.weights) / 2**20,
+    )
 
 
 _trained_in_this_process = False

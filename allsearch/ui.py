@@ -25,6 +25,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 from allsearch.errors import ConfigError, StoreError
 
@@ -110,23 +111,29 @@ def _child_env() -> dict[str, str]:
     return {**os.environ, "PATH": path}
 
 
-def _spawn(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+class _Server(subprocess.Popen):
+    """A server's process, and the file its output goes to."""
+
+    log: IO[str]
+
+
+def _spawn(command: list[str], env: dict[str, str] | None = None) -> _Server:
     """A server in its own process group (stopping it stops its workers), its log in a file
     (a pipe nobody reads would fill up and stall it)."""
     log = tempfile.TemporaryFile(mode="w+")
-    process = subprocess.Popen(command, env={**_child_env(), **(env or {})}, stdout=log,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    process.log = log  # type: ignore[attr-defined]
+    process = _Server(command, env={**_child_env(), **(env or {})}, stdout=log,
+                      stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process.log = log
     return process
 
 
-def _wait_until_up(process: subprocess.Popen, url: str, what: str, timeout_s: float) -> None:
+def _wait_until_up(process: _Server, url: str, what: str, timeout_s: float) -> None:
     # Straight to loopback: an http_proxy in the environment must not carry this request.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     deadline = time.time() + timeout_s
     while time.time() < deadline:
         if process.poll() is not None:
-            log = process.log  # type: ignore[attr-defined]
+            log = process.log
             log.seek(0)
             lines = [line for line in log.read().splitlines() if line.strip()]
             raise StoreError(f"{what} exited at start ({lines[-1][-300:] if lines else 'no output'})")

@@ -22,7 +22,7 @@ from allsearch.data import load_dataset
 from allsearch.space import load_space
 from allsearch.synthetic import write_dataset
 from allsearch.tracking import resolve_tracking_uri
-from conftest import fail_on_call, one_line_error
+from conftest import fail_on_call, one_line_error, stale_in_copy, wait_for
 
 SPACE = """
 name: tiny
@@ -89,7 +89,18 @@ def test_unusable_stores_are_refused_before_training(flags: list[str], message: 
     flags = [f.replace("{tmp}", str(tmp_path)) for f in flags]
     if message is None:  # grid over the paper space works: its params are all finite
         space = load_space("paper")
-        assert len(optuna_engine.make_sampler("grid", space, 0)._all_grids) == 16 * 4 * 2 * 5
+
+        def objective(trial: optuna.Trial) -> float:
+            space.sample(trial)
+            return 0.0
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            grid = optuna.create_study(sampler=optuna_engine.make_sampler("grid", space, 0))
+            grid.optimize(objective, n_trials=1000)
+        # Every configuration once, then the sampler stops the study: the whole grid.
+        configurations = {tuple(sorted(t.params.items())) for t in grid.trials}
+        assert len(grid.trials) == len(configurations) == 16 * 4 * 2 * 5
         return
     started = time.perf_counter()
     code = study.main([*flags, "--data", str(tiny_data), "--no-progress", "--trials", "1"])
@@ -166,14 +177,15 @@ def test_killed_worker_trial_is_not_counted_and_is_retried(tiny_data: Path, spac
             running = any(t.state.name == "RUNNING" and t.user_attrs.get("mlflow_run_id") for t in trials)
         except Exception:  # the study does not exist yet
             continue
-    time.sleep(3)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
     assert running, "the worker never started a trial"
     left = optuna.load_study(study_name="tiny", storage=storage)
     assert optuna_engine.counted_trials(left) == 0  # a RUNNING trial of a dead worker is no result
 
-    time.sleep(4)  # past the grace period: the heartbeat marks the dead trial failed
+    # Its heartbeat stopped with it: stale once the grace period has passed since the last.
+    wait_for(lambda: stale_in_copy(tmp_path / "mlruns" / "optuna.db", "tiny", 0, grace_s=3),
+             "the killed trial to be past the grace period")
     fast = subprocess.run([*command[:4], str(space_file), *command[5:]], env=env,
                           capture_output=True, text=True, timeout=300)
     assert fast.returncode == 0, fast.stderr[-2000:]

@@ -435,7 +435,9 @@ def test_a_dead_trial_is_retried_twice_at_most_and_without_its_attempts_run(tmp_
             trial = probe.ask({"x": optuna.distributions.IntDistribution(0, 9)})
             trial.set_user_attr("mlflow_run_id", f"run-{attempt}")
             trial.set_user_attr("worker", f"host:{attempt}")
-            storage.record_heartbeat(trial._trial_id)  # alive once, then its worker "dies"
+            # Alive once, then its worker "dies".
+            storage.record_heartbeat(storage.get_trial_id_from_study_id_trial_number(
+                storage.get_study_id_from_name("retries"), trial.number))
             wait_for(lambda n=trial.number: optuna.storages.fail_stale_trials(probe)
                      or probe.trials[n].state.name == "FAIL", "the dead attempt to be failed")
             optuna.storages.fail_stale_trials(probe)

@@ -1,9 +1,12 @@
-"""Importing allsearch changes nothing in the caller's process (docs/design.md, the import rule).
+"""Importing allsearch changes nothing in the caller's process (docs/design.md, the import rule),
+and a library call leaves MLflow as the caller set it (the URI rule).
 
 A fresh interpreter imports the libraries allsearch builds on, takes a snapshot of the
 process-wide state a library could change (logging levels and handlers, signal handlers, fd 2,
 the unraisable hook, matplotlib's backend, MLflow's URIs, the garbage collector, the
-environment), imports every allsearch module, and compares.
+environment), imports every allsearch module, and compares. In this process, a caller with
+MLflow pointed at its own store and a run of its own active calls run_study, the readers and
+predict on another store: MLflow's URIs, variables and active run are the caller's after each.
 """
 
 from __future__ import annotations
@@ -13,6 +16,11 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 SNAPSHOT = textwrap.dedent("""
     import gc, json, logging, os, signal, sys
@@ -80,3 +88,77 @@ def test_importing_every_module_changes_nothing_in_the_process():
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     assert len(probe["modules"]) > 20, probe["modules"]
     assert _differences(probe["before"], probe["after"]) == []
+
+
+def mlflow_state() -> dict[str, Any]:
+    """What a library call could leave changed of MLflow's global state."""
+    import mlflow
+
+    active = mlflow.active_run()
+    return {"tracking": (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri()),
+            "registry": mlflow.get_registry_uri(),
+            "variables": {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")},
+            "active_run": active.info.run_id if active is not None else None}
+
+
+@pytest.fixture
+def caller_mlflow(tmp_path: Path) -> Iterator[dict[str, Any]]:
+    """A caller's MLflow: its own tracking store and registry, and a run of its own active.
+    Yields the state a library call must leave; puts MLflow back for the next test."""
+    import mlflow
+
+    from allsearch.process_state import left_as_found
+
+    (tmp_path / "caller").mkdir()
+    with left_as_found():
+        mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'caller' / 'mlflow.db'}")
+        mlflow.set_registry_uri(f"sqlite:///{tmp_path / 'caller' / 'registry.db'}")
+        with mlflow.start_run(run_name="the caller's"):
+            yield mlflow_state()
+
+
+def study_settings(tiny_data: Path, tmp_path: Path) -> dict[str, Any]:
+    return dict(space="smoke", data=str(tiny_data), pruner="none", progress=False,
+                tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+
+
+def test_run_study_and_the_readers_leave_mlflow_as_the_caller_set_it(
+        tiny_data: Path, tmp_path: Path, caller_mlflow: dict[str, Any]) -> None:
+    """Tracker.runs_frame and tracking.runs_of_parent (the leaderboard's) set MLflow's global
+    tracking URI and left it set; run_study's own scope hid that from its caller only."""
+    import allsearch
+    from allsearch import leaderboard
+    from allsearch.tracking import Tracker, runs_of_parent
+
+    result = allsearch.run_study(trials=2, trainer="standin:0.01",
+                                 **study_settings(tiny_data, tmp_path))
+    assert mlflow_state() == caller_mlflow
+    frame = runs_of_parent(result.parent_run_id, tracking_uri=result.tracking_uri)
+    assert len(frame) == 2 and mlflow_state() == caller_mlflow
+    tracker = Tracker(result.study_name, tracking_uri=result.tracking_uri)
+    assert len(leaderboard.study_table(tracker, result.parent_run_id)) == 2
+    assert mlflow_state() == caller_mlflow
+
+
+@pytest.mark.train
+def test_a_study_and_predict_leave_the_callers_active_run_and_uris(
+        tiny_data: Path, tmp_path: Path, caller_mlflow: dict[str, Any]) -> None:
+    """Logging a trial's model resumed its run as MLflow's active run, which MLflow refused
+    beside a caller's active run (the trial failed; no champion); predict's load_classifier
+    set the global URIs to the model's store and left them."""
+    import mlflow
+
+    import allsearch
+    from allsearch import predict
+
+    result = allsearch.run_study(trials=1, **study_settings(tiny_data, tmp_path))
+    assert result.champion_model_uri == f"models:/allsearch-{result.study_name}@champion"
+    assert mlflow_state() == caller_mlflow
+    loaded = predict.load_classifier(result.champion_model_uri, tracking_uri=result.tracking_uri)
+    assert mlflow_state() == caller_mlflow
+    images = predict.collect_images([tiny_data / "Benign"])
+    frame = predict.predict_files(loaded, images)
+    assert len(frame) == len(images) > 0 and mlflow_state() == caller_mlflow
+    # The caller's run is still theirs, running, in their own store.
+    caller_run = mlflow.get_run(caller_mlflow["active_run"])
+    assert caller_run.info.status == "RUNNING" and caller_run.info.run_name == "the caller's"
