@@ -117,6 +117,9 @@ class StudyConfig:
     block_size: int = setting(0, "with --split blocks: files per block")
     embargo: int = setting(0, "with --split blocks: files left out on each side of a boundary "
                               "between two parts")
+    cv: int = setting(0, "K >= 2: the objective is the mean validation accuracy over K folds of "
+                         "the non-test part (folds keep groups and blocks whole; the test part "
+                         "is in none); 0: one validation part (allsearch.folds)")
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "
@@ -128,6 +131,7 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        _check_cv(self)
         for name in ("trials_per_process", "worker_memory_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -171,6 +175,20 @@ class StudyConfig:
             raise ConfigError(f"unknown setting(s) {unknown}; the settings are "
                               f"{[f.name for f in dataclasses.fields(self)]}")
         return dataclasses.replace(self, **changes)
+
+
+def _check_cv(config: StudyConfig) -> None:
+    """--cv is 0 (off) or K >= 2 folds, one seed's, through the Optuna engine."""
+    cv = config.cv
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 0 or cv == 1:
+        raise ConfigError(f"--cv must be 0 (one validation part) or a number of folds >= 2, "
+                          f"got {cv!r}")
+    if cv and config.repeats > 1:
+        raise ConfigError(f"--cv {cv} and --repeats {config.repeats} exclude each other: the "
+                          f"folds already train the configuration {cv} times; use one of them")
+    if cv and config.engine != "optuna":
+        raise ConfigError(f"--cv works with --engine optuna only (KerasTuner scores one "
+                          f"validation part per trial); drop --cv {cv} or use --engine optuna")
 
 
 def _flag(name: str) -> str:

@@ -72,7 +72,8 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
     seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
     objectives = config.objectives or ("val_accuracy",)
     sampler = study_sampler(config, space, seed)
-    pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None)
+    pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None,
+                         cv=config.cv)
     name = config.study_name or space.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -28,7 +28,7 @@ import numpy as np
 from allsearch.errors import ConfigError, DataError
 
 __all__ = ["KINDS", "SplitKind", "FRACTIONS", "PARTS", "SplitSettings", "Split", "split_data",
-           "check_settings", "natural_key"]
+           "check_settings", "natural_key", "embargo_parts"]
 
 SplitKind = Literal["random", "groups", "blocks"]  # config.StudyConfig.split's type
 KINDS: tuple[str, ...] = get_args(SplitKind)
@@ -232,7 +232,7 @@ def _group_parts(labels: np.ndarray, files: tuple[str, ...], groups: list[str],
             parts = np.zeros(len(labels), dtype=np.int64)
             parts[folds[v]], parts[folds[t]] = 1, 2
             if settings.embargo:
-                parts = _embargo(parts, labels, files, settings.embargo)
+                parts = embargo_parts(parts, labels, files, settings.embargo)
             if all(len(np.unique(labels[parts == p])) == n_classes for p in range(3)):
                 return parts
     raise DataError(f"--split {settings.kind}: no way of dealing the {len(names)} groups into "
@@ -259,7 +259,7 @@ def _fewest_groups(labels: np.ndarray, codes: np.ndarray, names: np.ndarray,
     return fewest
 
 
-def _embargo(parts: np.ndarray, labels: np.ndarray, files: tuple[str, ...], embargo: int
+def embargo_parts(parts: np.ndarray, labels: np.ndarray, files: tuple[str, ...], embargo: int
              ) -> np.ndarray:
     """`parts` with the `embargo` files on each side of every boundary between two parts
     (within a class, in natural name order, the order the blocks were cut in) marked -1."""
