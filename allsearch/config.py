@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -195,10 +196,13 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One command-line flag per StudyConfig field, with its default and help."""
+def add_arguments(parser: argparse.ArgumentParser, *, only: Sequence[str] | None = None,
+                  defaults: bool = True) -> None:
+    """One command-line flag per StudyConfig field, with its default and help; `only`: the
+    flags of these fields; `defaults=False`: every flag's default is None (not given), for a
+    command that falls back on something else (confirm: the study's split)."""
     for f in dataclasses.fields(StudyConfig):
-        if not f.metadata.get("cli", True):
+        if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
             continue
         help_text, choices = f.metadata["help"], f.metadata.get("choices")
         flag = f"--{_flag(f.metadata.get('flag') or f.name)}"
@@ -218,8 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kind = {int: int, float: float}.get(type(f.default), str)
             if f.name == "timeout":
                 kind = float
-            default = "" if f.default is None else f" (default: {f.default})"
-            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=f.default,
+            value = f.default if defaults else None
+            default = "" if value is None else f" (default: {value})"
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=value,
                                 choices=choices, help=help_text + default)
 
 
