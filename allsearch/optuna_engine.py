@@ -120,6 +120,9 @@ def progress_bar(study: optuna.Study, config: StudyConfig, space: SearchSpace) -
         except Exception:  # noqa: BLE001  (a trial still sampling its parameters)
             return None
 
+    if config.cv:  # a trial reports the running mean after each fold
+        return ProgressBar(study, config.trials, count_finished, lambda params: config.cv,
+                           step="fold")
     return ProgressBar(study, config.trials, count_finished, epochs_of)
 
 

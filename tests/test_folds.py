@@ -254,3 +254,19 @@ def test_a_trial_under_cv_keeps_fold_0s_model_and_the_mean_test_accuracy(tmp_pat
     probabilities = np.array([[float(r[f"p_{c}"]) for c in dataset.class_names] for r in rows])
     assert np.allclose(probabilities, fold0.test_probabilities, atol=1e-5)
     assert "model_uri" in client.get_run(run_id).data.tags
+
+
+def test_the_progress_line_counts_folds_under_cv() -> None:
+    from allsearch.config import StudyConfig
+    from allsearch.optuna_engine import progress_bar
+    from allsearch.space import load_space
+
+    study_ = optuna.create_study(direction="maximize")
+    trial = study_.ask()
+    trial.report(0.5, step=1)  # after the second fold
+    bar = progress_bar(study_, StudyConfig(trials=3, cv=4), load_space("smoke"))
+    try:
+        bar.refresh(force=True)
+        assert "#0 fold 2/4 val 0.500" in bar.bar.postfix
+    finally:
+        bar.close()
