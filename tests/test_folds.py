@@ -270,3 +270,27 @@ def test_the_progress_line_counts_folds_under_cv() -> None:
         assert "#0 fold 2/4 val 0.500" in bar.bar.postfix
     finally:
         bar.close()
+
+
+def test_a_recorded_study_under_cv_keeps_its_folds_through_the_import(tmp_path: Path) -> None:
+    from allsearch.recorder import read_runs
+
+    root = write_frames(tmp_path / "frames", per_class=60)
+    record = tmp_path / "record"
+    result = study.run_study(trials=1, space="smoke", data=str(root), trainer="standin:0",
+                             progress=False, record=str(record), split="blocks", block_size=5,
+                             embargo=1, cv=3, pruner="none")
+    written = (record / "runs" / result.parent_run_id / "folds.csv").read_text()
+    dataset = quiet_load(root, split=SplitSettings("blocks", block_size=5, embargo=1))
+    assert written == make_folds(dataset, 3).csv()
+    [child] = [r for r in read_runs(record).values() if r.parent == result.parent_run_id]
+    assert child.params["cv"] == "3" and "fold_val_accuracy" in child.metrics
+    [report] = study.import_record(record)
+    assert report.imported == 1
+    client = MlflowClient()
+    [run] = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
+                               "tags.`allsearch.role` = 'trial'")
+    history = client.get_metric_history(run.info.run_id, "fold_val_accuracy")
+    assert sorted(m.step for m in history) == [0, 1, 2]
+    assert run.data.metrics["val_accuracy"] == pytest.approx(
+        statistics.fmean(m.value for m in history))
