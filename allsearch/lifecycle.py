@@ -24,6 +24,7 @@ from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, 
 from allsearch.folds import make_folds
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
+from allsearch.splits import FIELDS as SPLIT_FIELDS
 
 __all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
            "open_parent", "settling", "finish", "close_dead_runs", "ended_by", "worker_id",
@@ -136,7 +137,7 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
-            config.split, config.group_pattern, config.groups, config.block_size, config.embargo))
+            *(getattr(config, name) for name in SPLIT_FIELDS)))
         if space.uses_hog_pca():
             from allsearch.features import add_hog_pca
 

@@ -86,3 +86,26 @@ def test_confirm_split_flags_are_checked_in_one_line(capsys: pytest.CaptureFixtu
             (["--split", "groups"], "--split groups needs one of --group-pattern REGEX")):
         assert confirm.main(["--study", "nothing", *flags]) == 2
         assert said in one_line_error(capsys)
+
+
+def test_the_split_flags_are_the_study_settings_once() -> None:
+    """confirm's split flags, the params a run logs and SplitSettings share one list."""
+    import dataclasses
+
+    from allsearch.config import StudyConfig
+    from allsearch.splits import FIELDS
+
+    settings = StudyConfig(split="blocks", block_size=5, embargo=1)
+    assert set(FIELDS) <= {f.name for f in dataclasses.fields(StudyConfig)}
+    made = SplitSettings(*(getattr(settings, name) for name in FIELDS))
+    assert made == SplitSettings("blocks", block_size=5, embargo=1)
+    assert SplitSettings.from_params(made.params()) == made
+    import argparse
+
+    from allsearch import config
+
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser, only=FIELDS, defaults=False)
+    assert vars(parser.parse_args([])) == dict.fromkeys(FIELDS)
+    given = parser.parse_args(["--split", "blocks", "--block-size", "5", "--embargo", "1"])
+    assert confirm.split_override(vars(given)) == made
