@@ -294,3 +294,18 @@ def test_a_recorded_study_under_cv_keeps_its_folds_through_the_import(tmp_path: 
     assert sorted(m.step for m in history) == [0, 1, 2]
     assert run.data.metrics["val_accuracy"] == pytest.approx(
         statistics.fmean(m.value for m in history))
+
+
+def test_each_fold_fits_its_own_hog_pca_on_its_training_part(tiny_data: Path) -> None:
+    from allsearch.features import HogTransformer, add_hog_pca
+
+    dataset = add_hog_pca(quiet_load(tiny_data))
+    folds = make_folds(dataset, 2)
+    for k in range(2):
+        fold = fold_dataset(dataset, folds, k)
+        assert fold.features is not dataset.features
+        assert fold.features.train.shape[0] == len(fold.y_train)
+        assert fold.features.val.shape[0] == len(fold.y_val)
+        assert fold.features.test.shape[0] == len(dataset.y_test)
+        pca = fold.features.pipeline.named_steps["pca"]
+        assert np.allclose(pca.mean_, HogTransformer().transform(fold.x_train).mean(0), atol=1e-5)
