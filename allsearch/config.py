@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -117,6 +118,9 @@ class StudyConfig:
     block_size: int = setting(0, "with --split blocks: files per block")
     embargo: int = setting(0, "with --split blocks: files left out on each side of a boundary "
                               "between two parts")
+    cv: int = setting(0, "K >= 2: the objective is the mean validation accuracy over K folds of "
+                         "the non-test part (folds keep groups and blocks whole; the test part "
+                         "is in none); 0: one validation part (allsearch.folds)")
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "
@@ -128,6 +132,7 @@ class StudyConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"--{_flag(name)} must be a positive integer, got {value!r}")
+        _check_cv(self)
         for name in ("trials_per_process", "worker_memory_mb"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -173,14 +178,31 @@ class StudyConfig:
         return dataclasses.replace(self, **changes)
 
 
+def _check_cv(config: StudyConfig) -> None:
+    """--cv is 0 (off) or K >= 2 folds, one seed's, through the Optuna engine."""
+    cv = config.cv
+    if isinstance(cv, bool) or not isinstance(cv, int) or cv < 0 or cv == 1:
+        raise ConfigError(f"--cv must be 0 (one validation part) or a number of folds >= 2, "
+                          f"got {cv!r}")
+    if cv and config.repeats > 1:
+        raise ConfigError(f"--cv {cv} and --repeats {config.repeats} exclude each other: the "
+                          f"folds already train the configuration {cv} times; use one of them")
+    if cv and config.engine != "optuna":
+        raise ConfigError(f"--cv works with --engine optuna only (KerasTuner scores one "
+                          f"validation part per trial); drop --cv {cv} or use --engine optuna")
+
+
 def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One command-line flag per StudyConfig field, with its default and help."""
+def add_arguments(parser: argparse.ArgumentParser, *, only: Sequence[str] | None = None,
+                  defaults: bool = True) -> None:
+    """One command-line flag per StudyConfig field, with its default and help; `only`: the
+    flags of these fields; `defaults=False`: every flag's default is None (not given), for a
+    command that falls back on something else (confirm: the study's split)."""
     for f in dataclasses.fields(StudyConfig):
-        if not f.metadata.get("cli", True):
+        if not f.metadata.get("cli", True) or (only is not None and f.name not in only):
             continue
         help_text, choices = f.metadata["help"], f.metadata.get("choices")
         flag = f"--{_flag(f.metadata.get('flag') or f.name)}"
@@ -200,8 +222,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             kind = {int: int, float: float}.get(type(f.default), str)
             if f.name == "timeout":
                 kind = float
-            default = "" if f.default is None else f" (default: {f.default})"
-            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=f.default,
+            value = f.default if defaults else None
+            default = "" if value is None else f" (default: {value})"
+            parser.add_argument(f"--{_flag(f.name)}", dest=f.name, type=kind, default=value,
                                 choices=choices, help=help_text + default)
 
 

@@ -1,6 +1,7 @@
 """Confirm a study's best configurations on seeds and splits the search never saw.
 
     python -m allsearch.confirm --study NAME [--top 3] [--seeds 5] [--data PATH] [--record DIR]
+                                [--split KIND ...]
 
 A configuration chosen on some seeds looks better on those seeds than on new ones (the
 winner's curse of every tuning study). This re-trains the study's top configurations by
@@ -8,10 +9,15 @@ validation accuracy on fresh pairs of (training seed, split seed): split seed i 
 split seed + 1000 + i, training seed i is the study's first seed + 1000 + i, duplicates dropped
 before every split (allsearch.data). Each split is of the study's kind (random, groups or
 blocks, with its settings, from the study's parent run: allsearch.splits), so a study split by
-patient is confirmed on splits by patient too. Every run is a child run of one confirmation parent run,
-`<study>-confirm`, in the study's experiment, tagged `allsearch.confirms=<study>`; running the
-same command again trains only what is missing. The result is each configuration's test
-accuracy mean ± sd, 95% interval and n over the fresh pairs, ranked by that mean.
+patient is confirmed on splits by patient too; `--split blocks --block-size N --embargo M` (or
+`--split groups ...`, `--split random`: the study's own split flags) confirms under another
+split instead, e.g. a study searched on random splits under leakage-aware blocks. Every run is
+a child run of one confirmation parent run, `<study>-confirm` (`<study>-confirm-<kind>` under
+another split), in the study's experiment, tagged `allsearch.confirms=<study>`, its split
+logged on the parent and on every run; running the same command again trains only what is
+missing, and a confirmation never holds two splits (another split needs another --name). The
+result is each configuration's test accuracy mean ± sd, 95% interval and n over the fresh
+pairs, ranked by that mean.
 With --record DIR it reads the study from a record folder and writes there (no MLflow).
 """
 
@@ -28,23 +34,21 @@ from typing import Any
 
 import pandas as pd
 
-from allsearch import lifecycle
+from allsearch import config, lifecycle
 from allsearch.config import StudyConfig
-from allsearch.contract import COLLAPSED, RECALL_PREFIX, STATE, Store
+from allsearch.contract import COLLAPSED, CONFIRMS, RECALL_PREFIX, STATE, Store
 from allsearch.errors import ConfigError, DataError, StoreError
 from allsearch.hardware import Precision, resolve_precision
 from allsearch.progress import count_bar
 from allsearch.space import HParams
-from allsearch.splits import SplitSettings, check_settings
+from allsearch.splits import FIELDS, SplitSettings, label_of
 from allsearch.tracked import config_key, find_duplicate, run_tracked
 
 __all__ = ["Candidate", "candidates", "confirm", "summary", "CONFIRMS", "main"]
 
 ENGINE = "confirm"
-CONFIRMS = "allsearch.confirms"  # tag of a confirmation parent run: the study it confirms
 SUFFIX = "-confirm"
 OFFSET = 1000  # fresh seeds and split seeds start this far from the study's
-SPLIT_PARAMS = ("split", "group_pattern", "groups", "block_size", "embargo")
 
 
 @dataclass(frozen=True)
@@ -99,11 +103,13 @@ def _train_all(jobs: list[_Job], store: Store, workers: int, *, on_run: Callable
 def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None,
             tracking_uri: str | None = None, record: str | None = None,
             precision: str = "auto", progress: bool = True, workers: int = 1,
-            name: str | None = None) -> pd.DataFrame:
+            name: str | None = None, split: SplitSettings | None = None) -> pd.DataFrame:
     """Train each of the study's `top` configurations on `seeds` fresh (seed, split) pairs
-    (only the pairs not trained yet), in `workers` processes, then return summary(). `name`
-    names the confirmation (default `<study>-confirm`; another one, e.g. on another dataset,
-    needs another name)."""
+    (only the pairs not trained yet), in `workers` processes, then return summary(). `split`:
+    split the data so instead of as the study did (e.g. SplitSettings("blocks", block_size=50,
+    embargo=5)). `name` names the confirmation (default `<study>-confirm`, or
+    `<study>-confirm-<kind>` under another split; another one, e.g. on another dataset, needs
+    another name)."""
     for name_, value in (("top", top), ("seeds", seeds), ("workers", workers)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"--{name_} must be a positive integer, got {value!r}")
@@ -112,16 +118,20 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     chosen = candidates(runs, top)
     settings = store.run_params(study_parent)
     first_seed, split_seed = int(settings.get("seed", 0)), int(settings.get("split_seed", 42))
-    split = study_split(settings)
+    own = study_split(settings)
+    if split is not None:
+        split = SplitSettings.from_params(split.params())  # checked as a study's would be
+    split = split or own
     data = data or settings.get("data")
     if not data or not Path(data).exists():
         raise DataError(f"the study's data '{data}' is not here; pass --data with the same "
                         f"dataset (a folder of class folders or a bundle)")
     resolved, reason = resolve_precision(precision)
-    name = name or f"{study}{SUFFIX}"
+    name = name or f"{study}{SUFFIX}{'' if split == own else f'-{split.kind}'}"
+    _one_split(store, name, split)
     parent = lifecycle.open_parent(store, name, {
         "confirms": study, "study_parent": study_parent, "top": top, "seeds": seeds,
-        "data": str(data), "precision": resolved, "precision_reason": reason,
+        "data": str(data), "precision": resolved, "precision_reason": reason, **split.params(),
         "seed_pairs": [[first_seed + OFFSET + i, split_seed + OFFSET + i] for i in range(seeds)]})
     store.set_tags(parent, {CONFIRMS: study, "engine": ENGINE})
     store.set_tags(study_parent, {"confirmed_by": parent})
@@ -138,7 +148,8 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
         raise
     finally:
         bar.close()
-        table = summary(store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"), chosen)
+        table = summary(store.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"), chosen,
+                        split=split)
         if len(table):
             store.log_text(parent, table.to_csv(index=False), "confirmed.csv")
             store.log_text(parent, render(table), "confirmed.md")
@@ -205,20 +216,35 @@ def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Sto
 def study_split(settings: dict[str, Any]) -> SplitSettings:
     """How the study split its data, from its parent run's params (text in MLflow, the
     values themselves in a record; a study from before splits had a kind was random)."""
-    def value(name: str) -> Any:
-        found = settings.get(name)
-        return None if found in (None, "None", "") else found
-
     try:
-        split = SplitSettings(str(value("split") or "random"), value("group_pattern"),
-                              value("groups"), int(value("block_size") or 0),
-                              int(value("embargo") or 0))
-    except (TypeError, ValueError):
-        shown = {k: settings.get(k) for k in SPLIT_PARAMS}
-        raise ConfigError(f"the study's split settings {shown} (its parent run's params) are "
-                          f"not a split; run the study again") from None
-    check_settings(split.kind, split.group_pattern, split.groups, split.block_size, split.embargo)
-    return split
+        return SplitSettings.from_params(settings)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc} (the study's parent run's params); run the study "
+                          f"again") from None
+
+
+def _one_split(store: Any, name: str, split: SplitSettings) -> None:
+    """A ConfigError where the confirmation `name` exists with another split: its means
+    would mix two kinds of split."""
+    found = store.find_parent(name)
+    params = store.run_params(found) if found is not None else {}
+    if "split" in params and SplitSettings.from_params(params) != split:
+        raise ConfigError(f"confirmation '{name}' holds splits '{label_of(params)}', not "
+                          f"'{split.label()}'; a confirmation never mixes two splits: give "
+                          f"this one another --name")
+
+
+def split_override(values: dict[str, Any]) -> SplitSettings | None:
+    """The split the confirm command's split flags ask for (None: the study's own); flags
+    without --split are a ConfigError."""
+    given = {k: v for k, v in values.items() if k in FIELDS and v is not None}
+    if not given:
+        return None
+    if "split" not in given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ConfigError(f"{flags} go(es) with --split KIND (e.g. --split blocks --block-size "
+                          f"50 --embargo 5); without --split the study's own split is used")
+    return SplitSettings.from_params(given)
 
 
 def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Candidate]) -> Any:
@@ -234,10 +260,14 @@ def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Cand
     return dataset
 
 
-def summary(runs: pd.DataFrame, chosen: list[Candidate]) -> pd.DataFrame:
+def summary(runs: pd.DataFrame, chosen: list[Candidate], *,
+            split: SplitSettings | None = None) -> pd.DataFrame:
     """Per configuration: its search figures beside the confirmed ones (mean ± sd, 95%
-    t-interval clipped to [0, 1], n, per-class recall), best confirmed mean first."""
-    from allsearch.leaderboard import mean_interval
+    t-interval clipped to [0, 1], n, per-class recall) and the split they were confirmed on
+    (`split`, else the runs' own), best confirmed mean first."""
+    from allsearch.confirmed import mean_interval, split_labels
+
+    label = split.label() if split is not None else ", ".join(sorted(set(split_labels(runs))))
 
     rows = []
     complete = runs[runs.get(f"tags.{STATE}", pd.Series(dtype=str)) == "COMPLETE"] if len(runs) else runs
@@ -245,7 +275,7 @@ def summary(runs: pd.DataFrame, chosen: list[Candidate]) -> pd.DataFrame:
     for c in chosen:
         mine = complete[complete["tags.config_rank"] == str(c.rank)] if len(complete) else complete
         mean, sd, low, high, n = mean_interval(mine["metrics.test_accuracy"] if len(mine) else [])
-        row = {"Search Rank": c.rank, "Trial": c.trial, "Search Val": c.search_val,
+        row = {"Search Rank": c.rank, "Trial": c.trial, "Split": label, "Search Val": c.search_val,
                "Search Test": c.search_test, "Search n": c.search_n,
                "Confirmed Test": mean, "Confirmed Test SD": sd, "CI95 low": low,
                "CI95 high": high, "n": n,
@@ -270,7 +300,7 @@ def render(table: pd.DataFrame) -> str:
         return "" if isinstance(v, float) and math.isnan(v) else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     shown = pd.DataFrame({
-        "Search Rank": table["Search Rank"], "Trial": table["Trial"],
+        "Search Rank": table["Search Rank"], "Trial": table["Trial"], "Split": table["Split"],
         "Search Val (n)": [f"{v:.3f} ({n})" for v, n in zip(table["Search Val"], table["Search n"], strict=True)],
         "Confirmed Test": [number(m) + ("" if math.isnan(s) else f" ± {s:.3f}")
                            for m, s in zip(table["Confirmed Test"], table["Confirmed Test SD"], strict=True)],
@@ -302,13 +332,17 @@ def main(argv: list[str] | None = None) -> int:
                         help="the confirmation's name (default: STUDY-confirm); another "
                              "confirmation of the same study, e.g. on other data, needs another")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    # The study's own split flags (config.StudyConfig), with no default: the study's split.
+    config.add_arguments(parser.add_argument_group(
+        "split (default: the study's own)", "confirm under another split than the study's"),
+        only=FIELDS, defaults=False)
     cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
         table = confirm(study=args.study, top=args.top, seeds=args.seeds, data=args.data,
                         tracking_uri=args.tracking_uri, record=args.record,
                         precision=args.precision, progress=not args.no_progress,
-                        workers=args.workers, name=args.name)
+                        workers=args.workers, name=args.name, split=split_override(vars(args)))
         print(render(table))
         return 0
 

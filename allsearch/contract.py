@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["ROLE", "STUDY", "STATE", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
+__all__ = ["ROLE", "STUDY", "STATE", "CONFIRMS", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
            "CHAMPION_ALIAS", "model_name", "folder_name", "Store", "FoundRun"]
 
 # Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
 ROLE, STUDY, STATE = "allsearch.role", "allsearch.study", "state"
+# On a confirmation's parent run (python -m allsearch.confirm): the study it confirms.
+CONFIRMS = "allsearch.confirms"
 MODEL_URI = "model_uri"
 # "true" on a run whose network predicted one class for every test image (any of its seeds).
 COLLAPSED = "collapsed"

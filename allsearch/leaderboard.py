@@ -2,6 +2,9 @@
 
 One code path for every source of runs (the Optuna engine, the KerasTuner engine, table1): all
 of them log the same params and metric names (DESIGN.md), and this module reads only those.
+Every row names its split (column Split: random, groups PATTERN, blocks N, embargo M), and runs
+of two splits are never one row; a study's confirmations sit beside it per split
+(allsearch.confirmed).
 `python -m allsearch.leaderboard [--study NAME] [--format ...] [--top K] [--out FILE]`.
 """
 
@@ -18,7 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE, Store
+from allsearch.confirmed import confirmation_runs, split_labels, with_confirmation
+from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, Store
 from allsearch.errors import ConfigError, first_line
 from allsearch.space import HParams, fixed_space_text
 from allsearch.tables import FORMATS, SD, markdown, render
@@ -57,7 +61,7 @@ def study_table(tracker: Store, parent_id: str) -> pd.DataFrame:
 def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per trial, or one per configuration (mean and sd) where it ran over seeds.
 
-    Complete runs of the same hyperparameters and data variant are one configuration; a run
+    Complete runs of the same hyperparameters, data variant and split are one configuration; a run
     logged with --repeats already holds its own mean and sd. Its Run ID is the run that holds
     the model (tag MODEL_URI) where one does, else its earliest run. Pruned, failed, killed
     and running trials keep a row each (state, trial, run, epochs run), so nothing disappears
@@ -68,7 +72,7 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     flat = _flatten(runs)
     hp = [h for h in HParams.names() if h in flat and (h in PAPER_KNOBS or flat[h].nunique() > 1)]
-    keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else [])
+    keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else []) + ["Split"]
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
     metric_columns = METRIC_COLUMNS + tuple(
@@ -99,6 +103,7 @@ def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
         if f"params.{name}" in runs:
             flat[name] = runs[f"params.{name}"].map(_number)
     flat["Variant"] = runs.get("params.variant", pd.Series("", index=runs.index)).fillna("")
+    flat["Split"] = split_labels(runs)  # a mean never mixes two kinds of split
     for metric in [m for m, _ in METRIC_COLUMNS] + _recall_metrics(runs):
         for suffix in ("", "_sd"):
             column = f"metrics.{metric}{suffix}"
@@ -159,61 +164,6 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
     return row
 
 
-def mean_interval(values: Any) -> tuple[float, float, float, float, int]:
-    """(mean, sd, 95% t-interval low, high, n) of accuracies; the interval is clipped to
-    [0, 1] and NaN for fewer than two values."""
-    from scipy import stats
-
-    values = [float(v) for v in values if v == v]
-    n = len(values)
-    if not n:
-        return math.nan, math.nan, math.nan, math.nan, 0
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan, n
-    sd = float(np.std(values, ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return mean, sd, max(0.0, mean - half), min(1.0, mean + half), n
-
-
-CONFIRMED = "Confirmed Test"
-
-
-def with_confirmation(table: pd.DataFrame, runs: pd.DataFrame,
-                      confirmed: pd.DataFrame) -> pd.DataFrame:
-    """The study's table with, beside each configuration's search figures, its test accuracy
-    on the fresh seeds and splits of its confirmation (python -m allsearch.confirm): mean ± sd,
-    95% interval and n. Confirmed configurations rank first, by that mean."""
-    if table.empty or confirmed.empty:
-        return table
-
-    def key(run: pd.Series) -> str:
-        return json.dumps(HParams.from_params(run).to_dict(), sort_keys=True)
-
-    done = confirmed[confirmed.get(f"tags.{STATE}") == "COMPLETE"]
-    by_key: dict[str, list[float]] = {}
-    for _, run in done.iterrows():
-        by_key.setdefault(key(run), []).append(run["metrics.test_accuracy"])
-    runs_by_id = runs.set_index("run_id")
-    stats = []
-    for _, row in table.iterrows():
-        values = (by_key.get(key(runs_by_id.loc[row["Run ID"]]), [])
-                  if row["State"] == "COMPLETE" and row["Run ID"] in runs_by_id.index else [])
-        stats.append(mean_interval(values))
-    table = table.copy()
-    at = table.columns.get_loc("Test Accuracy SD") + 1
-    for offset, (column, cells) in enumerate((
-            (CONFIRMED, [s[0] for s in stats]), (CONFIRMED + SD, [s[1] for s in stats]),
-            ("Confirmed 95% CI", [f"[{s[2]:.3f}, {s[3]:.3f}]" if s[4] > 1 else "" for s in stats]),
-            ("Confirmed n", [s[4] for s in stats]))):
-        table.insert(at + offset, column, cells)
-    table["_rank"] = [0 if state == "COMPLETE" and n else (1 if state == "COMPLETE" else 2)
-                      for state, n in zip(table["State"], table["Confirmed n"], strict=True)]
-    table["_value"] = table[CONFIRMED].where(table["_rank"] == 0, table["Validation Accuracy"])
-    table = table.sort_values(["_rank", "_value"], ascending=[True, False], na_position="last")
-    return table.drop(columns=["_rank", "_value"]).reset_index(drop=True)
-
-
 def pareto_runs(study: str, runs: pd.DataFrame, *, tracking_uri: str | None = None
                 ) -> pd.DataFrame:
     """The runs on the study's Pareto front (tag pareto_front=true)."""
@@ -243,18 +193,6 @@ def _sort_by_first_objective(table: pd.DataFrame, study: str, *,
     if column is None or column not in table:
         return table
     return table.sort_values(column, ascending=DIRECTIONS.get(first) == "minimize").reset_index(drop=True)
-
-
-def confirmation_runs(study: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """The runs of the study's confirmation (`<study>-confirm`), or an empty frame."""
-    from allsearch.errors import StoreError
-    from allsearch.tracking import find_study_parent, runs_of_parent
-
-    try:
-        _, parent = find_study_parent(f"{study}-confirm", tracking_uri=tracking_uri)
-    except StoreError:
-        return pd.DataFrame()
-    return runs_of_parent(parent, tracking_uri=tracking_uri)
 
 
 def _unfinished_row(row: dict[str, Any]) -> dict[str, Any]:

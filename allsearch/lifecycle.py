@@ -21,8 +21,10 @@ from allsearch.config import StudyConfig
 from allsearch.contract import MODEL_URI, STATE, Store, model_name
 from allsearch.data import Dataset, SplitSettings, load_dataset
 from allsearch.errors import ConfigError, SpaceError, StoreError, cannot_write, first_line, store_errors
+from allsearch.folds import make_folds
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
+from allsearch.splits import FIELDS as SPLIT_FIELDS
 
 __all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
            "open_parent", "settling", "finish", "close_dead_runs", "ended_by", "worker_id",
@@ -135,7 +137,7 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
-            config.split, config.group_pattern, config.groups, config.block_size, config.embargo))
+            *(getattr(config, name) for name in SPLIT_FIELDS)))
         if space.uses_hog_pca():
             from allsearch.features import add_hog_pca
 
@@ -158,6 +160,8 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     if too_deep:
         raise SpaceError(f"{space.source}: conv_layers {sorted(set(too_deep))} cannot be built "
                          f"on {size}x{size} images; allowed: 1 to {deepest}")
+    if config.cv:
+        make_folds(dataset, config.cv)  # folds the data cannot give: said before any training
     return dataset
 
 
@@ -209,11 +213,14 @@ def parent_settings(prepared: Prepared, dataset: Dataset) -> dict[str, Any]:
 def start(store: Store, prepared: Prepared, dataset: Dataset, *, known: str | None = None,
           extra: dict[str, Any] | None = None) -> str:
     """Open the study's parent run with its settings (and `extra` ones), and record on it the
-    split (split.csv) and the files the data pipeline skipped. Returns its id."""
+    split (split.csv), --cv's folds (folds.csv) and the files the data pipeline skipped.
+    Returns its id."""
     settings = {**parent_settings(prepared, dataset), **(extra or {})}
     try:
         parent_id = open_parent(store, str(prepared.config.study_name), settings, known)
         store.log_text(parent_id, dataset.split_csv(), "split.csv")
+        if prepared.config.cv:
+            store.log_text(parent_id, make_folds(dataset, prepared.config.cv).csv(), "folds.csv")
         skipped = dataset.report.skipped
         if skipped:
             store.log_text(parent_id, "".join(f"{path}\t{reason}\n" for path, reason in skipped),

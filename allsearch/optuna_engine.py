@@ -72,7 +72,8 @@ def open_study(config: StudyConfig, space: SearchSpace, *, sampler_seed: int | N
     seed = config.seed if sampler_seed is None or config.sampler == "grid" else sampler_seed
     objectives = config.objectives or ("val_accuracy",)
     sampler = study_sampler(config, space, seed)
-    pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None)
+    pruner = make_pruner(config.pruner, space, objectives=objectives, say=sampler_seed is None,
+                         cv=config.cv)
     name = config.study_name or space.name
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -119,6 +120,9 @@ def progress_bar(study: optuna.Study, config: StudyConfig, space: SearchSpace) -
         except Exception:  # noqa: BLE001  (a trial still sampling its parameters)
             return None
 
+    if config.cv:  # a trial reports the running mean after each fold
+        return ProgressBar(study, config.trials, count_finished, lambda params: config.cv,
+                           step="fold")
     return ProgressBar(study, config.trials, count_finished, epochs_of)
 
 

@@ -1,6 +1,7 @@
 """One Optuna trial: sample a configuration, reuse an identical earlier run or train it as a
-tracked child run (tracked.run_tracked), and settle its objective and constraint values.
-`Context` is what a process needs to run trials (allsearch.optuna_engine builds it)."""
+tracked child run (tracked.run_tracked; over K folds with --cv, allsearch.folds), and settle
+its objective and constraint values. `Context` is what a process needs to run trials
+(allsearch.optuna_engine builds it)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from allsearch.config import StudyConfig
 from allsearch.contract import COLLAPSED, CONFIG_KEY, Store
 from allsearch.data import Dataset
 from allsearch.errors import StoreError
+from allsearch.folds import CrossValidation, Folds, make_folds
 from allsearch.hardware import resolve_precision, start_tensorflow
 from allsearch.objectives import FEASIBLE
 from allsearch.progress import ProgressBar
@@ -45,6 +47,7 @@ class Context:
     startup: dict[str, float] = field(default_factory=dict)
     # Writes each trial's figures and tables while the next one trains.
     writer: Writer = field(default_factory=Writer)
+    folds: Folds | None = None  # --cv's, made at the first trial
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
@@ -53,11 +56,13 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
     precision, _ = resolve_precision(config.precision)  # lifecycle.prepare resolved "auto"
-    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=precision)
+    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=precision,
+                     cv=config.cv)
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
     trial.set_user_attr("worker", lifecycle.worker_id())
-    params = {**ctx.base_params, "trial_number": trial.number, "seed": config.seed}
+    params = {**ctx.base_params, "trial_number": trial.number, "seed": config.seed,
+              **({"cv": config.cv} if config.cv else {})}
     tags = {"trial_number": trial.number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     try:
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
@@ -74,7 +79,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
-            timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer)
+            timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer,
+            cv=_cross_validation(ctx, trial))
     except optuna.TrialPruned:
         if config.constraints:  # no metrics: it violates every constraint
             pareto.set_constraints(trial, config.constraints, {})
@@ -111,8 +117,9 @@ def _reuse(ctx: Context, trial: optuna.Trial, previous: Any, *, key: str,
 def _pruning(config: StudyConfig, trial: optuna.Trial, standin_seconds: float | None) -> list[Any]:
     """Pruning follows the first seed; later seeds of --repeats run to the end. The callback
     reports every epoch's val_accuracy to the storage (the progress line reads it), and
-    prunes nothing under --pruner none. Optuna takes no reports of several objectives."""
-    if len(config.objectives or ()) > 1:
+    prunes nothing under --pruner none. Optuna takes no reports of several objectives. Under
+    --cv the reports are per fold (_cross_validation), none per epoch."""
+    if len(config.objectives or ()) > 1 or config.cv:
         return []
     if standin_seconds is not None:
         return [standin.PruningReporter(trial)]
@@ -120,6 +127,24 @@ def _pruning(config: StudyConfig, trial: optuna.Trial, standin_seconds: float | 
     from optuna_integration import KerasPruningCallback
 
     return [KerasPruningCallback(trial, "val_accuracy")]
+
+
+def _cross_validation(ctx: Context, trial: optuna.Trial) -> CrossValidation | None:
+    """--cv's folds (made once per process) and the pruner's report after each fold: the
+    running mean of the folds' validation accuracies at step = fold; a trial is pruned only
+    while folds remain (after the last one it is complete)."""
+    if not ctx.config.cv:
+        return None
+    if ctx.folds is None:
+        ctx.folds = make_folds(ctx.dataset, ctx.config.cv)
+
+    def report(fold: int, mean: float, last: bool) -> None:
+        trial.report(mean, step=fold)
+        if not last and trial.should_prune():
+            raise optuna.TrialPruned(f"Trial was pruned after fold {fold}.")
+
+    reports = len(ctx.config.objectives or ()) <= 1  # Optuna takes none of several objectives
+    return CrossValidation(ctx.dataset, ctx.folds, report=report if reports else None)
 
 
 def _settle(ctx: Context, trial: optuna.Trial, run_id: str, metrics: dict[str, float]

@@ -36,12 +36,13 @@ class ProgressBar:
     def __init__(self, study: optuna.Study, target: int,
                  counted: Callable[[Sequence[optuna.trial.FrozenTrial]], int],
                  epochs_of: Callable[[dict], int | None] = lambda params: None,
-                 min_interval_s: float = 2.0) -> None:
+                 min_interval_s: float = 2.0, step: str = "epoch") -> None:
         from tqdm.auto import tqdm
 
         self.study = study
         self.counted = counted
         self.epochs_of = epochs_of
+        self.step = step  # what a trial's reports count: epochs, or folds under --cv
         self.min_interval_s = min_interval_s
         self._last = -math.inf
         trials = study.get_trials(deepcopy=False)
@@ -72,7 +73,7 @@ class ProgressBar:
             if steps:
                 last = max(steps)
                 of = f"/{epochs}" if epochs else ""
-                parts.append(f"#{t.number} epoch {last + 1}{of} val {steps[last]:.3f}")
+                parts.append(f"#{t.number} {self.step} {last + 1}{of} val {steps[last]:.3f}")
             else:
                 parts.append(f"#{t.number} starting")
         self.bar.set_postfix_str("; ".join(parts), refresh=True)

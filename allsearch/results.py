@@ -1,11 +1,14 @@
 """What one training run produced: plain values (and the trained model), no Keras import.
 
 allsearch.trial.run_trial makes a TrialResult; tracking, the recorder and the engines read it.
+`aggregate` is the mean (and sd) of several results: repeats over seeds, or --cv's folds.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +17,7 @@ import numpy as np
 from allsearch.contract import RECALL_PREFIX
 from allsearch.space import HParams
 
-__all__ = ["TrialResult", "recall_metric"]
+__all__ = ["TrialResult", "recall_metric", "aggregate"]
 
 
 @dataclass
@@ -96,3 +99,19 @@ def recall_metric(class_name: str) -> str:
     """The metric name of one class's test recall; characters MLflow refuses in a metric name
     (it takes ASCII letters, digits, `_ - . /` and spaces) become `_`."""
     return RECALL_PREFIX + re.sub(r"[^0-9A-Za-z_\-. /]", "_", class_name)
+
+
+def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
+    """Final metrics averaged over repeats (or folds), with the spread of the accuracies and
+    recalls; `repeats`: how many results."""
+    per_run = [r.final_metrics() for r in results]
+    # A class can be missing from a test split, so a recall may be missing from a run.
+    names = dict.fromkeys(k for m in per_run for k in m)
+    metrics = {k: statistics.fmean(m[k] for m in per_run if k in m) for k in names}
+    if len(results) > 1:
+        for name in names:
+            values = [m[name] for m in per_run if name in m]
+            if (name.endswith("_accuracy") or name.startswith(RECALL_PREFIX)) and len(values) > 1:
+                metrics[f"{name}_sd"] = statistics.stdev(values)
+        metrics["repeats"] = float(len(results))
+    return metrics

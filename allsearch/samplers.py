@@ -86,9 +86,10 @@ class Reseed:
 
 
 def make_pruner(name: str, space: SearchSpace, *, objectives: Sequence[str] = ("val_accuracy",),
-                say: bool = True) -> optuna.pruners.BasePruner:
+                say: bool = True, cv: int = 0) -> optuna.pruners.BasePruner:
     """The pruner; `say`: warn that several objectives cannot be pruned (once per study: the
-    main process says it, its workers do not)."""
+    main process says it, its workers do not). With --cv K a trial's steps are its K folds
+    (allsearch.folds), not epochs: the median judges from the first fold."""
     if len(objectives) > 1:
         if name != "none" and say:
             warnings.warn(f"Optuna cannot prune trials of several objectives: --pruner {name} "
@@ -96,10 +97,11 @@ def make_pruner(name: str, space: SearchSpace, *, objectives: Sequence[str] = ("
                           stacklevel=2)
         return optuna.pruners.NopPruner()
     if name == "median":
-        # Five complete trials before judging, and never before epoch 3: early epochs are noisy.
-        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+        # Five complete trials before judging, and never before epoch 3: early epochs are noisy
+        # (a fold under --cv is a whole training: judged from the first).
+        return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=0 if cv else 2)
     if name == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=space.max_epochs(),
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=cv or space.max_epochs(),
                                               reduction_factor=3)
     if name == "successive_halving":
         # Asynchronous successive halving (ASHA): rungs at epochs 1, 3, 9, ...; a trial goes on

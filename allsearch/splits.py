@@ -19,16 +19,17 @@ import hashlib
 import io
 import re
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import numpy as np
 
 from allsearch.errors import ConfigError, DataError
 
-__all__ = ["KINDS", "SplitKind", "FRACTIONS", "PARTS", "SplitSettings", "Split", "split_data",
-           "check_settings", "natural_key"]
+__all__ = ["KINDS", "SplitKind", "FRACTIONS", "PARTS", "FIELDS", "SplitSettings", "Split",
+           "split_data", "check_settings", "natural_key", "embargo_parts", "label_of"]
 
 SplitKind = Literal["random", "groups", "blocks"]  # config.StudyConfig.split's type
 KINDS: tuple[str, ...] = get_args(SplitKind)
@@ -40,6 +41,8 @@ GROUP_FOLDS = 7
 MIN_GROUPS_PER_CLASS = 3  # one for each part
 EXAMPLES = 3  # how many offending files or groups a message names
 MAX_GROUPS_FILE_BYTES = 50_000_000
+# The StudyConfig fields (and run params) that make a SplitSettings, in its order.
+FIELDS = ("split", "group_pattern", "groups", "block_size", "embargo")
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,33 @@ class SplitSettings:
         if self.kind == "blocks":
             return {"split": "blocks", "block_size": self.block_size, "embargo": self.embargo}
         return {"split": "random"}
+
+    def label(self) -> str:
+        """The split as tables show it: random, groups PATTERN (or FILE), blocks N, embargo M."""
+        if self.kind == "groups":
+            return f"groups {self.group_pattern if self.group_pattern is not None else self.groups}"
+        if self.kind == "blocks":
+            return f"blocks {self.block_size}, embargo {self.embargo}"
+        return "random"
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> SplitSettings:
+        """The settings a run logged as params (text in MLflow, values in a record; a run
+        from before splits had a kind was split at random); a ConfigError if not a split."""
+        def value(name: str) -> Any:
+            found = params.get(name)
+            missing = found is None or found in ("None", "") or found != found  # NaN: not logged
+            return None if missing else found
+
+        try:
+            split = cls(str(value("split") or "random"), value("group_pattern"), value("groups"),
+                        int(value("block_size") or 0), int(value("embargo") or 0))
+        except (TypeError, ValueError):
+            shown = {k: params.get(k) for k in FIELDS}
+            raise ConfigError(f"the split settings {shown} are not a split") from None
+        check_settings(split.kind, split.group_pattern, split.groups, split.block_size,
+                       split.embargo)
+        return split
 
 
 def check_settings(kind: str, group_pattern: str | None, groups: str | None, block_size: int,
@@ -131,6 +161,15 @@ def split_data(labels: np.ndarray, files: tuple[str, ...], class_names: tuple[st
                   for f, y, g, p in zip(files, labels, groups, parts, strict=True))
     train, val, test = (np.flatnonzero(parts == i) for i in range(3))
     return Split(train, val, test, table, digest)
+
+
+def label_of(params: Mapping[str, Any]) -> str:
+    """The label (SplitSettings.label) of the split a run logged; its `split` param as it is
+    where the params are not a split."""
+    try:
+        return SplitSettings.from_params(params).label()
+    except ConfigError:
+        return str(params.get("split"))
 
 
 def natural_key(name: str) -> tuple[tuple[int, int | str], ...]:
@@ -232,7 +271,7 @@ def _group_parts(labels: np.ndarray, files: tuple[str, ...], groups: list[str],
             parts = np.zeros(len(labels), dtype=np.int64)
             parts[folds[v]], parts[folds[t]] = 1, 2
             if settings.embargo:
-                parts = _embargo(parts, labels, files, settings.embargo)
+                parts = embargo_parts(parts, labels, files, settings.embargo)
             if all(len(np.unique(labels[parts == p])) == n_classes for p in range(3)):
                 return parts
     raise DataError(f"--split {settings.kind}: no way of dealing the {len(names)} groups into "
@@ -259,7 +298,7 @@ def _fewest_groups(labels: np.ndarray, codes: np.ndarray, names: np.ndarray,
     return fewest
 
 
-def _embargo(parts: np.ndarray, labels: np.ndarray, files: tuple[str, ...], embargo: int
+def embargo_parts(parts: np.ndarray, labels: np.ndarray, files: tuple[str, ...], embargo: int
              ) -> np.ndarray:
     """`parts` with the `embargo` files on each side of every boundary between two parts
     (within a class, in natural name order, the order the blocks were cut in) marked -1."""

@@ -14,7 +14,6 @@ import errno
 import hashlib
 import json
 import resource
-import statistics
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -26,7 +25,6 @@ from allsearch.contract import (
     COLLAPSED,
     CONFIG_KEY,
     MODEL_URI,
-    RECALL_PREFIX,
     ROLE,
     RUN_STATUS,
     STATE,
@@ -42,7 +40,7 @@ from allsearch.hardware import (
     interruptible,
     raise_if_interrupted,
 )
-from allsearch.results import TrialResult
+from allsearch.results import TrialResult, aggregate
 from allsearch.space import HParams
 from allsearch.writer import Writer
 
@@ -153,12 +151,14 @@ def start_trial(store: Store, *, parent_id: str | None, name: str, params: dict[
     return TrialRun(store, run_id)
 
 
-def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str) -> str:
+def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str,
+               cv: int = 0) -> str:
     """What makes two runs the same computation: the hyperparameters, the training seeds, the
-    data and split, the precision. Training is deterministic on a CPU for these, so a second
-    run of the same key would only repeat the first one's numbers (the duplicate rule)."""
+    data, split and folds (--cv), the precision. Training is deterministic on a CPU for these,
+    so a second run of the same key would only repeat the first one's numbers (duplicates)."""
     text = json.dumps({"hparams": hparams.to_dict(), "seeds": list(seeds),
-                       "data": dataset.fingerprint, "precision": precision}, sort_keys=True)
+                       "data": dataset.fingerprint, "precision": precision,
+                       **({"cv": cv} if cv else {})}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -193,7 +193,7 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 trainer: Callable[..., TrialResult] | None = None,
                 timings: dict[str, float] | None = None,
-                writer: Writer | None = None) -> TrackedTrial:
+                writer: Writer | None = None, cv: Any = None) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
@@ -206,7 +206,8 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
     the MLflow UI shows where a trial's time went. The run's metrics and end state are
     written before this returns; with a `writer`, its figures and tables are written in the
     writer's background thread (time_finish_s) while the caller goes on, and a failure there
-    is raised when the next trial has trained.
+    is raised when the next trial has trained. With `cv` (an allsearch.folds.CrossValidation)
+    each seed trains once per fold, and `cv` logs each fold's figures and reports to a pruner.
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -215,7 +216,7 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
                             on_started=on_started, on_epoch=on_epoch,
                             trainer=trainer or run_trial, timings=timings or {},
-                            writer=writer)
+                            writer=writer, cv=cv)
     except STORE_ERRORS as exc:
         raise _broken_store(store, exc) from None
 
@@ -236,12 +237,13 @@ def _run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dat
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
                  trainer: Callable[..., TrialResult], timings: dict[str, float],
-                 writer: Writer | None) -> TrackedTrial:
+                 writer: Writer | None, cv: Any) -> TrackedTrial:
     raise_if_interrupted()
     if writer is not None:
         writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
-    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision,
+                     cv=cv.k if cv else 0)
     untimed, timed = store, _Timed(store)
     run = start_trial(timed, parent_id=parent_id, name=name,
                       params={**hparams.to_dict(), "precision": precision, **params},
@@ -253,14 +255,14 @@ def _run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dat
         results = _train(run, name=name, dataset=dataset, hparams=hparams, seeds=seeds,
                          precision=precision, first_callbacks=first_callbacks,
                          pruned_exceptions=pruned_exceptions, on_epoch=on_epoch,
-                         trainer=trainer, history=history, writer=writer, untimed=untimed)
+                         trainer=trainer, history=history, writer=writer, untimed=untimed, cv=cv)
         if writer is not None:
             # The previous run is written by now (one run at most is behind), or its failure
             # stops the study here, before this one writes.
             writer.drain()
         return _complete(run, untimed, timed.seconds, name=name, dataset=dataset, results=results,
                          history=history, log_model=log_model, timings=timings,
-                         started=started, writer=writer)
+                         started=started, writer=writer, cv=cv)
     except _STORE_STOPS as exc:
         _close_stopped(untimed, run.run_id, exc)
         raise
@@ -271,8 +273,9 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
            pruned_exceptions: tuple[type[BaseException], ...],
            on_epoch: Callable[[int, dict[str, float]], None] | None,
            trainer: Callable[..., TrialResult], history: dict[str, list[float]],
-           writer: Writer | None, untimed: Store) -> list[TrialResult]:
-    """One result per seed; a trial that stops early ends its run (PRUNED, KILLED, FAIL)."""
+           writer: Writer | None, untimed: Store, cv: Any) -> list[TrialResult]:
+    """One result per seed (per seed and fold with `cv`); a trial that stops early ends its
+    run (PRUNED, KILLED, FAIL)."""
     results: list[TrialResult] = []
 
     def log_epoch(epoch: int, values: dict[str, float]) -> None:
@@ -282,13 +285,16 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
                 on_epoch(epoch, values)
 
     try:
-        for i, seed in enumerate(seeds):
+        jobs = ((s, d) for s in seeds for d in (cv.datasets() if cv is not None else (dataset,)))
+        for i, (seed, data) in enumerate(jobs):
             first = i == 0
             with interruptible():  # Ctrl-C stops the training at once
-                results.append(trainer(dataset, hparams, seed=seed, precision=precision,
+                results.append(trainer(data, hparams, seed=seed, precision=precision,
                                          callbacks=first_callbacks if first else (),
                                          on_epoch=log_epoch if first else None,
                                          history=history if first else None))
+            if cv is not None:  # the fold's figures; a pruner may stop the trial here
+                cv.after_fold(run, results)
     # A run's state is written before the engine hears of its end (a worker killed later
     # leaves no run RUNNING); its figures and tables may follow from the writer.
     except pruned_exceptions:
@@ -316,11 +322,11 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
 def _complete(run: TrialRun, untimed: Store, seconds: dict[str, float], *, name: str,
               dataset: Dataset, results: list[TrialResult], history: dict[str, list[float]],
               log_model: bool | Callable[[dict[str, float]], bool], timings: dict[str, float],
-              started: float, writer: Writer | None) -> TrackedTrial:
+              started: float, writer: Writer | None, cv: Any) -> TrackedTrial:
     """The metrics, model and end of a trial that trained; its figures and tables after.
     `seconds`: what the run's writes took so far (_Timed)."""
     store = run.store
-    metrics = aggregate(results)
+    metrics = aggregate(results) if cv is None else cv.metrics(results)
     collapsed = sum(r.collapsed for r in results)
     if collapsed:
         store.set_tags(run.run_id, {COLLAPSED: "true",
@@ -332,7 +338,7 @@ def _complete(run: TrialRun, untimed: Store, seconds: dict[str, float], *, name:
     # and end; its figures and tables in the background when there is a writer.
     model_uri = run.log_model(results[0], dataset=dataset) if wants_model else None
     run.log_final_metrics(results[0], metrics)
-    if len(results) > 1:
+    if len(results) > 1 and cv is None:  # (cv logged each fold's as it ended)
         for i, result in enumerate(results):
             store.log_metrics(run.run_id, {"repeat_val_accuracy": result.val_accuracy,
                                            "repeat_test_accuracy": result.test_accuracy}, step=i)
@@ -399,17 +405,3 @@ class _Timed:
 
         return timed
 
-
-def aggregate(results: Sequence[TrialResult]) -> dict[str, float]:
-    """Final metrics averaged over repeats, with the spread of the accuracies and recalls."""
-    per_run = [r.final_metrics() for r in results]
-    # A class can be missing from a test split, so a recall may be missing from a run.
-    names = dict.fromkeys(k for m in per_run for k in m)
-    metrics = {k: statistics.fmean(m[k] for m in per_run if k in m) for k in names}
-    if len(results) > 1:
-        for name in names:
-            values = [m[name] for m in per_run if name in m]
-            if (name.endswith("_accuracy") or name.startswith(RECALL_PREFIX)) and len(values) > 1:
-                metrics[f"{name}_sd"] = statistics.stdev(values)
-        metrics["repeats"] = float(len(results))
-    return metrics

@@ -24,6 +24,8 @@ KEY_FIGURES = {
     "memory": r"^peak RSS growth trial 1 -> 4 \(default\): [+-]\d+ MB$",
     "startup": r"^seconds to the first progress line \(median of 1\): \d+\.\d$",
     "efficiency": r"^training share \(seconds in model\.fit / study wall seconds\): \d\.\d{3}$",
+    "neighbours": r"^suggested --split blocks --block-size \d+ --embargo \d+ \(histogram at the "
+                  r"random-pair level from distance \d+\)$",
 }
 
 

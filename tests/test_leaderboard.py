@@ -84,7 +84,8 @@ def test_every_format(study_runs) -> None:
     assert len(records) == 4 and records[0]["Test Accuracy"] == pytest.approx(0.84)
     markdown = render(table, "markdown")
     header = markdown.splitlines()[0]
-    assert header.startswith("| epochs | batch_size | loss | conv_layers | Validation Accuracy |")
+    assert header.startswith("| epochs | batch_size | loss | conv_layers | Split | "
+                             "Validation Accuracy |")
     assert "Validation Accuracy SD" not in header
     assert "0.740 ± 0.040" in markdown and "+0.060" in markdown
     assert "<table" in render(table, "html") and "0.740 ± 0.040" in render(table, "html")
