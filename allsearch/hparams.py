@@ -1,5 +1,6 @@
 """What defines one training run: `HParams`, every hyperparameter typed and validated
-(defaults: the paper's best configuration), and the knobs of a network of your own.
+(defaults: the paper's best configuration), and the knobs of a network of your own (--model):
+any names a space gives it, passed to that network's factory and logged as params.
 
 Hyperparameter names are a contract shared by the model factory, both engines, the MLflow
 params and the leaderboard (docs/design.md). allsearch.space samples them from search spaces.
@@ -8,13 +9,17 @@ params and the leaderboard (docs/design.md). allsearch.space samples them from s
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from allsearch.contract import MODEL_KNOBS, RUN_PARAMS
 from allsearch.errors import SpaceError
 
 __all__ = ["HParams", "LOSSES", "FEATURE_MODES", "POOLINGS", "CLASS_WEIGHTS", "LR_SCHEDULES",
-           "PAPER_BEST"]
+           "PAPER_BEST", "OWN_NETWORK_HINT", "knobs_from_text"]
 
 Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
 FeatureMode = Literal["pixels", "hog_pca", "both"]
@@ -23,6 +28,11 @@ FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
 POOLINGS: tuple[str, ...] = ("flatten", "gap")
 CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
 LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
+# A knob's name: a Python identifier (it is a keyword of the factory's dict and an MLflow param).
+KNOB_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+MAX_KNOB_TEXT = 250
+OWN_NETWORK_HINT = ("a knob of a network of your own needs that network: --model "
+                    "MODULE:FUNCTION, or `model: MODULE:FUNCTION` in the space")
 
 
 @dataclass(frozen=True)
@@ -55,8 +65,13 @@ class HParams:
     weight_decay: float = 0.0
     # Targets of 1 - s for the true class and s / (k - 1) elsewhere; 0 is hard targets.
     label_smoothing: float = 0.0
+    # Knobs of a network of your own (--model): (name, value) pairs in name order. Its factory
+    # gets them in `params` beside the fields above; a run logs each as a param, and all of
+    # them as one JSON param (MODEL_KNOBS) that gives them back typed.
+    knobs: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "knobs", _checked_knobs(self.knobs))
         _check_int(self, "epochs", 1, 10_000)
         _check_int(self, "batch_size", 1, 65_536)
         _check_int(self, "conv_layers", 0, 64)
@@ -100,26 +115,41 @@ class HParams:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
+        """The hyperparameters every network takes (the knobs of one's own are not among them)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != "knobs")
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "hyperparameters") -> HParams:
+    def from_dict(cls, values: dict[str, Any], *, where: str = "hyperparameters",
+                  knobs: bool = False) -> HParams:
+        """From names and values; a name that is no field is a knob where `knobs` (a network
+        of one's own is named), else a SpaceError."""
         unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            raise SpaceError(f"{where}: unknown hyperparameter(s) {unknown}; "
-                             f"allowed: {list(cls.names())}")
-        return cls(**values)
+        if unknown and not knobs:
+            raise SpaceError(f"{where}: unknown hyperparameter(s) {unknown}; allowed: "
+                             f"{list(cls.names())}; {OWN_NETWORK_HINT}")
+        return cls(**{k: v for k, v in values.items() if k not in unknown},
+                   knobs=tuple((k, values[k]) for k in unknown))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every hyperparameter and knob by name: what a factory gets as `params`."""
+        return {**{name: getattr(self, name) for name in self.names()}, **dict(self.knobs)}
+
+    def params(self) -> dict[str, Any]:
+        """What a run logs: to_dict(), and the knobs as one JSON param where there are any."""
+        knobs = {MODEL_KNOBS: json.dumps(dict(self.knobs), sort_keys=True)} if self.knobs else {}
+        return {**self.to_dict(), **knobs}
 
     @classmethod
     def from_params(cls, values: Any, *, prefix: str = "params.",
                     where: str = "hyperparameters") -> HParams:
         """From a run's params (MLflow's text; a search_runs row's `params.<name>` columns):
-        the hyperparameters it names, the defaults for those it predates."""
+        the hyperparameters it names, the defaults for those it predates, its knobs."""
         found = {name: values.get(prefix + name) for name in cls.names()}
-        return cls.from_text({k: v for k, v in found.items() if isinstance(v, str)}, where=where)
+        hparams = cls.from_text({k: v for k, v in found.items() if isinstance(v, str)}, where=where)
+        text = values.get(prefix + MODEL_KNOBS)
+        if not isinstance(text, str) or not text:
+            return hparams
+        return dataclasses.replace(hparams, knobs=tuple(knobs_from_text(text, where).items()))
 
     @classmethod
     def from_text(cls, values: dict[str, str], *, where: str = "hyperparameters") -> HParams:
@@ -138,6 +168,37 @@ class HParams:
             except ValueError:
                 raise SpaceError(f"{where}: {name}={text!r} cannot be read as {kind.__name__}") from None
         return cls.from_dict(parsed, where=where)
+
+
+def knobs_from_text(text: str, where: str = "run") -> dict[str, Any]:
+    """A run's knobs from its MODEL_KNOBS param (a JSON object), typed as the space gave them."""
+    try:
+        knobs = json.loads(text)
+    except ValueError:
+        knobs = None
+    if not isinstance(knobs, dict):
+        raise SpaceError(f"{where}: {MODEL_KNOBS}={text[:80]!r} is not a JSON object of knobs")
+    return knobs
+
+
+def _checked_knobs(knobs: Any) -> tuple[tuple[str, Any], ...]:
+    """Knobs in name order, each a short name with a value MLflow keeps as a param and JSON
+    gives back (a number, true/false, a short text)."""
+    pairs = tuple(sorted(dict(knobs).items()))
+    for name, value in pairs:
+        if not isinstance(name, str) or not KNOB_NAME.match(name):
+            raise SpaceError(f"knob {name!r}: a knob's name must be a Python identifier of at "
+                             f"most 64 characters")
+        if name in RUN_PARAMS or name in HParams.names():
+            raise SpaceError(f"knob '{name}' has the name of a param every run logs "
+                             f"({sorted(RUN_PARAMS)}); give it another name")
+        if not isinstance(value, (bool, int, float, str)) or (
+                isinstance(value, float) and not math.isfinite(value)) or (
+                isinstance(value, str) and len(value) > MAX_KNOB_TEXT):
+            raise SpaceError(f"knob {name}={value!r:.60}: a knob's value must be a finite "
+                             f"number, true/false or a text of at most {MAX_KNOB_TEXT} "
+                             f"characters")
+    return pairs
 
 
 def _check_int(hp: HParams, name: str, low: int, high: int) -> None:

@@ -29,7 +29,8 @@ from allsearch.errors import ConfigError, StoreError
 from allsearch.lifecycle import Prepared
 from allsearch.progress import paper_line
 from allsearch.space import ParamSpec, SearchSpace
-from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked, trial_params
+from allsearch.user_model import PAPER, Factory
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -115,7 +116,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
         raise ConfigError("--engine keras-tuner reads its runs back from MLflow: it cannot "
                           "--record; use --engine optuna to record a study")
     loading = time.perf_counter()
-    dataset = lifecycle.load_data(config, space)
+    dataset = lifecycle.load_data(config, space, prepared.factory)
     startup = {"time_data_load_s": time.perf_counter() - loading}
     store = lifecycle.open_store(config)
     parent_id = lifecycle.start(store, prepared, dataset,
@@ -125,7 +126,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     try:
         store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
                                    "tuner": config.tuner})
-        _search(config, space, dataset, store, parent_id, startup)
+        _search(config, space, dataset, store, parent_id, startup, prepared.factory)
     except BaseException as exc:
         status = lifecycle.ended_by(exc)
         raise
@@ -139,7 +140,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
 
 
 def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
-            parent_id: str, startup: dict[str, float]) -> None:
+            parent_id: str, startup: dict[str, float], factory: Factory) -> None:
     started = time.monotonic()
     done = _finished_trials(store, parent_id)
     base_params = {**lifecycle.base_params(dataset, ENGINE), "tuner": config.tuner}
@@ -149,11 +150,11 @@ def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: An
         tuner_trials -= 1
         if 0 not in done:
             _run_one(config, space, dataset, store, parent_id, base_params, startup, number=0,
-                     values=baseline, best=-math.inf)
+                     values=baseline, best=-math.inf, factory=factory)
     if tuner_trials > 0:
         deadline = None if config.timeout is None else started + config.timeout
         tuner = _make_tuner(config, space, dataset, store, parent_id, base_params, startup,
-                            max_trials=tuner_trials, deadline=deadline)
+                            max_trials=tuner_trials, deadline=deadline, factory=factory)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -184,19 +185,22 @@ def _best_so_far(store: Any, parent_id: str) -> float:
 def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
              parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
              number: int,
-             values: dict[str, Any], best: float, epochs: int | None = None) -> float:
+             values: dict[str, Any], best: float, epochs: int | None = None,
+             factory: Factory = PAPER) -> float:
     """One configuration as one child run, exactly as the Optuna engine records it."""
     hparams = space.hparams(values)
     if epochs is not None:  # Hyperband's budget for this trial
         hparams = dataclasses.replace(hparams, epochs=epochs)
     seeds = [config.seed + r for r in range(config.repeats)]
-    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=config.precision)
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=config.precision,
+                     factory=factory)
     params = {**base_params, "trial_number": number, "seed": config.seed}
     tags = {"trial_number": number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     previous = None if config.retrain_duplicates else find_duplicate(store, parent_id, key)
     if previous is not None:
         record_duplicate(store, parent_id=parent_id, name=f"trial-{number:04d}",
-                         params={**hparams.to_dict(), "precision": config.precision, **params},
+                         params=trial_params(hparams, precision=config.precision,
+                                             factory=factory, params=params),
                          tags=tags, source=previous)
         return float(previous[1]["val_accuracy"])
     tracked = run_tracked(
@@ -204,14 +208,14 @@ def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: A
         hparams=hparams, seeds=seeds, params=params, tags=tags, precision=config.precision,
         log_model=lambda metrics: config.log_models == "all" or (
             config.log_models == "best" and metrics["val_accuracy"] > best),
-        timings=lifecycle.startup_timings(startup))
+        timings=lifecycle.startup_timings(startup), factory=factory)
     return tracked.value
 
 
 def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Any,
                 parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
-                max_trials: int,
-                deadline: float | None = None) -> keras_tuner.Tuner:
+                max_trials: int, deadline: float | None = None,
+                factory: Factory = PAPER) -> keras_tuner.Tuner:
     import keras_tuner
 
     hp = hyperparameters(space, tuner=config.tuner)
@@ -228,7 +232,8 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
                 value = _run_one(config, space, dataset, store, parent_id, base_params, startup,
                                  number=int(trial.trial_id) + 1, values=values,
                                  best=_best_so_far(store, parent_id),
-                                 epochs=int(epochs) if epochs is not None else None)
+                                 epochs=int(epochs) if epochs is not None else None,
+                                 factory=factory)
             except StoreError as exc:
                 # KerasTuner records any other exception as a failed trial and goes on; a
                 # broken store would fail every trial the same way, so stop the search.

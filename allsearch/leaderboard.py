@@ -18,8 +18,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, STATE
+from allsearch.confirmed import confirmation_runs, with_confirmation
+from allsearch.contract import (
+    BUILT_IN_MODEL,
+    COLLAPSED,
+    MODEL_FACTORY,
+    MODEL_KNOBS,
+    MODEL_URI,
+    PAPER_TABLE1_BEST,
+    RECALL_PREFIX,
+)
 from allsearch.errors import ConfigError, first_line
+from allsearch.hparams import knobs_from_text
 from allsearch.space import HParams, fixed_space_text
 from allsearch.tables import FORMATS, SD, markdown, render
 
@@ -66,8 +76,14 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     """
     if runs.empty:
         return pd.DataFrame()
-    flat = _flatten(runs)
-    hp = [h for h in HParams.names() if h in flat and (h in PAPER_KNOBS or flat[h].nunique() > 1)]
+    knobs = _knobs(runs)  # of a network of one's own: configurations differ by them too
+    flat = _flatten(runs, knobs)
+    factories = runs.get(f"params.{MODEL_FACTORY}", pd.Series(BUILT_IN_MODEL, index=runs.index))
+    # A network of one's own shows its knobs; conv_layers is the paper's network's.
+    always = PAPER_KNOBS if (factories.fillna(BUILT_IN_MODEL) == BUILT_IN_MODEL).any() else (
+        *[k for k in PAPER_KNOBS if k != "conv_layers"], *knobs)
+    hp = [h for h in [*HParams.names(), *knobs] if h in flat
+          and (h in always or flat[h].nunique() > 1)]
     keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else [])
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
@@ -93,11 +109,20 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
+def _knobs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's knobs of a network of its own (MODEL_KNOBS), a column per knob."""
+    texts = runs.get(f"params.{MODEL_KNOBS}", pd.Series(dtype=object))
+    return pd.DataFrame([knobs_from_text(t) if isinstance(t, str) and t else {}
+                         for t in texts.reindex(runs.index)], index=runs.index)
+
+
+def _flatten(runs: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFrame:
     flat = pd.DataFrame(index=runs.index)
     for name in HParams.names():
         if f"params.{name}" in runs:
             flat[name] = runs[f"params.{name}"].map(_number)
+    for name in knobs:
+        flat[name] = knobs[name]
     flat["Variant"] = runs.get("params.variant", pd.Series("", index=runs.index)).fillna("")
     for metric in [m for m, _ in METRIC_COLUMNS] + _recall_metrics(runs):
         for suffix in ("", "_sd"):
@@ -159,61 +184,6 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
     return row
 
 
-def mean_interval(values: Any) -> tuple[float, float, float, float, int]:
-    """(mean, sd, 95% t-interval low, high, n) of accuracies; the interval is clipped to
-    [0, 1] and NaN for fewer than two values."""
-    from scipy import stats
-
-    values = [float(v) for v in values if v == v]
-    n = len(values)
-    if not n:
-        return math.nan, math.nan, math.nan, math.nan, 0
-    mean = float(np.mean(values))
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan, n
-    sd = float(np.std(values, ddof=1))
-    half = float(stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n))
-    return mean, sd, max(0.0, mean - half), min(1.0, mean + half), n
-
-
-CONFIRMED = "Confirmed Test"
-
-
-def with_confirmation(table: pd.DataFrame, runs: pd.DataFrame,
-                      confirmed: pd.DataFrame) -> pd.DataFrame:
-    """The study's table with, beside each configuration's search figures, its test accuracy
-    on the fresh seeds and splits of its confirmation (python -m allsearch.confirm): mean ± sd,
-    95% interval and n. Confirmed configurations rank first, by that mean."""
-    if table.empty or confirmed.empty:
-        return table
-
-    def key(run: pd.Series) -> str:
-        return json.dumps(HParams.from_params(run).to_dict(), sort_keys=True)
-
-    done = confirmed[confirmed.get(f"tags.{STATE}") == "COMPLETE"]
-    by_key: dict[str, list[float]] = {}
-    for _, run in done.iterrows():
-        by_key.setdefault(key(run), []).append(run["metrics.test_accuracy"])
-    runs_by_id = runs.set_index("run_id")
-    stats = []
-    for _, row in table.iterrows():
-        values = (by_key.get(key(runs_by_id.loc[row["Run ID"]]), [])
-                  if row["State"] == "COMPLETE" and row["Run ID"] in runs_by_id.index else [])
-        stats.append(mean_interval(values))
-    table = table.copy()
-    at = table.columns.get_loc("Test Accuracy SD") + 1
-    for offset, (column, values) in enumerate((
-            (CONFIRMED, [s[0] for s in stats]), (CONFIRMED + SD, [s[1] for s in stats]),
-            ("Confirmed 95% CI", [f"[{s[2]:.3f}, {s[3]:.3f}]" if s[4] > 1 else "" for s in stats]),
-            ("Confirmed n", [s[4] for s in stats]))):
-        table.insert(at + offset, column, values)
-    table["_rank"] = [0 if state == "COMPLETE" and n else (1 if state == "COMPLETE" else 2)
-                      for state, n in zip(table["State"], table["Confirmed n"], strict=True)]
-    table["_value"] = table[CONFIRMED].where(table["_rank"] == 0, table["Validation Accuracy"])
-    table = table.sort_values(["_rank", "_value"], ascending=[True, False], na_position="last")
-    return table.drop(columns=["_rank", "_value"]).reset_index(drop=True)
-
-
 def pareto_runs(study: str, runs: pd.DataFrame, *, tracking_uri: str | None = None
                 ) -> pd.DataFrame:
     """The runs on the study's Pareto front (tag pareto_front=true)."""
@@ -245,18 +215,6 @@ def _sort_by_first_objective(table: pd.DataFrame, study: str, *,
     return table.sort_values(column, ascending=DIRECTIONS.get(first) == "minimize").reset_index(drop=True)
 
 
-def confirmation_runs(study: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
-    """The runs of the study's confirmation (`<study>-confirm`), or an empty frame."""
-    from allsearch.errors import StoreError
-    from allsearch.tracking import find_study_parent, runs_of_parent
-
-    try:
-        _, parent = find_study_parent(f"{study}-confirm", tracking_uri=tracking_uri)
-    except StoreError:
-        return pd.DataFrame()
-    return runs_of_parent(parent, tracking_uri=tracking_uri)
-
-
 def _unfinished_row(row: dict[str, Any]) -> dict[str, Any]:
     """A trial that did not complete: its row without results (Epochs Run says how far it got)."""
     return {column: (math.nan if column.startswith(RESULT_PREFIXES) else value)
@@ -280,7 +238,7 @@ def filter_runs(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
     for condition in where:
         name, sep, value = condition.partition("=")
         name = name.strip()
-        if not sep or name not in HParams.names():
+        if not sep or (name not in HParams.names() and f"params.{name}" not in runs):
             raise ConfigError(f"--where {condition!r}: expected NAME=VALUE with NAME one of "
                               f"{list(HParams.names())}, e.g. --where features=hog_pca")
         column = runs.get(f"params.{name}")
@@ -303,9 +261,7 @@ def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.
         raise ConfigError("the study has no complete trial yet; run it (or let it finish) first")
     row = table.iloc[0].to_dict()
     run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
-    values = {name: str(run[f"params.{name}"]) for name in HParams.names()
-              if isinstance(run.get(f"params.{name}"), str)}
-    return HParams.from_text(values, where=f"run {row['Run ID']}"), row, run
+    return HParams.from_params(run, where=f"run {row['Run ID']}"), row, run
 
 
 def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[HParams, dict[str, Any]]:
@@ -321,9 +277,15 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
         "It samples nothing: `python -m allsearch.study --space FILE --trials 1 --repeats 3 --data ...`",
         "trains it over 3 seeds.",
     )
+    images = (run.get("params.image_size"), run.get("params.color"))
+    if all(isinstance(v, str) for v in images) and images != ("100", "gray"):
+        comments += (f"Its images: --image-size {images[0]} --color {images[1]} (pass both).",)
+    model = run.get(f"params.{MODEL_FACTORY}")
     text = fixed_space_text(hparams, name=Path(path).stem,
                             description=f"The best configuration found by study '{study}'.",
-                            comments=comments)
+                            comments=comments,
+                            model=model if isinstance(model, str) and model != BUILT_IN_MODEL
+                            else None)
     write_output(str(path), text, "--save-space")
     return hparams, row
 

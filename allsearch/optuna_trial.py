@@ -20,7 +20,8 @@ from allsearch.hardware import start_tensorflow
 from allsearch.objectives import FEASIBLE
 from allsearch.progress import ProgressBar
 from allsearch.space import SearchSpace
-from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked, trial_params
+from allsearch.user_model import PAPER, Factory
 from allsearch.writer import Writer
 
 __all__ = ["Context", "objective", "ENGINE"]
@@ -45,6 +46,7 @@ class Context:
     startup: dict[str, float] = field(default_factory=dict)
     # Writes each trial's figures and tables while the next one trains.
     writer: Writer = field(default_factory=Writer)
+    factory: Factory = PAPER  # the network every trial builds
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
@@ -52,7 +54,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     trial.set_user_attr(lifecycle.PROCESS_ATTR, lifecycle.process_key())  # see _fail_ended_trials
     hparams = ctx.space.sample(trial)
     seeds = [config.seed + r for r in range(config.repeats)]
-    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=config.precision)
+    key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=config.precision,
+                     factory=ctx.factory)
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
     trial.set_user_attr("worker", lifecycle.worker_id())
@@ -61,8 +64,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     try:
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
         if previous is not None:
-            return _reuse(ctx, trial, previous, key=key, params={
-                **hparams.to_dict(), "precision": config.precision, **params}, tags=tags)
+            return _reuse(ctx, trial, previous, key=key, params=trial_params(
+                hparams, precision=config.precision, factory=ctx.factory, params=params), tags=tags)
         seconds = standin.parse(config.trainer)
         trainer = None if seconds is None else standin.stand_in(seconds)
         tracked = run_tracked(
@@ -73,7 +76,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             log_model=lambda metrics: _wants_model(config, trial.study, metrics),
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
-            timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer)
+            timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer,
+            factory=ctx.factory)
     except optuna.TrialPruned:
         if config.constraints:  # no metrics: it violates every constraint
             pareto.set_constraints(trial, config.constraints, {})

@@ -7,18 +7,21 @@ from __future__ import annotations
 
 import importlib.resources
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from allsearch.contract import FACTORY_PATTERN
 from allsearch.errors import SpaceError
 from allsearch.hparams import (
     CLASS_WEIGHTS,
     FEATURE_MODES,
     LOSSES,
     LR_SCHEDULES,
+    OWN_NETWORK_HINT,
     PAPER_BEST,
     POOLINGS,
     HParams,
@@ -85,6 +88,11 @@ class SearchSpace:
     baseline: dict[str, Any] | None = None
     source: str = "<memory>"
     description: str = ""
+    # A network of one's own (MODULE:FUNCTION), as the file names it; --model wins over it.
+    model: str | None = None
+    # Whether a network of one's own is named (here, or by --model): then a name that is no
+    # HParams field is a knob of that network (HParams.knobs), else a SpaceError.
+    own_network: bool = False
 
     def param(self, name: str) -> ParamSpec:
         return next(p for p in self.params if p.name == name)
@@ -92,7 +100,8 @@ class SearchSpace:
     def hparams(self, sampled: dict[str, Any]) -> HParams:
         """Sampled values merged over the fixed ones, validated."""
         try:
-            return HParams.from_dict({**self.fixed, **sampled}, where=self.source)
+            return HParams.from_dict({**self.fixed, **sampled}, where=self.source,
+                                     knobs=self.own_network)
         except SpaceError as exc:
             if str(exc).startswith(self.source):
                 raise
@@ -128,23 +137,26 @@ class SearchSpace:
         return {p.name: p.values() for p in self.params}
 
 
-_TOP_KEYS = {"name", "objective", "objectives", "params", "fixed", "baseline", "description"}
+_TOP_KEYS = {"name", "objective", "objectives", "params", "fixed", "baseline", "description",
+             "model"}
 _SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
               "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
 OBJECTIVES = ("val_accuracy",)
 
 
-def load_space(path: str | Path) -> SearchSpace:
+def load_space(path: str | Path, *, own_network: bool = False) -> SearchSpace:
     """Read and validate a search-space file; a bare name means a shipped space
-    (allsearch/spaces/NAME.yaml)."""
+    (allsearch/spaces/NAME.yaml). `own_network`: a network of one's own is named (--model),
+    so names that are no HParams field are its knobs."""
     path = _resolve(path)
-    return space_from_text(read_space_text(path), source=str(path))
+    return space_from_text(read_space_text(path), source=str(path), own_network=own_network)
 
 
-def space_from_text(text: str, *, source: str = "<memory>") -> SearchSpace:
+def space_from_text(text: str, *, source: str = "<memory>", own_network: bool = False
+                    ) -> SearchSpace:
     """A validated space from the text of a YAML space file (`source` names it in errors)."""
-    return parse_space(safe_yaml(text, source=source), source=source)
+    return parse_space(safe_yaml(text, source=source), source=source, own_network=own_network)
 
 
 def _resolve(path: str | Path) -> Path | Traversable:
@@ -161,7 +173,7 @@ def _resolve(path: str | Path) -> Path | Traversable:
                      f"or one of the shipped names: {known}")
 
 
-def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
+def parse_space(raw: Any, *, source: str = "<memory>", own_network: bool = False) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: expected a mapping with keys {sorted(_TOP_KEYS)}, "
                          f"got {type(raw).__name__}")
@@ -193,10 +205,16 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     fixed = raw.get("fixed") or {}
     if not isinstance(params_raw, dict) or not isinstance(fixed, dict):
         raise SpaceError(f"{source}: 'params' and 'fixed' must be mappings of name: value")
+    model = raw.get("model")
+    if model is not None and not (isinstance(model, str) and re.match(FACTORY_PATTERN, model)):
+        raise SpaceError(f"{source}: key 'model' must be MODULE:FUNCTION (a network of your "
+                         f"own, e.g. examples.resnet:build), got {model!r}")
+    own_network = own_network or model is not None
     allowed = set(HParams.names())
     for key in [*params_raw, *fixed]:
-        if key not in allowed:
-            raise SpaceError(f"{source}: unknown hyperparameter '{key}'; allowed: {sorted(allowed)}")
+        if key not in allowed and not own_network:
+            raise SpaceError(f"{source}: unknown hyperparameter '{key}'; allowed: "
+                             f"{sorted(allowed)}; {OWN_NETWORK_HINT}")
     both = sorted(set(params_raw) & set(fixed))
     if both:
         raise SpaceError(f"{source}: {both} both sampled and fixed; keep each in one place")
@@ -207,6 +225,7 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     space = SearchSpace(name=str(name), objective=objective, objectives=objectives,
                         params=specs, fixed=dict(fixed),
                         baseline=dict(baseline) if baseline else None, source=source,
+                        model=model, own_network=own_network,
                         description=raw.get("description", ""))
     _check_values(space)
     return space
@@ -258,13 +277,14 @@ def _check_values(space: SearchSpace) -> None:
                   else [("low", spec.low), ("high", spec.high)])
         for label, value in values:
             try:
-                HParams.from_dict({**space.fixed, spec.name: _cast(spec, value)})
+                HParams.from_dict({**space.fixed, spec.name: _cast(spec, value)},
+                                  knobs=space.own_network)
             except SpaceError as exc:
                 raise SpaceError(f"{space.source}: params.{spec.name}: {label} {value!r} cannot "
                                  f"be used: {exc}") from None
     if space.baseline is not None:
         unknown = sorted(set(space.baseline) - set(HParams.names()))
-        if unknown:
+        if unknown and not space.own_network:
             raise SpaceError(f"{space.source}: baseline has unknown hyperparameter(s) {unknown}")
         space.hparams(space.baseline)
         for spec in space.params:
@@ -287,10 +307,12 @@ def _cast(spec: ParamSpec, value: Any) -> Any:
 
 
 def fixed_space_text(hparams: HParams, *, name: str, description: str,
-                     comments: tuple[str, ...] = ()) -> str:
+                     comments: tuple[str, ...] = (), model: str | None = None) -> str:
     """A search-space file that samples nothing: every trial trains `hparams` (with
-    --repeats K, over K seeds). load_space reads it back to the same HParams."""
+    --repeats K, over K seeds) on the network `model` names (None: the paper's). load_space
+    reads it back to the same HParams."""
     lines = [f"# {c}".rstrip() for c in comments]
     body = {"name": name, "description": description, "objective": "val_accuracy",
+            **({"model": model} if model else {}),
             "params": {}, "fixed": hparams.to_dict(), "baseline": {}}
     return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(body, sort_keys=False)

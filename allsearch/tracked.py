@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
-import json
 import resource
 import statistics
 import time
@@ -40,16 +38,19 @@ from allsearch.hardware import (
     interruptible,
     raise_if_interrupted,
 )
+from allsearch.identity import config_key, find_duplicate, trial_params
 from allsearch.results import TrialResult
 from allsearch.space import HParams
+from allsearch.user_model import PAPER, Factory
 from allsearch.writer import Writer
 
 __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate", "config_key",
-           "find_duplicate", "record_duplicate", "STORE_ERRORS"]
+           "find_duplicate", "record_duplicate", "trial_params", "STORE_ERRORS", "SUMMARY_FILE"]
 
 
 STORE_ERRORS = store_errors()
 TIME_PREFIX = "time_"  # metrics time_*_s: where a trial's seconds went
+SUMMARY_FILE = "network_summary.txt"  # Keras' summary of the trial's network
 _STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
@@ -84,8 +85,10 @@ class TrialRun:
                                step=max(0, result.epochs_run - 1))
 
     def log_artifacts(self, result: TrialResult) -> None:
-        """Confusion matrix, per-class report and the test predictions."""
+        """Confusion matrix, per-class report, the test predictions, the network's summary."""
         store, run_id = self.store, self.run_id
+        if result.summary:
+            store.log_text(run_id, result.summary, SUMMARY_FILE)
         store.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
                          "confusion_matrix.png")
         store.log_dict(run_id, result.per_class_report(), "per_class_report.json")
@@ -99,9 +102,13 @@ class TrialRun:
             return None
         pipeline = (dataset.features.pipeline
                     if dataset is not None and dataset.features is not None else None)
+        # The images' size and colour travel with the hyperparameters: the model decodes new
+        # files with them (allsearch.serving), exactly as the training images were.
+        images = dataset.image_settings if dataset is not None else {}
         uri = self.store.log_model(self.run_id, network=result.model,
                                    class_names=result.class_names,
-                                   hparams=result.hparams.to_dict(), pipeline=pipeline)
+                                   hparams={**result.hparams.to_dict(), **images},
+                                   pipeline=pipeline)
         self.store.set_tags(self.run_id, {MODEL_URI: uri})
         return uri
 
@@ -149,21 +156,6 @@ def start_trial(store: Any, *, parent_id: str | None, name: str, params: dict[st
     return TrialRun(store, run_id)
 
 
-def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str) -> str:
-    """What makes two runs the same computation: the hyperparameters, the training seeds, the
-    data and split, the precision. Training is deterministic on a CPU for these, so a second
-    run of the same key would only repeat the first one's numbers (the duplicate rule)."""
-    text = json.dumps({"hparams": hparams.to_dict(), "seeds": list(seeds),
-                       "data": dataset.fingerprint, "precision": precision}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def find_duplicate(store: Any, parent_id: str, key: str
-                   ) -> tuple[str, dict[str, float], dict[str, str]] | None:
-    """A complete run of the same computation under this parent: (id, metrics, tags)."""
-    return store.find_run(parent_id, {CONFIG_KEY: key, STATE: "COMPLETE"})
-
-
 def record_duplicate(store: Any, *, parent_id: str, name: str, params: dict[str, Any],
                      tags: dict[str, Any],
                      source: tuple[str, dict[str, float], dict[str, str]]) -> str:
@@ -191,7 +183,7 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 trainer: Callable[..., TrialResult] | None = None,
                 timings: dict[str, float] | None = None,
-                writer: Writer | None = None) -> TrackedTrial:
+                writer: Writer | None = None, factory: Factory = PAPER) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
@@ -204,7 +196,8 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
     the MLflow UI shows where a trial's time went. The run's metrics and end state are
     written before this returns; with a `writer`, its figures and tables are written in the
     writer's background thread (time_finish_s) while the caller goes on, and a failure there
-    is raised when the next trial has trained.
+    is raised when the next trial has trained. `factory`: the network (a user's, or the
+    paper's CNN family).
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -213,7 +206,7 @@ def run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datase
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
                             on_started=on_started, on_epoch=on_epoch,
                             trainer=trainer or run_trial, timings=timings or {},
-                            writer=writer)
+                            writer=writer, factory=factory)
     except STORE_ERRORS as exc:
         raise _broken_store(store, exc) from None
 
@@ -234,15 +227,16 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
                  trainer: Callable[..., TrialResult], timings: dict[str, float],
-                 writer: Writer | None) -> TrackedTrial:
+                 writer: Writer | None, factory: Factory) -> TrackedTrial:
     raise_if_interrupted()
     if writer is not None:
         writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
-    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision, factory=factory)
     untimed, store = store, _Timed(store)
     run = start_trial(store, parent_id=parent_id, name=name,
-                      params={**hparams.to_dict(), "precision": precision, **params},
+                      params=trial_params(hparams, precision=precision, factory=factory,
+                                          params=params),
                       tags={CONFIG_KEY: key, **(tags or {})})
     try:
         if on_started is not None:
@@ -251,7 +245,8 @@ def _run_tracked(store: Any, *, parent_id: str | None, name: str, dataset: Datas
         results = _train(run, name=name, dataset=dataset, hparams=hparams, seeds=seeds,
                          precision=precision, first_callbacks=first_callbacks,
                          pruned_exceptions=pruned_exceptions, on_epoch=on_epoch,
-                         trainer=trainer, history=history, writer=writer, untimed=untimed)
+                         trainer=trainer, history=history, writer=writer, untimed=untimed,
+                         factory=factory)
         if writer is not None:
             # The previous run is written by now (one run at most is behind), or its failure
             # stops the study here, before this one writes.
@@ -269,7 +264,7 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
            pruned_exceptions: tuple[type[BaseException], ...],
            on_epoch: Callable[[int, dict[str, float]], None] | None,
            trainer: Callable[..., TrialResult], history: dict[str, list[float]],
-           writer: Writer | None, untimed: Any) -> list[TrialResult]:
+           writer: Writer | None, untimed: Any, factory: Factory) -> list[TrialResult]:
     """One result per seed; a trial that stops early ends its run (PRUNED, KILLED, FAIL)."""
     results: list[TrialResult] = []
 
@@ -286,7 +281,8 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
                 results.append(trainer(dataset, hparams, seed=seed, precision=precision,
                                          callbacks=first_callbacks if first else (),
                                          on_epoch=log_epoch if first else None,
-                                         history=history if first else None))
+                                         history=history if first else None,
+                                         factory=factory))
     # A run's state is written before the engine hears of its end (a worker killed later
     # leaves no run RUNNING); its figures and tables may follow from the writer.
     except pruned_exceptions:
