@@ -149,6 +149,9 @@ def check(factory: Factory, space: SearchSpace, dataset: Dataset) -> None:
     values = {p.name: (p.choices[0] if p.type == "categorical" else
                        float(p.low) if p.type == "float" else p.low) for p in space.params}
     hparams = space.hparams({**values, **(space.baseline_params() or {})})
+    from allsearch.hardware import start_tensorflow
+
+    start_tensorflow()  # quietly (a function given to run_study imported no Keras here yet)
     import keras
 
     shape, n_classes = dataset.image_shape, dataset.n_classes
