@@ -284,8 +284,9 @@ def summarize(result: KerasTunerStudy) -> str:
              f"({states.get('COMPLETE', 0)} complete, {states.get('FAIL', 0)} failed)"]
     if len(complete):
         best = complete.iloc[0]
-        params = " ".join(f"{k}={best[k]}" for k in ("epochs", "batch_size", "loss", "conv_layers")
-                          if k in best)
+        # The leaderboard's hyperparameter columns (a network of one's own: its knobs too).
+        shown = table.columns[:table.columns.get_loc("Validation Accuracy")]
+        params = " ".join(f"{k}={best[k]}" for k in shown if k != "Variant")
         lines.append(f"best trial #{best['Trial']}: val_accuracy {best['Validation Accuracy']:.3f}"
                      f"  test_accuracy {best['Test Accuracy']:.3f}  {params}")
     lines.append(paper_line())

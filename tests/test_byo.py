@@ -158,6 +158,19 @@ def test_a_recorded_study_of_ones_own_network_is_confirmed_with_it(rgb_data: Pat
     assert "width" in confirmed[0].params
 
 
+@pytest.mark.train
+def test_keras_tuner_trains_ones_own_network_with_its_knobs(rgb_data: Path, here: Path) -> None:
+    assert study.main(["--space", str(tiny_space(here)), "--engine", "keras-tuner", "--tuner",
+                       "random", "--color", "rgb", "--image-size", str(SIZE), "--data",
+                       str(rgb_data), "--trials", "2", "--no-progress"]) == 0
+    _, trials = runs_of("resnet-random")
+    assert len(trials) == 2
+    for run in trials:
+        assert run.data.params["model_factory"] == "examples.resnet:build"
+        assert run.data.tags["state"] == "COMPLETE"
+        assert run.data.params["width"] == str(json.loads(run.data.params["model_knobs"])["width"])
+
+
 def test_a_module_in_the_current_folder_is_found_and_sys_path_put_back(tmp_path: Path) -> None:
     (tmp_path / "here_net.py").write_text("def build(params, input_shape, n_classes):\n"
                                           "    return 'built'\n")
