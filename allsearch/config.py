@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from allsearch.contract import BUILT_IN_MODEL, COLORS, FACTORY_PATTERN, MODEL_FACTORY
 from allsearch.errors import ConfigError
 from allsearch.hardware import PRECISIONS
 from allsearch.splits import KINDS, SplitKind
 
 __all__ = ["StudyConfig", "SAMPLERS", "PRUNERS", "LOG_MODELS", "ENGINES", "TUNERS",
            "DEFAULT_STORAGE", "SERVER_WAIT_S", "add_arguments", "from_arguments", "settings",
-           "absolute_sqlite"]
+           "absolute_sqlite", "factory_name", "IMAGE_SIZES"]
 
 DEFAULT_STORAGE = "sqlite:///mlruns/optuna.db"
 SAMPLERS: tuple[str, ...] = ("tpe", "nsga2", "random", "grid", "cmaes", "gp")
@@ -31,15 +33,20 @@ ENGINES: tuple[str, ...] = ("optuna", "keras-tuner")
 TUNERS: tuple[str, ...] = ("hyperband", "bayesian", "random")  # KerasTuner's, for keras-tuner
 SERVER_WAIT_S = 600.0  # the default of --server-wait (a Tracker made outside a study has it too)
 NOT_IN_NAMES = "'\"`\\"  # characters a study name may not hold
+# --image-size: HOG's 2x2 blocks of 8x8 cells need 16 pixels; beyond 4096 a study of small
+# networks is not what is meant.
+IMAGE_SIZES = (16, 4096)
+_FACTORY_TEXT = re.compile(FACTORY_PATTERN)  # --model MODULE:FUNCTION
 
 
 def setting(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
-            cli: bool = True, many: str | None = None, flag: str | None = None) -> Any:
+            cli: bool = True, many: str | None = None, flag: str | None = None,
+            param: str | None = None) -> Any:
     """A StudyConfig field with what the CLI needs to know about it. `many`: a list of
     values, given at once ("nargs") or by repeating the flag ("append"); `flag`: the flag's
-    name where it is not the field's."""
+    name where it is not the field's; `param`: the parent run's param where it is not."""
     return field(default=default, metadata={"help": help, "choices": choices, "cli": cli,
-                                            "many": many, "flag": flag})
+                                            "many": many, "flag": flag, "param": param})
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,16 @@ class StudyConfig:
     cv: int = setting(0, "K >= 2: the objective is the mean validation accuracy over K folds of "
                          "the non-test part (folds keep groups and blocks whole; the test part "
                          "is in none); 0: one validation part (allsearch.folds)")
+    model: str | Callable[..., Any] | None = setting(
+        None, "a network of your own: MODULE:FUNCTION, called for every trial as FUNCTION(params, "
+              "input_shape, n_classes) and returning a keras.Model (MODULE is imported from the "
+              "current folder or PYTHONPATH; docs/guide.md, 'A network of your own'); from "
+              "Python also the function itself; default: the space's `model`, else the paper's "
+              "CNN family", param=MODEL_FACTORY)
+    image_size: int = setting(100, "every image is resized to this many pixels square, in "
+                                   "training and prediction alike")
+    color: Literal["gray", "rgb"] = setting(
+        "gray", "gray: one channel (the paper's images); rgb: three", choices=COLORS)
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "
@@ -147,6 +164,15 @@ class StudyConfig:
             # record's lines refuse such a name (allsearch.record_format).
             raise ConfigError(f"--study-name {self.study_name!r} holds a quote, backtick or "
                               f"backslash; name the study without them")
+        low, high = IMAGE_SIZES
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int) \
+                or not low <= self.image_size <= high:
+            raise ConfigError(f"--image-size must be an integer number of pixels in [{low}, "
+                              f"{high}], got {self.image_size!r}")
+        if self.model is not None and not callable(self.model) and not (
+                isinstance(self.model, str) and _FACTORY_TEXT.match(self.model)):
+            raise ConfigError(f"--model must be MODULE:FUNCTION (e.g. examples.resnet:build), "
+                              f"got {self.model!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigError(f"--timeout must be a positive number of seconds, got {self.timeout!r}")
         for f in dataclasses.fields(self):
@@ -196,9 +222,10 @@ def _flag(name: str) -> str:
     return name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, *, only: Sequence[str] | None = None,
+def add_arguments(parser: Any, *, only: Sequence[str] | None = None,
                   defaults: bool = True) -> None:
-    """One command-line flag per StudyConfig field, with its default and help; `only`: the
+    """One command-line flag per StudyConfig field on `parser` (an ArgumentParser or one of its
+    argument groups), with its default and help; `only`: the
     flags of these fields; `defaults=False`: every flag's default is None (not given), for a
     command that falls back on something else (confirm: the study's split)."""
     for f in dataclasses.fields(StudyConfig):
@@ -244,11 +271,25 @@ def settings(config: StudyConfig) -> dict[str, Any]:
     """The settings as a parent run logs them (store URLs without passwords)."""
     from allsearch.errors import redact
 
-    values = dataclasses.asdict(config)
+    values = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for name in ("storage", "tracking_uri"):
         if values[name]:
             values[name] = redact(values[name])
+    values["model"] = factory_name(config.model)
+    for f in dataclasses.fields(config):
+        if f.metadata.get("param"):
+            values[f.metadata["param"]] = values.pop(f.name)
     return values
+
+
+def factory_name(model: str | Callable[..., Any] | None) -> str:
+    """How runs name a network's factory: MODULE:FUNCTION (a function by its module and
+    qualified name), BUILT_IN_MODEL for the paper's CNN family (None)."""
+    if model is None:
+        return BUILT_IN_MODEL
+    if isinstance(model, str):
+        return model
+    return f"{getattr(model, '__module__', '?')}:{getattr(model, '__qualname__', repr(model))}"
 
 
 def absolute_sqlite(uri: str) -> str:

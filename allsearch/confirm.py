@@ -9,8 +9,9 @@ validation accuracy on fresh pairs of (training seed, split seed): split seed i 
 split seed + 1000 + i, training seed i is the study's first seed + 1000 + i, duplicates dropped
 before every split (allsearch.data). Each split is of the study's kind (random, groups or
 blocks, with its settings, from the study's parent run: allsearch.splits), so a study split by
-patient is confirmed on splits by patient too; `--split blocks --block-size N --embargo M` (or
-`--split groups ...`, `--split random`: the study's own split flags) confirms under another
+patient is confirmed on splits by patient too; so are its network (model_factory, a user's
+imported by name) and its images' size and colour. `--split blocks --block-size N --embargo M`
+(or `--split groups ...`, `--split random`: the study's own split flags) confirms under another
 split instead, e.g. a study searched on random splits under leakage-aware blocks. Every run is
 a child run of one confirmation parent run, `<study>-confirm` (`<study>-confirm-<kind>` under
 another split), in the study's experiment, tagged `allsearch.confirms=<study>`, its split
@@ -122,6 +123,10 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     if split is not None:
         split = SplitSettings.from_params(split.params())  # checked as a study's would be
     split = split or own
+    model, images = study_network(settings)
+    from allsearch.user_model import load
+
+    load(model)  # a network that cannot be imported here is said before anything is written
     data = data or settings.get("data")
     if not data or not Path(data).exists():
         raise DataError(f"the study's data '{data}' is not here; pass --data with the same "
@@ -139,7 +144,8 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     bar = count_bar(len(chosen) * seeds, progress, "confirm")
     jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
                  precision=resolved, pair=i, seed=first_seed + OFFSET + i,
-                 split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen))
+                 split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen),
+                 model=model, images=images)
             for i in range(seeds)]
     try:
         _train_all(jobs, store, workers, on_run=lambda: bar.update(1))
@@ -170,6 +176,8 @@ class _Job:
     split_seed: int
     split: SplitSettings
     candidates: tuple[Candidate, ...]
+    model: str  # the study's network, by name (allsearch.user_model.load)
+    images: tuple[int, str]  # the study's --image-size and --color
 
 
 def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate | None = None,
@@ -180,10 +188,14 @@ def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate |
 
         cli.quiet_libraries()
         store, _ = _open(*job.store_of)
+    from allsearch.user_model import load
+
+    factory = load(job.model)
     chosen = [candidate] if candidate is not None else list(job.candidates)
-    dataset = _dataset(job.data, job.split_seed, job.split, chosen)
+    dataset = _dataset(job.data, job.split_seed, job.split, chosen, job.images)
     for c in chosen:
-        key = config_key(c.hparams, seeds=[job.seed], dataset=dataset, precision=job.precision)
+        key = config_key(c.hparams, seeds=[job.seed], dataset=dataset, precision=job.precision,
+                         factory=factory)
         if find_duplicate(store, job.parent, key) is None:
             run_tracked(
                 store, parent_id=job.parent, name=f"confirm-{c.rank}-{job.pair}",
@@ -191,7 +203,7 @@ def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate |
                 params={**lifecycle.base_params(dataset, ENGINE), "seed": job.seed,
                         "config_rank": c.rank, "trial_number": c.trial},
                 tags={"engine": ENGINE, "config_rank": c.rank, "search_run": c.run_id,
-                      "worker": lifecycle.worker_id()})
+                      "worker": lifecycle.worker_id()}, factory=factory)
         if on_run is not None:
             on_run()
 
@@ -247,12 +259,27 @@ def split_override(values: dict[str, Any]) -> SplitSettings | None:
     return SplitSettings.from_params(given)
 
 
-def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Candidate]) -> Any:
+def study_network(settings: dict[str, Any]) -> tuple[str, tuple[int, str]]:
+    """The study's network (its model_factory) and images (size, colour), from its parent
+    run's params; a study from before these settings trained the paper's, on 100 px gray."""
+    from allsearch.contract import BUILT_IN_MODEL, COLORS, MODEL_FACTORY
+
+    model = str(settings.get(MODEL_FACTORY) or BUILT_IN_MODEL)
+    size, color = str(settings.get("image_size") or 100), str(settings.get("color") or "gray")
+    if not size.isdigit() or color not in COLORS:
+        raise ConfigError(f"the study's image settings (image_size={size!r}, color={color!r}, "
+                          f"its parent run's params) are not images; run the study again")
+    return model, (int(size), color)
+
+
+def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Candidate],
+             images: tuple[int, str]) -> Any:
     from allsearch.data import load_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the study reported its skipped files
-        dataset = load_dataset(data, split_seed=split_seed, split=split)
+        dataset = load_dataset(data, split_seed=split_seed, split=split, image_size=images[0],
+                               color=images[1])  # type: ignore[arg-type]
         if any(c.hparams.features != "pixels" for c in chosen):
             from allsearch.features import add_hog_pca
 

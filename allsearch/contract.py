@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 
 __all__ = ["ROLE", "STUDY", "STATE", "CONFIRMS", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
-           "CHAMPION_ALIAS", "model_name", "folder_name", "Store", "FoundRun"]
+           "CHAMPION_ALIAS", "model_name", "folder_name", "Store", "FoundRun", "MODEL_FACTORY",
+           "MODEL_KNOBS", "BUILT_IN_MODEL", "FACTORY_PATTERN", "COLORS", "RUN_PARAMS"]
 
 # Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
@@ -34,6 +35,21 @@ RECORDED_ID = "allsearch.recorded_id"
 PARENT_ATTR = "mlflow_parent_run_id"
 # The Optuna study user attribute that names its objectives (a resumed study must keep them).
 OBJECTIVES_ATTR = "objectives"
+
+# Params of every trial run beside its hyperparameters: the network's factory (module:function;
+# BUILT_IN_MODEL for the paper's CNN family) and, for a network of your own, its knobs as one
+# JSON object (each knob is a param of its own too; this one gives their values back typed).
+MODEL_FACTORY, MODEL_KNOBS = "model_factory", "model_knobs"
+BUILT_IN_MODEL = "allsearch.model:build_cnn"
+# A factory's text form (--model, a space's `model:`): MODULE:FUNCTION, each a dotted name.
+FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
+# The image settings (--color; --image-size), params of every run as `color` and `image_size`.
+COLORS = ("gray", "rgb")
+# The params a trial run logs besides its hyperparameters: no knob of a network may take one.
+RUN_PARAMS = frozenset({
+    "precision", "seed", "trial_number", "engine", "variant", "data_fingerprint", "split_seed",
+    "n_train", "class_names", "tuner", "config_rank", "split", "group_pattern", "groups",
+    "block_size", "embargo", "image_size", "color", MODEL_FACTORY, MODEL_KNOBS})
 
 # Metrics logged per epoch (step = epoch).
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")

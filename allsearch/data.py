@@ -1,6 +1,6 @@
 """The shared data pipeline: a folder of class folders in, train/val/test arrays out.
 
-discover files -> drop exact duplicates (content hash) -> decode, grayscale, resize, [0, 1]
+discover files -> drop exact duplicates (content hash) -> decode, gray or RGB, resize, [0, 1]
 -> train/val/test split (seeded; allsearch.splits: stratified 70/15/15 by image, or by
 group or block so no patient or run of frames lands in two parts). Decoded pixels are cached on disk under a fingerprint
 of the file list, the file contents and the preprocessing settings, so every later load (in
@@ -10,7 +10,6 @@ any process) skips decoding.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
@@ -25,9 +24,18 @@ from typing import Any
 
 import numpy as np
 
+from allsearch.contract import COLORS
 from allsearch.download import BUNDLE_SUFFIX, DEFAULT_DATA, resolve_data_path
 from allsearch.errors import DataError
-from allsearch.images import IMAGE_EXTENSIONS, IMAGE_SIZE, decode_file, to_network_input
+from allsearch.images import (
+    IMAGE_SIZE,
+    Color,
+    decode_file,
+    pixel_shape,
+    to_network_input,
+)
+from allsearch.listing import discover, hash_file
+from allsearch.pixel_cache import CacheWarning, default_cache_dir, read_pixels, save_pixels
 from allsearch.splits import FRACTIONS as SPLIT_FRACTIONS
 from allsearch.splits import PARTS as SPLITS
 from allsearch.splits import Split, SplitSettings, split_data
@@ -42,10 +50,6 @@ __all__ = [
 MIN_IMAGES_PER_CLASS = 7
 # Bump when decoding or resizing changes: it invalidates every pixel cache.
 PREPROCESS_VERSION = 2
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("ALLSEARCH_CACHE_DIR", "mlruns/cache"))
 
 
 @dataclass
@@ -66,7 +70,8 @@ class DataReport:
 
 @dataclass
 class Dataset:
-    """Train/val/test images (N, H, W, 1) float32 in [0, 1] and integer labels."""
+    """Train/val/test images (N, H, W, 1), or (N, H, W, 3) in RGB, float32 in [0, 1], and
+    integer labels."""
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -94,6 +99,12 @@ class Dataset:
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
+    @property
+    def image_settings(self) -> dict[str, Any]:
+        """The images' side and colour (--image-size, --color), as every run logs them."""
+        return {"image_size": int(self.x_train.shape[1]),
+                "color": "rgb" if self.x_train.shape[-1] == 3 else "gray"}
+
     def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
 
@@ -108,71 +119,33 @@ class Dataset:
 # --------------------------------------------------------------------------- discovery
 
 
-@dataclass
-class _Listing:
-    class_names: tuple[str, ...]
-    files: list[tuple[str, int]]  # (relative path, class index), sorted
-    skipped: list[tuple[str, str]]
-
-
-def _discover(root: Path) -> _Listing:
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    skipped: list[tuple[str, str]] = []
-    for p in sorted(root.iterdir()):
-        if p.is_file():
-            skipped.append((p.name, "file outside any class folder"))
-    if not class_dirs:
-        raise DataError(f"'{root}' has no class folders; a dataset is a folder with one "
-                        f"sub-folder of images per class (e.g. Benign/, Early/, Pre/, Pro/)")
-    files: list[tuple[str, int]] = []
-    names: list[str] = []
-    for class_dir in class_dirs:
-        members: list[str] = []
-        for p in sorted(class_dir.rglob("*")):
-            rel = p.relative_to(root).as_posix()
-            if any(part.startswith(".") for part in p.relative_to(class_dir).parts):
-                if p.is_file():
-                    skipped.append((rel, "hidden file"))
-                continue
-            if not p.is_file():
-                continue
-            if p.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((rel, f"not an image ({p.suffix or 'no extension'})"))
-                continue
-            members.append(rel)
-        names.append(class_dir.name)
-        files.extend((rel, len(names) - 1) for rel in members)
-    return _Listing(tuple(names), files, skipped)
-
-
-def _hash_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 # --------------------------------------------------------------------------- loading
 
 
 def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
                  split: SplitSettings | None = None,
-                 image_size: int = IMAGE_SIZE, cache_dir: str | Path | None = None,
+                 image_size: int = IMAGE_SIZE, color: Color = "gray",
+                 cache_dir: str | Path | None = None,
                  use_cache: bool = True, download: bool = True) -> Dataset:
     """Load a folder of class folders (or a bundle) as a split Dataset (see the module
-    docstring); `split`: how (allsearch.splits; default: stratified 70/15/15 by image)."""
+    docstring); `split`: how (allsearch.splits; default: stratified 70/15/15 by image);
+    `image_size`, `color`: each image as SIZE x SIZE gray or RGB pixels."""
     start = time.perf_counter()
     root = resolve_data_path(path, download=download)
     if root.is_file():
-        return load_bundle(root, split_seed=split_seed, split=split)
-    images = _load_images(root, image_size, cache_dir, use_cache)
+        return load_bundle(root, split_seed=split_seed, split=split,
+                           image_size=image_size, color=color)
+    images = _load_images(root, image_size, color, cache_dir, use_cache)
     return images.split(split_seed, split or SplitSettings(), started=start)
 
 
-def _load_images(root: Path, image_size: int, cache_dir: str | Path | None,
+def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Path | None,
                  use_cache: bool) -> _Images:
-    listing = _discover(root)
+    listing = discover(root)
     report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
 
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
-        hashes = list(pool.map(lambda f: _hash_file(root / f[0]), listing.files))
+        hashes = list(pool.map(lambda f: hash_file(root / f[0]), listing.files))
 
     # Exact duplicates (same bytes) would leak between train and test: keep the first copy.
     seen: dict[str, str] = {}
@@ -184,23 +157,25 @@ def _load_images(root: Path, image_size: int, cache_dir: str | Path | None,
         seen[digest] = rel
         unique.append((rel, label, digest))
 
-    key = _fingerprint(listing.class_names, unique, image_size)
+    key = _fingerprint(listing.class_names, unique, image_size, color)
     cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
-    cached = _read_cache(cache_file, len(unique), image_size) if use_cache else None
+    shape = pixel_shape(image_size, color)
+    cached = read_pixels(cache_file, len(unique), shape) if use_cache else None
     if cached is not None:
         pixels, labels, rels, bad = cached
         report.cache_hit = True
     else:
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size), unique))
+            decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size, color),
+                                    unique))
         keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
         bad = [(unique[i][0], d) for i, d in enumerate(decoded) if isinstance(d, str)]
         pixels = (np.stack([decoded[i] for i in keep]) if keep
-                  else np.zeros((0, image_size, image_size), np.uint8))
+                  else np.zeros((0, *shape), np.uint8))
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
         if use_cache:
-            report.cache_written = _save_cache(cache_file, pixels, labels, rels, bad)
+            report.cache_written = save_pixels(cache_file, pixels, labels, rels, bad)
     for rel, reason in bad:
         report.skipped.append((rel, reason))
 
@@ -219,7 +194,7 @@ def _load_images(root: Path, image_size: int, cache_dir: str | Path | None,
 class _Images:
     """Every usable image of a dataset before the split, in a fixed order (by path)."""
 
-    pixels: np.ndarray  # (N, H, W) uint8
+    pixels: np.ndarray  # (N, H, W) uint8, (N, H, W, 3) in RGB
     labels: np.ndarray
     files: tuple[str, ...]
     class_names: tuple[str, ...]
@@ -256,61 +231,14 @@ class _Images:
 
 
 def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]],
-                 image_size: int) -> str:
+                 image_size: int, color: Color) -> str:
     digest = hashlib.sha256()
-    digest.update(f"v{PREPROCESS_VERSION}|size={image_size}|gray|bilinear|".encode())
+    # Gray images keep the text (and so the fingerprints and caches) they always had.
+    digest.update(f"v{PREPROCESS_VERSION}|size={image_size}|{color}|bilinear|".encode())
     digest.update("|".join(class_names).encode())
     for rel, label, content in unique:
         digest.update(f"\n{rel}\t{label}\t{content}".encode())
     return digest.hexdigest()
-
-
-def _read_cache(cache_file: Path, n_files: int, image_size: int
-                ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]] | None:
-    """The cached decode, or None when there is none or it is damaged (then it is rebuilt:
-    a truncated or overwritten file must never lock the dataset out)."""
-    if not cache_file.is_file():
-        return None
-    try:
-        with np.load(cache_file, allow_pickle=False) as cached:
-            pixels, labels = cached["pixels"], cached["labels"]
-            rels = [str(r) for r in cached["files"]]
-            bad = [(str(a), str(b)) for a, b in cached["bad"].tolist()]
-        if not (len(pixels) == len(labels) == len(rels) and len(rels) + len(bad) == n_files
-                and pixels.shape[1:] == (image_size, image_size) and pixels.dtype == np.uint8):
-            raise ValueError("its arrays do not match the dataset")
-        return pixels, labels, rels, bad
-    except Exception as exc:  # noqa: BLE001  (zip, zlib, numpy and OS errors alike)
-        warnings.warn(f"the pixel cache {cache_file} is damaged ({type(exc).__name__}: "
-                      f"{str(exc)[:80]}); decoding the images again and rewriting it",
-                      CacheWarning, stacklevel=3)
-        return None
-
-
-class CacheWarning(UserWarning):
-    """A damaged cache was found and rebuilt (shown even where data warnings are not)."""
-
-
-def _save_cache(cache_file: Path, pixels: np.ndarray, labels: np.ndarray, rels: list[str],
-                bad: list[tuple[str, str]]) -> bool:
-    """Write the cache atomically (a temporary file, synced, then renamed), so a crash or a
-    concurrent reader never sees half a file; False when it could not be written."""
-    tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp")
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as out:
-            np.savez(out, pixels=pixels, labels=labels, files=np.array(rels, dtype=str),
-                     bad=np.array(bad, dtype=str).reshape(-1, 2))
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, cache_file)
-        return True
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        warnings.warn(f"could not write the pixel cache {cache_file} ({exc.strerror}); "
-                      f"the next load decodes again", CacheWarning, stacklevel=3)
-        return False
 
 
 def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
@@ -332,7 +260,8 @@ def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
 # --------------------------------------------------------------------------- bundles
 
 
-def save_bundle(folder: str | Path, path: str | Path) -> Path:
+def save_bundle(folder: str | Path, path: str | Path, *, image_size: int = IMAGE_SIZE,
+                color: Color = "gray") -> Path:
     """A dataset folder as one .npz file: its decoded, de-duplicated images (uint8), labels,
     file names and content fingerprint, a few MB where the images are 100s. It is split at
     load time like the folder, for any --split-seed, with the same fingerprints, so a machine
@@ -345,7 +274,7 @@ def save_bundle(folder: str | Path, path: str | Path) -> Path:
         raise DataError(f"'{root}' is a file; bundle a folder of class folders")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the data report lists the skipped files
-        images = _load_images(root, IMAGE_SIZE, None, True)
+        images = _load_images(root, image_size, color, None, True)
     path.parent.mkdir(parents=True, exist_ok=True)
     report = images.report
     np.savez_compressed(
@@ -358,9 +287,10 @@ def save_bundle(folder: str | Path, path: str | Path) -> Path:
 
 
 def load_bundle(path: str | Path, *, split_seed: int = 42,
-                split: SplitSettings | None = None) -> Dataset:
+                split: SplitSettings | None = None, image_size: int | None = None,
+                color: Color | None = None) -> Dataset:
     """A Dataset from save_bundle's file, split by `split_seed` and `split` as load_dataset
-    would."""
+    would; a bundle of other images than `image_size` and `color` ask for is a DataError."""
     started = time.perf_counter()
     path = Path(path)
     try:
@@ -373,6 +303,11 @@ def load_bundle(path: str | Path, *, split_seed: int = 42,
     except (OSError, ValueError, KeyError, EOFError) as exc:
         raise DataError(f"'{path}' is not a dataset bundle ({type(exc).__name__}); write one "
                         f"with python -m allsearch.data FOLDER --bundle FILE.npz") from None
+    want = pixel_shape(image_size or pixels.shape[1], color or ("rgb" if pixels.ndim == 4 else "gray"))
+    if pixels.shape[1:] != want:
+        raise DataError(f"'{path}' holds images of shape {pixels.shape[1:]}, not the {want} that "
+                        f"--image-size and --color ask for; write a bundle with them (python -m "
+                        f"allsearch.data FOLDER --bundle FILE.npz --image-size N --color C)")
     counts = Counter(labels.tolist())
     report = DataReport(root=str(path), n_files=int(n_files), skipped=skipped,
                         duplicates_dropped=int(dropped), cache_hit=True,
@@ -416,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--split-seed", type=int, default=42, help="seed of the 70/15/15 split")
     parser.add_argument("--no-cache", action="store_true", help="decode again, ignoring the cache")
+    parser.add_argument("--image-size", type=int, default=IMAGE_SIZE,
+                        help=f"side in pixels of every image (default {IMAGE_SIZE})")
+    parser.add_argument("--color", choices=COLORS, default="gray",
+                        help="gray (default) or rgb pixels")
     parser.add_argument("--bundle", default=None, metavar="FILE.npz",
                         help="also write the split dataset as one file, for a machine without "
                              "the images: python -m allsearch.study --data FILE.npz")
@@ -425,14 +364,15 @@ def main(argv: list[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the report lists every skipped file itself
             warnings.simplefilter("always", CacheWarning)
-            dataset = load_dataset(args.path, split_seed=args.split_seed,
-                                   use_cache=not args.no_cache)
+            dataset = load_dataset(args.path, split_seed=args.split_seed, use_cache=not args.no_cache,
+                                   image_size=args.image_size, color=args.color)
         if args.json:
             print(json.dumps(asdict(dataset.report), indent=2))
         else:
             print(_format_report(dataset.report))
         if args.bundle:
-            written = save_bundle(args.path or dataset.report.root, args.bundle)
+            written = save_bundle(args.path or dataset.report.root, args.bundle,
+                                  image_size=args.image_size, color=args.color)
             print(f"bundle:      {written} ({written.stat().st_size / 1e6:.1f} MB)", file=sys.stderr)
         return 0
 

@@ -42,18 +42,21 @@ HOG_SETTINGS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block":
 
 
 class HogTransformer(TransformerMixin, BaseEstimator):
-    """(N, H, W[, 1]) images in [0, 1] -> (N, n_hog) HOG descriptors; stateless."""
+    """(N, H, W[, 1]) gray or (N, H, W, 3) RGB images in [0, 1] -> (N, n_hog) HOG descriptors;
+    stateless. On RGB, skimage takes each pixel's gradient from the channel where it is
+    strongest (channel_axis): the descriptor has the length a gray image's has."""
 
     def fit(self, images: np.ndarray, y: object = None) -> HogTransformer:
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
         images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 4:
+        if images.ndim == 4 and images.shape[-1] == 1:
             images = images[..., 0]
+        channels = {"channel_axis": -1} if images.ndim == 4 else {}
         # skimage's hog releases the GIL in its numpy kernels often enough for threads to help.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            rows = list(pool.map(lambda im: hog(im, **HOG_SETTINGS), images))
+            rows = list(pool.map(lambda im: hog(im, **HOG_SETTINGS, **channels), images))
         return np.asarray(rows, dtype=np.float32).reshape(len(images), -1)
 
 

@@ -111,7 +111,7 @@ def _check_enough(dataset: Dataset, labels: np.ndarray, units: Sequence[str], k:
     part: at least K of them outside the test part."""
     what = "group(s)" if grouped else "image(s)"
     for label in np.unique(labels):
-        held = sorted({units[i] for i in np.flatnonzero(labels == label)})
+        held = sorted({units[int(i)] for i in np.flatnonzero(labels == label)})
         if len(held) < k:
             more = ", ..." if len(held) > EXAMPLES else ""
             shown = f" ({', '.join(held[:EXAMPLES])}{more})" if grouped else ""

@@ -1,13 +1,15 @@
 """Image files to network inputs: the one conversion training, prediction and serving share.
 
-Any image (8/16-bit, float, palette, CMYK, with transparency) -> 100x100 uint8 grayscale ->
-(N, H, W, 1) float32 in [0, 1].
+Any image (8/16-bit, float, palette, CMYK, with transparency) -> SIZE x SIZE uint8, grayscale
+(H, W) or RGB (H, W, 3) (--image-size, default 100; --color, default gray) -> (N, H, W, 1|3)
+float32 in [0, 1].
 """
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from PIL import Image
@@ -15,14 +17,21 @@ from PIL import Image
 from allsearch.errors import DataError
 
 __all__ = ["IMAGE_SIZE", "IMAGE_EXTENSIONS", "image_to_array", "to_network_input",
-           "decode_image_bytes", "decode_file"]
+           "decode_image_bytes", "decode_file", "pixel_shape", "Color"]
 
 IMAGE_SIZE = 100
+Color = Literal["gray", "rgb"]  # allsearch.contract.COLORS
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 
 
-def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
-    """Any PIL image -> (size, size) uint8 grayscale, the one conversion used everywhere."""
+def pixel_shape(size: int, color: Color = "gray") -> tuple[int, ...]:
+    """The shape of one decoded image: (size, size) gray, (size, size, 3) rgb."""
+    return (size, size) if color == "gray" else (size, size, 3)
+
+
+def image_to_array(image: Image.Image, size: int = IMAGE_SIZE, color: Color = "gray") -> np.ndarray:
+    """Any PIL image -> (size, size) uint8 grayscale, or (size, size, 3) RGB: the one
+    conversion used everywhere."""
     image = _to_8bit(image)
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -33,21 +42,24 @@ def image_to_array(image: Image.Image, size: int = IMAGE_SIZE) -> np.ndarray:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
         image = Image.alpha_composite(background, rgba)
-    gray = image.convert("L")
-    if gray.size != (size, size):
-        gray = gray.resize((size, size), Image.Resampling.BILINEAR)
-    return np.asarray(gray, dtype=np.uint8)
+    converted = image.convert("L" if color == "gray" else "RGB")
+    if converted.size != (size, size):
+        converted = converted.resize((size, size), Image.Resampling.BILINEAR)
+    return np.asarray(converted, dtype=np.uint8)
 
 
 def to_network_input(pixels: np.ndarray) -> np.ndarray:
-    """(N, H, W) uint8 grayscale -> (N, H, W, 1) float32 in [0, 1]: what every network takes,
-    in training and in prediction alike."""
-    return np.asarray(pixels).astype(np.float32)[..., None] / np.float32(255.0)
+    """(N, H, W) uint8 grayscale or (N, H, W, 3) RGB -> (N, H, W, 1|3) float32 in [0, 1]: what
+    every network takes, in training and in prediction alike."""
+    pixels = np.asarray(pixels)
+    images = pixels[..., None] if pixels.ndim == 3 else pixels
+    return images.astype(np.float32) / np.float32(255.0)
 
 
-def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
+def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE, color: Color = "gray") -> np.ndarray:
     """An encoded image file's bytes (PNG, JPEG, BMP, TIFF, ...) -> (size, size) uint8
-    grayscale, through the same conversion as the training images; DataError if not an image."""
+    grayscale or (size, size, 3) RGB, through the same conversion as the training images;
+    DataError if not an image."""
     import io
 
     if not data:
@@ -55,7 +67,7 @@ def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            return image_to_array(image, size)
+            return image_to_array(image, size, color)
     except Exception as exc:  # PIL raises many types for bad bytes
         # PIL names the buffer it read (<_io.BytesIO object at 0x...>): no use to anyone.
         reason = re.sub(r"\s*<_io\.BytesIO object at 0x[0-9a-f]+>", "", str(exc))[:80]
@@ -75,13 +87,13 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return image
 
 
-def decode_file(path: Path, size: int = IMAGE_SIZE) -> np.ndarray | str:
+def decode_file(path: Path, size: int = IMAGE_SIZE, color: Color = "gray") -> np.ndarray | str:
     """Decoded pixels, or the reason the file cannot be used."""
     if path.stat().st_size == 0:
         return "empty file (0 bytes)"
     try:
         with Image.open(path) as image:
             image.load()
-            return image_to_array(image, size)
+            return image_to_array(image, size, color)
     except Exception as exc:  # PIL raises many types for bad files; each is a skip
         return f"cannot decode ({type(exc).__name__}: {str(exc)[:80]})"

@@ -30,7 +30,8 @@ from allsearch.hardware import resolve_precision
 from allsearch.lifecycle import Prepared
 from allsearch.progress import paper_line
 from allsearch.space import ParamSpec, SearchSpace
-from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked, trial_params
+from allsearch.user_model import PAPER, Factory
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -118,7 +119,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
         raise ConfigError("--engine keras-tuner reads its runs back from MLflow: it cannot "
                           "--record; use --engine optuna to record a study")
     loading = time.perf_counter()
-    dataset = lifecycle.load_data(config, space)
+    dataset = lifecycle.load_data(config, space, prepared.factory)
     startup = {"time_data_load_s": time.perf_counter() - loading}
     store = lifecycle.open_store(config)
     parent_id = lifecycle.start(store, prepared, dataset,
@@ -128,7 +129,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
     try:
         store.set_tags(parent_id, {"trials_target": config.trials, "engine": ENGINE,
                                    "tuner": config.tuner})
-        _search(config, space, dataset, store, parent_id, startup)
+        _search(config, space, dataset, store, parent_id, startup, prepared.factory)
     except BaseException as exc:
         status = lifecycle.ended_by(exc)
         raise
@@ -142,7 +143,7 @@ def run(prepared: Prepared) -> KerasTunerStudy:
 
 
 def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
-            parent_id: str, startup: dict[str, float]) -> None:
+            parent_id: str, startup: dict[str, float], factory: Factory) -> None:
     started = time.monotonic()
     done = _finished_trials(store, parent_id)
     base_params = {**lifecycle.base_params(dataset, ENGINE), "tuner": config.tuner}
@@ -152,11 +153,11 @@ def _search(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: St
         tuner_trials -= 1
         if 0 not in done:
             _run_one(config, space, dataset, store, parent_id, base_params, startup, number=0,
-                     values=baseline, best=-math.inf)
+                     values=baseline, best=-math.inf, factory=factory)
     if tuner_trials > 0:
         deadline = None if config.timeout is None else started + config.timeout
         tuner = _make_tuner(config, space, dataset, store, parent_id, base_params, startup,
-                            max_trials=tuner_trials, deadline=deadline)
+                            max_trials=tuner_trials, deadline=deadline, factory=factory)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             try:
@@ -187,20 +188,23 @@ def _best_so_far(store: Store, parent_id: str) -> float:
 def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
              parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
              number: int,
-             values: dict[str, Any], best: float, epochs: int | None = None) -> float:
+             values: dict[str, Any], best: float, epochs: int | None = None,
+             factory: Factory = PAPER) -> float:
     """One configuration as one child run, exactly as the Optuna engine records it."""
     hparams = space.hparams(values)
     if epochs is not None:  # Hyperband's budget for this trial
         hparams = dataclasses.replace(hparams, epochs=epochs)
     seeds = [config.seed + r for r in range(config.repeats)]
     precision, _ = resolve_precision(config.precision)  # lifecycle.prepare resolved "auto"
-    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision)
+    key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision,
+                     factory=factory)
     params = {**base_params, "trial_number": number, "seed": config.seed}
     tags = {"trial_number": number, "engine": ENGINE, "worker": lifecycle.worker_id()}
     previous = None if config.retrain_duplicates else find_duplicate(store, parent_id, key)
     if previous is not None:
         record_duplicate(store, parent_id=parent_id, name=f"trial-{number:04d}",
-                         params={**hparams.to_dict(), "precision": precision, **params},
+                         params=trial_params(hparams, precision=precision,
+                                             factory=factory, params=params),
                          tags=tags, source=previous)
         return float(previous[1]["val_accuracy"])
     tracked = run_tracked(
@@ -208,14 +212,14 @@ def _run_one(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: S
         hparams=hparams, seeds=seeds, params=params, tags=tags, precision=precision,
         log_model=lambda metrics: config.log_models == "all" or (
             config.log_models == "best" and metrics["val_accuracy"] > best),
-        timings=lifecycle.startup_timings(startup))
+        timings=lifecycle.startup_timings(startup), factory=factory)
     return tracked.value
 
 
 def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store: Store,
                 parent_id: str, base_params: dict[str, Any], startup: dict[str, float], *,
-                max_trials: int,
-                deadline: float | None = None) -> keras_tuner.Tuner:
+                max_trials: int, deadline: float | None = None,
+                factory: Factory = PAPER) -> keras_tuner.Tuner:
     import keras_tuner
 
     hp = hyperparameters(space, tuner=config.tuner)
@@ -232,7 +236,8 @@ def _make_tuner(config: StudyConfig, space: SearchSpace, dataset: Dataset, store
                 value = _run_one(config, space, dataset, store, parent_id, base_params, startup,
                                  number=int(trial.trial_id) + 1, values=values,
                                  best=_best_so_far(store, parent_id),
-                                 epochs=int(epochs) if epochs is not None else None)
+                                 epochs=int(epochs) if epochs is not None else None,
+                                 factory=factory)
             except StoreError as exc:
                 # KerasTuner records any other exception as a failed trial and goes on; a
                 # broken store would fail every trial the same way, so stop the search.
@@ -284,8 +289,9 @@ def summarize(result: KerasTunerStudy) -> str:
              f"({states.get('COMPLETE', 0)} complete, {states.get('FAIL', 0)} failed)"]
     if len(complete):
         best = complete.iloc[0]
-        params = " ".join(f"{k}={best[k]}" for k in ("epochs", "batch_size", "loss", "conv_layers")
-                          if k in best)
+        # The leaderboard's hyperparameter columns (a network of one's own: its knobs too).
+        shown = table.columns[:table.columns.get_loc("Validation Accuracy")]
+        params = " ".join(f"{k}={best[k]}" for k in shown if k != "Variant")
         lines.append(f"best trial #{best['Trial']}: val_accuracy {best['Validation Accuracy']:.3f}"
                      f"  test_accuracy {best['Test Accuracy']:.3f}  {params}")
     lines.append(paper_line())

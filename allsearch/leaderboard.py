@@ -22,8 +22,18 @@ import numpy as np
 import pandas as pd
 
 from allsearch.confirmed import confirmation_runs, split_labels, with_confirmation
-from allsearch.contract import COLLAPSED, MODEL_URI, PAPER_TABLE1_BEST, RECALL_PREFIX, Store
+from allsearch.contract import (
+    BUILT_IN_MODEL,
+    COLLAPSED,
+    MODEL_FACTORY,
+    MODEL_KNOBS,
+    MODEL_URI,
+    PAPER_TABLE1_BEST,
+    RECALL_PREFIX,
+    Store,
+)
 from allsearch.errors import ConfigError, first_line
+from allsearch.hparams import knobs_from_text
 from allsearch.space import HParams, fixed_space_text
 from allsearch.tables import FORMATS, SD, markdown, render
 
@@ -70,8 +80,14 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     """
     if runs.empty:
         return pd.DataFrame()
-    flat = _flatten(runs)
-    hp = [h for h in HParams.names() if h in flat and (h in PAPER_KNOBS or flat[h].nunique() > 1)]
+    knobs = _knobs(runs)  # of a network of one's own: configurations differ by them too
+    flat = _flatten(runs, knobs)
+    factories = runs.get(f"params.{MODEL_FACTORY}", pd.Series(BUILT_IN_MODEL, index=runs.index))
+    # A network of one's own shows its knobs; conv_layers is the paper's network's.
+    always = PAPER_KNOBS if (factories.fillna(BUILT_IN_MODEL) == BUILT_IN_MODEL).any() else (
+        *[k for k in PAPER_KNOBS if k != "conv_layers"], *knobs)
+    hp = [h for h in [*HParams.names(), *knobs] if h in flat
+          and (h in always or flat[h].nunique() > 1)]
     keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else []) + ["Split"]
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
@@ -97,11 +113,20 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
-def _flatten(runs: pd.DataFrame) -> pd.DataFrame:
+def _knobs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Each run's knobs of a network of its own (MODEL_KNOBS), a column per knob."""
+    texts = runs.get(f"params.{MODEL_KNOBS}", pd.Series(dtype=object))
+    return pd.DataFrame([knobs_from_text(t) if isinstance(t, str) and t else {}
+                         for t in texts.reindex(runs.index)], index=runs.index)
+
+
+def _flatten(runs: pd.DataFrame, knobs: pd.DataFrame) -> pd.DataFrame:
     flat = pd.DataFrame(index=runs.index)
     for name in HParams.names():
         if f"params.{name}" in runs:
             flat[name] = runs[f"params.{name}"].map(_number)
+    for name in knobs:
+        flat[name] = knobs[name]
     flat["Variant"] = runs.get("params.variant", pd.Series("", index=runs.index)).fillna("")
     flat["Split"] = split_labels(runs)  # a mean never mixes two kinds of split
     for metric in [m for m, _ in METRIC_COLUMNS] + _recall_metrics(runs):
@@ -218,7 +243,7 @@ def filter_runs(runs: pd.DataFrame, where: Sequence[str]) -> pd.DataFrame:
     for condition in where:
         name, sep, value = condition.partition("=")
         name = name.strip()
-        if not sep or name not in HParams.names():
+        if not sep or (name not in HParams.names() and f"params.{name}" not in runs):
             raise ConfigError(f"--where {condition!r}: expected NAME=VALUE with NAME one of "
                               f"{list(HParams.names())}, e.g. --where features=hog_pca")
         column = runs.get(f"params.{name}")
@@ -241,9 +266,7 @@ def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.
         raise ConfigError("the study has no complete trial yet; run it (or let it finish) first")
     row = table.iloc[0].to_dict()
     run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
-    values = {name: str(run[f"params.{name}"]) for name in HParams.names()
-              if isinstance(run.get(f"params.{name}"), str)}
-    return HParams.from_text(values, where=f"run {row['Run ID']}"), row, run
+    return HParams.from_params(run, where=f"run {row['Run ID']}"), row, run
 
 
 def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[HParams, dict[str, Any]]:
@@ -251,7 +274,7 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
     (allsearch/spaces/best.yaml style): `--space FILE --trials 1 --repeats K` re-trains it over K seeds."""
     hparams, row, run = best_configuration(runs)
     variant = f" on {run['params.variant']}" if isinstance(run.get("params.variant"), str) else ""
-    comments = (
+    comments: tuple[str, ...] = (
         f"The best configuration of study '{study}'{variant}: trial {row['Trial']}, run {row['Run ID']},",
         f"validation accuracy {row['Validation Accuracy']:.3f} (n={row['n']}), test {row['Test Accuracy']:.3f};",
         "chosen by validation accuracy only. Written by `python -m allsearch.leaderboard --study "
@@ -259,9 +282,15 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
         "It samples nothing: `python -m allsearch.study --space FILE --trials 1 --repeats 3 --data ...`",
         "trains it over 3 seeds.",
     )
+    images = (run.get("params.image_size"), run.get("params.color"))
+    if all(isinstance(v, str) for v in images) and images != ("100", "gray"):
+        comments += (f"Its images: --image-size {images[0]} --color {images[1]} (pass both).",)
+    model = run.get(f"params.{MODEL_FACTORY}")
     text = fixed_space_text(hparams, name=Path(path).stem,
                             description=f"The best configuration found by study '{study}'.",
-                            comments=comments)
+                            comments=comments,
+                            model=model if isinstance(model, str) and model != BUILT_IN_MODEL
+                            else None)
     write_output(str(path), text, "--save-space")
     return hparams, row
 

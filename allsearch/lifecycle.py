@@ -25,8 +25,9 @@ from allsearch.folds import make_folds
 from allsearch.hardware import package_versions, process_age_s, resolve_precision
 from allsearch.space import SearchSpace, load_space
 from allsearch.splits import FIELDS as SPLIT_FIELDS
+from allsearch.user_model import PAPER, Factory
 
-__all__ = ["Prepared", "prepare", "open_store", "load_data", "base_params", "start",
+__all__ = ["Prepared", "prepare", "study_space", "open_store", "load_data", "base_params", "start",
            "open_parent", "settling", "finish", "close_dead_runs", "ended_by", "worker_id",
            "default_name", "DataWarning", "startup_timings", "PROCESS_ATTR", "process_key",
            "process_ended"]
@@ -87,9 +88,10 @@ def _start_ticks(pid: int) -> int | None:
 class Prepared:
     """What every process of a study needs before its first trial."""
 
-    config: StudyConfig  # with the study name and the precision resolved
+    config: StudyConfig  # with the study name, the precision and the network resolved
     space: SearchSpace
     precision_reason: str
+    factory: Factory = PAPER  # the network every trial builds (config.model, imported)
 
 
 def default_name(config: StudyConfig, space: SearchSpace) -> str:
@@ -99,9 +101,21 @@ def default_name(config: StudyConfig, space: SearchSpace) -> str:
 
 
 def prepare(config: StudyConfig) -> Prepared:
-    """Validate the settings, load the space, resolve the precision and the study name."""
+    """Validate the settings, load the space, resolve the precision, the study name and the
+    network (--model wins over the space's `model`; its module is imported here)."""
+    from allsearch import user_model
+
     config.validate()
-    space = load_space(config.space)
+    space = study_space(config)
+    config = config.replace(model=config.model if config.model is not None else space.model)
+    factory = user_model.load(config.model)
+    if factory.built_in:  # --model allsearch.model:build_cnn names the default
+        config = config.replace(model=None)
+    user_model.check_workers(factory, config.workers)
+    if not factory.built_in and space.uses_hog_pca():
+        raise SpaceError(f"{space.source}: features other than pixels feed the paper's network "
+                         f"its HOG/PCA branch; a network of your own (--model {factory.name}) "
+                         f"takes the images (input_shape): keep features: pixels")
     precision, reason = resolve_precision(config.precision)
     # Workers get the resolved precision and objectives: every trial of the study trains alike.
     objectives = config.objectives or space.objectives or (space.objective,)
@@ -111,7 +125,13 @@ def prepare(config: StudyConfig) -> Prepared:
                           "--objectives and --constraint")
     config = config.replace(study_name=config.study_name or default_name(config, space),
                             precision=precision, objectives=tuple(objectives))
-    return Prepared(config, space, reason)
+    return Prepared(config, space, reason, factory)
+
+
+def study_space(config: StudyConfig) -> SearchSpace:
+    """The study's space; with a network of one's own named (--model), names that are no
+    hyperparameter of the paper's network are that network's knobs."""
+    return load_space(config.space, own_network=config.model is not None)
 
 
 def open_store(config: StudyConfig) -> Store:
@@ -127,9 +147,11 @@ def open_store(config: StudyConfig) -> Store:
                    server_wait=config.server_wait)
 
 
-def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
-    """The study's dataset, with the HOG/PCA features when the space can use them; refuses a
-    space whose networks the images cannot take. Skipped files are said in a few lines (the
+def load_data(config: StudyConfig, space: SearchSpace, factory: Factory | None = None) -> Dataset:
+    """The study's dataset (--image-size, --color), with the HOG/PCA features when the space
+    can use them; refuses a space whose networks the images cannot take, and a network of
+    one's own (`factory`, checked once, in the study's first process) that cannot be built or
+    trained on them (allsearch.user_model.check). Skipped files are said in a few lines (the
     parent run gets the whole list); a damaged cache is said and rebuilt."""
     from allsearch.data import CacheWarning
     from allsearch.model import max_conv_layers
@@ -137,7 +159,8 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
-            *(getattr(config, name) for name in SPLIT_FIELDS)))
+            *(getattr(config, name) for name in SPLIT_FIELDS)),
+            image_size=config.image_size, color=config.color)
         if space.uses_hog_pca():
             from allsearch.features import add_hog_pca
 
@@ -151,6 +174,12 @@ def load_data(config: StudyConfig, space: SearchSpace) -> Dataset:
                       f"skipped_files.txt on the parent run), e.g.:", DataWarning, stacklevel=2)
         for path, reason in skipped[:SKIPPED_SHOWN]:
             warnings.warn(f"  skipped {path}: {reason}", DataWarning, stacklevel=2)
+    if config.model is not None:
+        if factory is not None and config.trainer == "keras":  # a stand-in builds nothing
+            from allsearch.user_model import check
+
+            check(factory, space, dataset)
+        return dataset
     size = dataset.image_shape[0]
     deepest = max_conv_layers(size)
     values = ([space.fixed["conv_layers"]] if "conv_layers" in space.fixed else [])
@@ -190,7 +219,7 @@ def base_params(dataset: Dataset, engine: str) -> dict[str, Any]:
     return {"engine": engine, "variant": dataset.variant, "data_fingerprint": dataset.fingerprint,
             "split_seed": dataset.split_seed, **dataset.split_settings.params(),
             "n_train": len(dataset.y_train),
-            "class_names": list(dataset.class_names),
+            "class_names": list(dataset.class_names), **dataset.image_settings,
             **{f"version.{k}": v for k, v in package_versions().items()}}
 
 

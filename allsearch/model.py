@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 # Keras is imported where a network is built: the geometry below (max_conv_layers) is read by
 # processes that never build one.
 
-__all__ = ["build_cnn", "conv_blocks", "max_conv_layers", "PAPER_BLOCKS", "PIXELS", "HOG_PCA"]
+__all__ = ["build_cnn", "compile_model", "conv_blocks", "max_conv_layers", "PAPER_BLOCKS", "PIXELS", "HOG_PCA"]
 
 # (filters, kernel) of the paper's three blocks; deeper networks add further 128@3x3 blocks.
 PAPER_BLOCKS: tuple[tuple[int, int], ...] = ((64, 5), (32, 5), (128, 3))
@@ -88,23 +88,32 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
     model = keras.Model(inputs=inputs if len(inputs) > 1 else inputs[0], outputs=outputs,
                         name=f"allsearch_cnn_{hparams.features}_{hparams.conv_layers}conv")
     if compile:
-        optimizer = (keras.optimizers.AdamW(learning_rate=hparams.learning_rate,
-                                            weight_decay=hparams.weight_decay)
-                     if hparams.weight_decay else
-                     keras.optimizers.Adam(learning_rate=hparams.learning_rate))
-        loss: object = hparams.loss
-        if hparams.label_smoothing:
-            kind = (keras.losses.CategoricalCrossentropy if hparams.loss == "categorical_crossentropy"
-                    else keras.losses.BinaryCrossentropy)
-            loss = kind(label_smoothing=hparams.label_smoothing)
-        model.compile(
-            optimizer=optimizer,
-            loss=loss,
-            # Always categorical: Keras' plain "accuracy" becomes binary accuracy under a
-            # binary cross-entropy loss and inflates the number.
-            metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
-        )
+        compile_model(model, hparams)
     return model
+
+
+def compile_model(model: keras.Model, hparams: HParams) -> None:
+    """Compile `model` for these hyperparameters: Adam (AdamW under weight_decay) at
+    `learning_rate`, the `loss` (with label_smoothing), categorical accuracy. Every network
+    allsearch compiles, the paper's and an uncompiled one of a user's (allsearch.user_model)."""
+    import keras
+
+    optimizer = (keras.optimizers.AdamW(learning_rate=hparams.learning_rate,
+                                        weight_decay=hparams.weight_decay)
+                 if hparams.weight_decay else
+                 keras.optimizers.Adam(learning_rate=hparams.learning_rate))
+    loss: object = hparams.loss
+    if hparams.label_smoothing:
+        kind = (keras.losses.CategoricalCrossentropy if hparams.loss == "categorical_crossentropy"
+                else keras.losses.BinaryCrossentropy)
+        loss = kind(label_smoothing=hparams.label_smoothing)
+    model.compile(
+        optimizer=optimizer,
+        loss=loss,
+        # Always categorical: Keras' plain "accuracy" becomes binary accuracy under a
+        # binary cross-entropy loss and inflates the number.
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
 
 
 def _augmentation(image: keras.KerasTensor) -> keras.KerasTensor:

@@ -29,7 +29,7 @@ from allsearch.objectives import directions
 from allsearch.optuna_trial import ENGINE, Context, objective
 from allsearch.progress import ProgressBar, log_study_plots, summarize
 from allsearch.samplers import Reseed, make_pruner, make_sampler, study_sampler
-from allsearch.space import SearchSpace, load_space
+from allsearch.space import SearchSpace
 from allsearch.storage import (
     fail_stale_trials,
     open_storage,
@@ -262,7 +262,7 @@ def _run(prepared: Prepared, trial_callbacks: Sequence[Callable[..., None]]) -> 
     # Everything a user can get wrong is checked before any training starts; the data first,
     # so that a folder that cannot be used leaves no empty study or experiment behind.
     loading = time.perf_counter()
-    dataset = lifecycle.load_data(config, space)
+    dataset = lifecycle.load_data(config, space, prepared.factory)
     data_load_s = time.perf_counter() - loading
     study, created, storage = open_study(config, space)
     store = lifecycle.open_store(config)
@@ -295,7 +295,7 @@ def _run(prepared: Prepared, trial_callbacks: Sequence[Callable[..., None]]) -> 
                 # (imports, data load) and runs trials until its memory has grown too much.
                 ctx = Context(config, space, dataset, parent_id, store, storage,
                               lifecycle.base_params(dataset, ENGINE), bar=bar,
-                              startup={"time_data_load_s": data_load_s})
+                              startup={"time_data_load_s": data_load_s}, factory=prepared.factory)
                 optimize(study, ctx, remaining, config.timeout, callbacks=trial_callbacks)
             timeout = None if config.timeout is None else config.timeout - (time.monotonic() - started)
             if config.trials > counted_trials(study) and (timeout is None or timeout > 0):
@@ -321,12 +321,13 @@ def _run(prepared: Prepared, trial_callbacks: Sequence[Callable[..., None]]) -> 
 
 def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> None:
     """One worker process: open the study, the store and the (cached) data, run n trials."""
-    from allsearch import cli
+    from allsearch import cli, user_model
     from allsearch.hardware import threads_per_worker
 
     # Workers share the cores: more threads than cores per worker only adds switching.
     cli.quiet_libraries(threads=threads_per_worker(config.workers))
-    space = load_space(config.space)
+    space = lifecycle.study_space(config)
+    factory = user_model.load(config.model)  # checked by the study's first process
     # Each trial samples from its own seeded stream (samplers.Reseed), or all would propose the same.
     study, _, storage = open_study(config, space, sampler_seed=config.seed + 1000 * (index + 1))
     store = lifecycle.open_store(config)
@@ -334,7 +335,7 @@ def worker_main(config: StudyConfig, index: int, n_trials: int, done: Any) -> No
     dataset = lifecycle.load_data(config, space)  # a cache hit: the main process decoded it
     ctx = Context(config, space, dataset, study.user_attrs[PARENT_ATTR], store, storage,
                   lifecycle.base_params(dataset, ENGINE),
-                  startup={"time_data_load_s": time.perf_counter() - loading})
+                  startup={"time_data_load_s": time.perf_counter() - loading}, factory=factory)
 
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         with done.get_lock():

@@ -22,7 +22,8 @@ from allsearch.hardware import resolve_precision, start_tensorflow
 from allsearch.objectives import FEASIBLE
 from allsearch.progress import ProgressBar
 from allsearch.space import SearchSpace
-from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked
+from allsearch.tracked import config_key, find_duplicate, record_duplicate, run_tracked, trial_params
+from allsearch.user_model import PAPER, Factory
 from allsearch.writer import Writer
 
 __all__ = ["Context", "objective", "ENGINE"]
@@ -48,6 +49,7 @@ class Context:
     # Writes each trial's figures and tables while the next one trains.
     writer: Writer = field(default_factory=Writer)
     folds: Folds | None = None  # --cv's, made at the first trial
+    factory: Factory = PAPER  # the network every trial builds
 
 
 def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
@@ -57,7 +59,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     seeds = [config.seed + r for r in range(config.repeats)]
     precision, _ = resolve_precision(config.precision)  # lifecycle.prepare resolved "auto"
     key = config_key(hparams, seeds=seeds, dataset=ctx.dataset, precision=precision,
-                     cv=config.cv)
+                     cv=config.cv, factory=ctx.factory)
     trial.set_user_attr("seed", config.seed)
     trial.set_user_attr("repeats", config.repeats)
     trial.set_user_attr("worker", lifecycle.worker_id())
@@ -67,8 +69,8 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
     try:
         previous = None if config.retrain_duplicates else find_duplicate(ctx.store, ctx.parent_id, key)
         if previous is not None:
-            return _reuse(ctx, trial, previous, key=key, params={
-                **hparams.to_dict(), "precision": precision, **params}, tags=tags)
+            return _reuse(ctx, trial, previous, key=key, params=trial_params(
+                hparams, precision=precision, factory=ctx.factory, params=params), tags=tags)
         seconds = standin.parse(config.trainer)
         trainer = None if seconds is None else standin.stand_in(seconds)
         tracked = run_tracked(
@@ -80,7 +82,7 @@ def objective(ctx: Context, trial: optuna.Trial) -> float | list[float]:
             on_started=lambda run: trial.set_user_attr("mlflow_run_id", run.run_id),
             on_epoch=ctx.bar.on_epoch if ctx.bar is not None else None, trainer=trainer,
             timings=lifecycle.startup_timings(ctx.startup), writer=ctx.writer,
-            cv=_cross_validation(ctx, trial))
+            cv=_cross_validation(ctx, trial), factory=ctx.factory)
     except optuna.TrialPruned:
         if config.constraints:  # no metrics: it violates every constraint
             pareto.set_constraints(trial, config.constraints, {})

@@ -122,9 +122,9 @@ def summarize(study: optuna.Study, *, record: str | None = None,
         lines += front_lines(study, objectives, constraints)
     baseline = next((t for t in trials if t.user_attrs.get("baseline")), None)
     if baseline is not None and baseline.state == TrialState.COMPLETE:
-        lines.append(f"paper's config, #{baseline.number}: {describe(baseline)}")
+        lines.append(f"baseline, #{baseline.number}: {describe(baseline)}")
     elif baseline is not None:
-        lines.append(f"paper's config, #{baseline.number}: {baseline.state.name}")
+        lines.append(f"baseline, #{baseline.number}: {baseline.state.name}")
     lines.append(paper_line())
     parent = study.user_attrs.get(PARENT_ATTR)
     if record is not None:

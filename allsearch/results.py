@@ -46,6 +46,7 @@ class TrialResult:
     model: Any = field(default=None, repr=False)  # the trained keras.Model, when kept
     # Seconds per stage of the run (time_build_s, time_fit_s, time_evaluate_s).
     timings: dict[str, float] = field(default_factory=dict)
+    summary: str = ""  # Keras' summary of the network (network_summary.txt on the run)
 
     @property
     def test_predictions(self) -> np.ndarray:

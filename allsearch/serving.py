@@ -1,7 +1,8 @@
 """The logged model: an MLflow pyfunc that takes image files and returns class probabilities.
 
 A trial's Keras network alone is not a usable model: it needs the training preprocessing in
-front of it (decode, grayscale, 100x100, scale to [0, 1], and for `hog_pca`/`both` the HOG ->
+front of it (decode, gray or RGB, resized to the training size, scale to [0, 1], and for
+`hog_pca`/`both` the HOG ->
 PCA pipeline fitted on that trial's train split). `ImageClassifier` carries all of it, so
 `mlflow models serve`, `mlflow.pyfunc.load_model` and `python -m allsearch.predict` apply the
 training preprocessing through allsearch's own functions (allsearch/ is logged with the model
@@ -91,7 +92,10 @@ class ImageClassifier(PythonModel):
         pixels = []
         for index, value in enumerate(values):
             try:
-                pixels.append(decode_image_bytes(_as_bytes(value), self.config["image_size"]))
+                # The size and colour the network was trained on (gray for a model logged
+                # before colour was a setting).
+                pixels.append(decode_image_bytes(_as_bytes(value), self.config["image_size"],
+                                                 self.config.get("color", "gray")))
             except DataError as exc:
                 raise MlflowException(f"image {index}: {exc}",
                                       error_code=INVALID_PARAMETER_VALUE) from None
@@ -149,7 +153,9 @@ def _as_bytes(value: Any) -> bytes:
 
 def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[str, Any],
                    pipeline: Any | None, requirements: Sequence[str]) -> str:
-    """Log the pyfunc in the active MLflow run; returns the model's URI."""
+    """Log the pyfunc in the active MLflow run; returns the model's URI. `hparams` holds the
+    images' `image_size` and `color` too (allsearch.tracked: the training images'), which
+    the model decodes new files with."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -157,8 +163,10 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
     if features != "pixels" and pipeline is None:
         raise ValueError(f"a features={features} network needs its fitted HOG/PCA pipeline "
                          f"to be logged with it")
-    config = {"class_names": list(class_names), "features": features,
-              "image_size": _image_size(network),
+    images = {"image_size": int(hparams.get("image_size") or _image_size(network)),
+              "color": str(hparams.get("color") or _color(network))}
+    hparams = {k: v for k, v in hparams.items() if k not in images}
+    config = {"class_names": list(class_names), "features": features, **images,
               "hparams": hparams, "input": f"column {IMAGE_COLUMN!r}: base64 image files"}
     signature = ModelSignature(
         inputs=Schema([ColSpec("string", IMAGE_COLUMN)]),
@@ -184,6 +192,16 @@ def log_classifier(*, network: Any, class_names: Sequence[str], hparams: dict[st
                 metadata={"class_names": list(class_names), "hparams": hparams,
                           "allsearch_classifier": 1})
     return info.model_uri
+
+
+def _color(network: Any) -> str:
+    """The colour of a network's pixel input where no run said it: three channels are RGB."""
+    from allsearch.model import PIXELS
+
+    for tensor in network.inputs:
+        if tensor.name.startswith(PIXELS) or len(tensor.shape) == 4:
+            return "rgb" if tensor.shape[-1] == 3 else "gray"
+    return "gray"
 
 
 def _image_size(network: Any) -> int:

@@ -1,22 +1,31 @@
-"""Hyperparameters and search spaces: typed, validated, loaded from YAML files (the shipped
-ones are package data, allsearch/spaces/*.yaml).
-
-Hyperparameter names are a contract shared by the model factory, both engines, the
-MLflow params and the leaderboard (see DESIGN.md).
+"""Search spaces: typed, validated, loaded from YAML files (the shipped ones are package data,
+allsearch/spaces/*.yaml). What one trial trains is an allsearch.hparams.HParams (re-exported
+here: `from allsearch.space import HParams` keeps working).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.resources
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from allsearch.contract import FACTORY_PATTERN
 from allsearch.errors import SpaceError
+from allsearch.hparams import (
+    CLASS_WEIGHTS,
+    FEATURE_MODES,
+    LOSSES,
+    LR_SCHEDULES,
+    OWN_NETWORK_HINT,
+    PAPER_BEST,
+    POOLINGS,
+    HParams,
+)
 from allsearch.space_file import read_space_text, safe_yaml
 
 if TYPE_CHECKING:
@@ -28,141 +37,8 @@ __all__ = [
     "read_space_text", "space_from_text", "safe_yaml", "parse_space",
 ]
 
-Loss = Literal["categorical_crossentropy", "binary_crossentropy"]
-FeatureMode = Literal["pixels", "hog_pca", "both"]
-LOSSES: tuple[str, ...] = ("categorical_crossentropy", "binary_crossentropy")
-FEATURE_MODES: tuple[str, ...] = ("pixels", "hog_pca", "both")
-POOLINGS: tuple[str, ...] = ("flatten", "gap")
-CLASS_WEIGHTS: tuple[str, ...] = ("none", "balanced")
-LR_SCHEDULES: tuple[str, ...] = ("constant", "cosine", "plateau")
 # The shipped spaces travel inside the package (a wheel too), read through importlib.resources.
 SPACE_DIR: Traversable = importlib.resources.files("allsearch") / "spaces"
-
-
-@dataclass(frozen=True)
-class HParams:
-    """Everything that defines one training run; defaults are the paper's best configuration."""
-
-    epochs: int = 15
-    batch_size: int = 64
-    loss: Loss = "categorical_crossentropy"
-    conv_layers: int = 3
-    learning_rate: float = 0.001
-    dropout: float = 0.5
-    dense_units: int = 128
-    features: FeatureMode = "pixels"
-    # The wide space's knobs (allsearch/spaces/wide.yaml); each default is the paper's network.
-    filter_multiplier: float = 1.0  # every conv block's filters times this
-    batch_norm: bool = False  # batch normalization after every convolution
-    pooling: Literal["flatten", "gap"] = "flatten"  # how the conv branch ends
-    augment: bool = False  # random flips, rotations, brightness/contrast, training only
-    # Each image to zero mean and unit variance before the first convolution.
-    standardize: bool = False
-    class_weights: Literal["none", "balanced"] = "none"  # loss weights per class
-    # 0: train every epoch and keep the last weights (the paper). k > 0: stop once validation
-    # accuracy has not improved for k epochs and keep the best epoch's weights.
-    patience: int = 0
-    # How the learning rate moves over the epochs: constant (the paper), cosine decay to 0 over
-    # `epochs`, or halved whenever validation loss has not improved for 2 epochs (plateau).
-    lr_schedule: Literal["constant", "cosine", "plateau"] = "constant"
-    # Decoupled weight decay (AdamW) when > 0; 0 is plain Adam (the paper).
-    weight_decay: float = 0.0
-    # Targets of 1 - s for the true class and s / (k - 1) elsewhere; 0 is hard targets.
-    label_smoothing: float = 0.0
-
-    def __post_init__(self) -> None:
-        _check_int(self, "epochs", 1, 10_000)
-        _check_int(self, "batch_size", 1, 65_536)
-        _check_int(self, "conv_layers", 0, 64)
-        _check_int(self, "dense_units", 1, 65_536)
-        _check_int(self, "patience", 0, 10_000)
-        if not isinstance(self.learning_rate, (int, float)) or not 0 < self.learning_rate < 10:
-            raise SpaceError(f"The 'learning_rate' hyperparameter must be a float in (0, 10). "
-                             f"Got {self.learning_rate!r} instead.")
-        if not isinstance(self.dropout, (int, float)) or not 0 <= self.dropout < 1:
-            raise SpaceError(f"The 'dropout' hyperparameter must be a float in [0, 1). "
-                             f"Got {self.dropout!r} instead.")
-        if self.loss not in LOSSES:
-            raise SpaceError(f"The 'loss' hyperparameter must be one of {list(LOSSES)}. "
-                             f"Got {self.loss!r} instead.")
-        if (isinstance(self.filter_multiplier, bool)
-                or not isinstance(self.filter_multiplier, (int, float))
-                or not 0.1 <= self.filter_multiplier <= 8):
-            raise SpaceError(f"The 'filter_multiplier' hyperparameter must be a float in "
-                             f"[0.1, 8]. Got {self.filter_multiplier!r} instead.")
-        for name in ("batch_norm", "augment", "standardize"):
-            if not isinstance(getattr(self, name), bool):
-                raise SpaceError(f"The '{name}' hyperparameter must be true or false. "
-                                 f"Got {getattr(self, name)!r} instead.")
-        if self.pooling not in POOLINGS:
-            raise SpaceError(f"The 'pooling' hyperparameter must be one of {list(POOLINGS)}. "
-                             f"Got {self.pooling!r} instead.")
-        if self.class_weights not in CLASS_WEIGHTS:
-            raise SpaceError(f"The 'class_weights' hyperparameter must be one of "
-                             f"{list(CLASS_WEIGHTS)}. Got {self.class_weights!r} instead.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise SpaceError(f"The 'lr_schedule' hyperparameter must be one of "
-                             f"{list(LR_SCHEDULES)}. Got {self.lr_schedule!r} instead.")
-        for name, high in (("weight_decay", 1.0), ("label_smoothing", 0.5)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < high:
-                raise SpaceError(f"The '{name}' hyperparameter must be a float in [0, {high}). "
-                                 f"Got {value!r} instead.")
-        if self.features not in FEATURE_MODES:
-            raise SpaceError(f"The 'features' hyperparameter must be one of {list(FEATURE_MODES)}. "
-                             f"Got {self.features!r} instead.")
-
-    @classmethod
-    def names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in dataclasses.fields(cls))
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], *, where: str = "hyperparameters") -> HParams:
-        unknown = sorted(set(values) - set(cls.names()))
-        if unknown:
-            raise SpaceError(f"{where}: unknown hyperparameter(s) {unknown}; "
-                             f"allowed: {list(cls.names())}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_params(cls, values: Any, *, prefix: str = "params.",
-                    where: str = "hyperparameters") -> HParams:
-        """From a run's params (MLflow's text; a search_runs row's `params.<name>` columns):
-        the hyperparameters it names, the defaults for those it predates."""
-        found = {name: values.get(prefix + name) for name in cls.names()}
-        return cls.from_text({k: v for k, v in found.items() if isinstance(v, str)}, where=where)
-
-    @classmethod
-    def from_text(cls, values: dict[str, str], *, where: str = "hyperparameters") -> HParams:
-        """From text values as MLflow stores params ("64", "0.001", "True"), typed by field."""
-        types: dict[str, type[Any]] = {f.name: type(f.default) for f in dataclasses.fields(cls)}
-        parsed: dict[str, Any] = {}
-        for name, text in values.items():
-            kind = types.get(name, str)
-            try:
-                if kind is bool:
-                    if text not in ("True", "False", "true", "false"):
-                        raise ValueError(text)
-                    parsed[name] = text in ("True", "true")
-                else:
-                    parsed[name] = kind(text)
-            except ValueError:
-                raise SpaceError(f"{where}: {name}={text!r} cannot be read as {kind.__name__}") from None
-        return cls.from_dict(parsed, where=where)
-
-
-def _check_int(hp: HParams, name: str, low: int, high: int) -> None:
-    value = getattr(hp, name)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SpaceError(f"The '{name}' hyperparameter must be an int in [{low}, {high}]. "
-                         f"Got {value!r} instead.")
-
-
-# The paper's best configuration (Table 1, first row): every study enqueues it first.
-PAPER_BEST = HParams()
 
 
 @dataclass(frozen=True)
@@ -220,6 +96,11 @@ class SearchSpace:
     baseline: dict[str, Any] | None = None
     source: str = "<memory>"
     description: str = ""
+    # A network of one's own (MODULE:FUNCTION), as the file names it; --model wins over it.
+    model: str | None = None
+    # Whether a network of one's own is named (here, or by --model): then a name that is no
+    # HParams field is a knob of that network (HParams.knobs), else a SpaceError.
+    own_network: bool = False
 
     def param(self, name: str) -> ParamSpec:
         return next(p for p in self.params if p.name == name)
@@ -227,7 +108,8 @@ class SearchSpace:
     def hparams(self, sampled: dict[str, Any]) -> HParams:
         """Sampled values merged over the fixed ones, validated."""
         try:
-            return HParams.from_dict({**self.fixed, **sampled}, where=self.source)
+            return HParams.from_dict({**self.fixed, **sampled}, where=self.source,
+                                     knobs=self.own_network)
         except SpaceError as exc:
             if str(exc).startswith(self.source):
                 raise
@@ -263,23 +145,26 @@ class SearchSpace:
         return {p.name: p.values() for p in self.params}
 
 
-_TOP_KEYS = {"name", "objective", "objectives", "params", "fixed", "baseline", "description"}
+_TOP_KEYS = {"name", "objective", "objectives", "params", "fixed", "baseline", "description",
+             "model"}
 _SPEC_KEYS = {"int": {"type", "low", "high", "step", "log"},
               "float": {"type", "low", "high", "step", "log"},
               "categorical": {"type", "choices"}}
 OBJECTIVES = ("val_accuracy",)
 
 
-def load_space(path: str | Path) -> SearchSpace:
+def load_space(path: str | Path, *, own_network: bool = False) -> SearchSpace:
     """Read and validate a search-space file; a bare name means a shipped space
-    (allsearch/spaces/NAME.yaml)."""
+    (allsearch/spaces/NAME.yaml). `own_network`: a network of one's own is named (--model),
+    so names that are no HParams field are its knobs."""
     found = _resolve(path)
-    return space_from_text(read_space_text(found), source=str(found))
+    return space_from_text(read_space_text(found), source=str(found), own_network=own_network)
 
 
-def space_from_text(text: str, *, source: str = "<memory>") -> SearchSpace:
+def space_from_text(text: str, *, source: str = "<memory>", own_network: bool = False
+                    ) -> SearchSpace:
     """A validated space from the text of a YAML space file (`source` names it in errors)."""
-    return parse_space(safe_yaml(text, source=source), source=source)
+    return parse_space(safe_yaml(text, source=source), source=source, own_network=own_network)
 
 
 def _resolve(path: str | Path) -> Path | Traversable:
@@ -296,7 +181,7 @@ def _resolve(path: str | Path) -> Path | Traversable:
                      f"or one of the shipped names: {known}")
 
 
-def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
+def parse_space(raw: Any, *, source: str = "<memory>", own_network: bool = False) -> SearchSpace:
     if not isinstance(raw, dict):
         raise SpaceError(f"{source}: expected a mapping with keys {sorted(_TOP_KEYS)}, "
                          f"got {type(raw).__name__}")
@@ -328,10 +213,16 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     fixed = raw.get("fixed") or {}
     if not isinstance(params_raw, dict) or not isinstance(fixed, dict):
         raise SpaceError(f"{source}: 'params' and 'fixed' must be mappings of name: value")
+    model = raw.get("model")
+    if model is not None and not (isinstance(model, str) and re.match(FACTORY_PATTERN, model)):
+        raise SpaceError(f"{source}: key 'model' must be MODULE:FUNCTION (a network of your "
+                         f"own, e.g. examples.resnet:build), got {model!r}")
+    own_network = own_network or model is not None
     allowed = set(HParams.names())
     for key in [*params_raw, *fixed]:
-        if key not in allowed:
-            raise SpaceError(f"{source}: unknown hyperparameter '{key}'; allowed: {sorted(allowed)}")
+        if key not in allowed and not own_network:
+            raise SpaceError(f"{source}: unknown hyperparameter '{key}'; allowed: "
+                             f"{sorted(allowed)}; {OWN_NETWORK_HINT}")
     both = sorted(set(params_raw) & set(fixed))
     if both:
         raise SpaceError(f"{source}: {both} both sampled and fixed; keep each in one place")
@@ -342,6 +233,7 @@ def parse_space(raw: Any, *, source: str = "<memory>") -> SearchSpace:
     space = SearchSpace(name=str(name), objective=objective, objectives=objectives,
                         params=specs, fixed=dict(fixed),
                         baseline=dict(baseline) if baseline else None, source=source,
+                        model=model, own_network=own_network,
                         description=raw.get("description", ""))
     _check_values(space)
     return space
@@ -393,13 +285,14 @@ def _check_values(space: SearchSpace) -> None:
                   else [("low", spec.low), ("high", spec.high)])
         for label, value in values:
             try:
-                HParams.from_dict({**space.fixed, spec.name: _cast(spec, value)})
+                HParams.from_dict({**space.fixed, spec.name: _cast(spec, value)},
+                                  knobs=space.own_network)
             except SpaceError as exc:
                 raise SpaceError(f"{space.source}: params.{spec.name}: {label} {value!r} cannot "
                                  f"be used: {exc}") from None
     if space.baseline is not None:
         unknown = sorted(set(space.baseline) - set(HParams.names()))
-        if unknown:
+        if unknown and not space.own_network:
             raise SpaceError(f"{space.source}: baseline has unknown hyperparameter(s) {unknown}")
         space.hparams(space.baseline)
         for spec in space.params:
@@ -422,10 +315,12 @@ def _cast(spec: ParamSpec, value: Any) -> Any:
 
 
 def fixed_space_text(hparams: HParams, *, name: str, description: str,
-                     comments: tuple[str, ...] = ()) -> str:
+                     comments: tuple[str, ...] = (), model: str | None = None) -> str:
     """A search-space file that samples nothing: every trial trains `hparams` (with
-    --repeats K, over K seeds). load_space reads it back to the same HParams."""
+    --repeats K, over K seeds) on the network `model` names (None: the paper's). load_space
+    reads it back to the same HParams."""
     lines = [f"# {c}".rstrip() for c in comments]
     body = {"name": name, "description": description, "objective": "val_accuracy",
+            **({"model": model} if model else {}),
             "params": {}, "fixed": hparams.to_dict(), "baseline": {}}
     return "\n".join(lines) + ("\n" if lines else "") + yaml.safe_dump(body, sort_keys=False)

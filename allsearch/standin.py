@@ -53,7 +53,8 @@ def stand_in(seconds: float) -> Callable[..., TrialResult]:
     def run(dataset: Dataset, hparams: HParams, *, seed: int = 0, precision: str = "float32",
             callbacks: Sequence[Any] = (),
             on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-            keep_model: bool = True, history: dict[str, list[float]] | None = None) -> TrialResult:
+            keep_model: bool = True, history: dict[str, list[float]] | None = None,
+            factory: Any = None) -> TrialResult:
         history = {} if history is None else history
         started = time.perf_counter()
         for epoch in range(hparams.epochs):

@@ -51,7 +51,7 @@ class StudyResult:
     study_name: str
     parent_run_id: str  # the study's MLflow parent run (the record folder's, with record=)
     best_trial_number: int | None  # None when no trial completed
-    best_params: dict[str, Any]  # its hyperparameters, sampled and fixed
+    best_params: dict[str, Any]  # its hyperparameters (and knobs), sampled and fixed
     best_metrics: dict[str, float]  # its run's metrics (each metric's last value)
     champion_model_uri: str | None  # models:/allsearch-<study>@champion, once one is registered
     storage_url: str | None  # the Optuna storage (None with engine="keras-tuner")
@@ -177,9 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = cli.CommandParser(
         prog="python -m allsearch.study",
-        description="Run or resume a study of the paper's CNN, tracked in MLflow (one parent "
-                    "run per study, one child run per trial). `python -m allsearch.study import "
-                    "DIR` replays a study recorded with --record DIR into MLflow.")
+        description="Run or resume a study of the paper's CNN family, or of a network of your "
+                    "own (--model MODULE:FUNCTION), tracked in MLflow (one parent run per "
+                    "study, one child run per trial). `python -m allsearch.study import DIR` "
+                    "replays a study recorded with --record DIR into MLflow.")
     config_mod.add_arguments(parser)
     cli.add_debug_flag(parser)
     return parser

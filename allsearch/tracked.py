@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
-import hashlib
-import json
 import resource
 import time
 import traceback
@@ -40,18 +38,21 @@ from allsearch.hardware import (
     interruptible,
     raise_if_interrupted,
 )
+from allsearch.identity import config_key, find_duplicate, trial_params
 from allsearch.results import TrialResult, aggregate
 from allsearch.space import HParams
+from allsearch.user_model import PAPER, Factory
 from allsearch.writer import Writer
 
 __all__ = ["TrackedTrial", "TrialRun", "start_trial", "run_tracked", "aggregate", "config_key",
-           "find_duplicate", "record_duplicate", "STORE_ERRORS"]
+           "find_duplicate", "record_duplicate", "trial_params", "STORE_ERRORS", "SUMMARY_FILE"]
 
 
 STORE_ERRORS = store_errors()
 # What stops a study, not a trial: a store that cannot be written, raw or said (StoreError).
 _STORE_STOPS: tuple[type[BaseException], ...] = (*STORE_ERRORS, StoreError)
 TIME_PREFIX = "time_"  # metrics time_*_s: where a trial's seconds went
+SUMMARY_FILE = "network_summary.txt"  # Keras' summary of the trial's network
 _STORE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 
 
@@ -86,8 +87,10 @@ class TrialRun:
                                step=max(0, result.epochs_run - 1))
 
     def log_artifacts(self, result: TrialResult) -> None:
-        """Confusion matrix, per-class report and the test predictions."""
+        """Confusion matrix, per-class report, the test predictions, the network's summary."""
         store, run_id = self.store, self.run_id
+        if result.summary:
+            store.log_text(run_id, result.summary, SUMMARY_FILE)
         store.log_figure(run_id, reports.confusion_figure(result.confusion(), result.class_names),
                          "confusion_matrix.png")
         store.log_dict(run_id, result.per_class_report(), "per_class_report.json")
@@ -101,9 +104,13 @@ class TrialRun:
             return None
         pipeline = (dataset.features.pipeline
                     if dataset is not None and dataset.features is not None else None)
+        # The images' size and colour travel with the hyperparameters: the model decodes new
+        # files with them (allsearch.serving), exactly as the training images were.
+        images = dataset.image_settings if dataset is not None else {}
         uri = self.store.log_model(self.run_id, network=result.model,
                                    class_names=result.class_names,
-                                   hparams=result.hparams.to_dict(), pipeline=pipeline)
+                                   hparams={**result.hparams.to_dict(), **images},
+                                   pipeline=pipeline)
         self.store.set_tags(self.run_id, {MODEL_URI: uri})
         return uri
 
@@ -151,22 +158,6 @@ def start_trial(store: Store, *, parent_id: str | None, name: str, params: dict[
     return TrialRun(store, run_id)
 
 
-def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str,
-               cv: int = 0) -> str:
-    """What makes two runs the same computation: the hyperparameters, the training seeds, the
-    data, split and folds (--cv), the precision. Training is deterministic on a CPU for these,
-    so a second run of the same key would only repeat the first one's numbers (duplicates)."""
-    text = json.dumps({"hparams": hparams.to_dict(), "seeds": list(seeds),
-                       "data": dataset.fingerprint, "precision": precision,
-                       **({"cv": cv} if cv else {})}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
-
-
-def find_duplicate(store: Store, parent_id: str, key: str) -> FoundRun | None:
-    """A complete run of the same computation under this parent: (id, metrics, tags)."""
-    return store.find_run(parent_id, {CONFIG_KEY: key, STATE: "COMPLETE"})
-
-
 def record_duplicate(store: Store, *, parent_id: str, name: str, params: dict[str, Any],
                      tags: dict[str, Any], source: FoundRun) -> str:
     """A child run for a computation already done (`source`, from find_duplicate): its
@@ -193,7 +184,8 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None,
                 trainer: Callable[..., TrialResult] | None = None,
                 timings: dict[str, float] | None = None,
-                writer: Writer | None = None, cv: Any = None) -> TrackedTrial:
+                writer: Writer | None = None, cv: Any = None,
+                factory: Factory = PAPER) -> TrackedTrial:
     """Train `hparams` once per seed as one child run; re-raises after recording the state.
 
     The first seed streams its curves live (and to `on_epoch`, e.g. a progress line) and gets
@@ -208,6 +200,7 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
     writer's background thread (time_finish_s) while the caller goes on, and a failure there
     is raised when the next trial has trained. With `cv` (an allsearch.folds.CrossValidation)
     each seed trains once per fold, and `cv` logs each fold's figures and reports to a pruner.
+    `factory`: the network (a user's, or the paper's CNN family).
     """
     try:
         return _run_tracked(store, parent_id=parent_id, name=name, dataset=dataset,
@@ -216,7 +209,7 @@ def run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Data
                             pruned_exceptions=pruned_exceptions, log_model=log_model,
                             on_started=on_started, on_epoch=on_epoch,
                             trainer=trainer or run_trial, timings=timings or {},
-                            writer=writer, cv=cv)
+                            writer=writer, cv=cv, factory=factory)
     except STORE_ERRORS as exc:
         raise _broken_store(store, exc) from None
 
@@ -237,16 +230,17 @@ def _run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dat
                  on_started: Callable[[TrialRun], None] | None,
                  on_epoch: Callable[[int, dict[str, float]], None] | None,
                  trainer: Callable[..., TrialResult], timings: dict[str, float],
-                 writer: Writer | None, cv: Any) -> TrackedTrial:
+                 writer: Writer | None, cv: Any, factory: Factory) -> TrackedTrial:
     raise_if_interrupted()
     if writer is not None:
         writer.check()  # an earlier run the writer could not finish stops the study here
     started = time.perf_counter()
     key = config_key(hparams, seeds=seeds, dataset=dataset, precision=precision,
-                     cv=cv.k if cv else 0)
+                     cv=cv.k if cv else 0, factory=factory)
     untimed, timed = store, _Timed(store)
     run = start_trial(timed, parent_id=parent_id, name=name,
-                      params={**hparams.to_dict(), "precision": precision, **params},
+                      params=trial_params(hparams, precision=precision, factory=factory,
+                                          params=params),
                       tags={CONFIG_KEY: key, **(tags or {})})
     try:
         if on_started is not None:
@@ -255,7 +249,8 @@ def _run_tracked(store: Store, *, parent_id: str | None, name: str, dataset: Dat
         results = _train(run, name=name, dataset=dataset, hparams=hparams, seeds=seeds,
                          precision=precision, first_callbacks=first_callbacks,
                          pruned_exceptions=pruned_exceptions, on_epoch=on_epoch,
-                         trainer=trainer, history=history, writer=writer, untimed=untimed, cv=cv)
+                         trainer=trainer, history=history, writer=writer, untimed=untimed,
+                         cv=cv, factory=factory)
         if writer is not None:
             # The previous run is written by now (one run at most is behind), or its failure
             # stops the study here, before this one writes.
@@ -273,7 +268,8 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
            pruned_exceptions: tuple[type[BaseException], ...],
            on_epoch: Callable[[int, dict[str, float]], None] | None,
            trainer: Callable[..., TrialResult], history: dict[str, list[float]],
-           writer: Writer | None, untimed: Store, cv: Any) -> list[TrialResult]:
+           writer: Writer | None, untimed: Store, cv: Any,
+           factory: Factory) -> list[TrialResult]:
     """One result per seed (per seed and fold with `cv`); a trial that stops early ends its
     run (PRUNED, KILLED, FAIL)."""
     results: list[TrialResult] = []
@@ -292,7 +288,8 @@ def _train(run: TrialRun, *, name: str, dataset: Dataset, hparams: HParams,
                 results.append(trainer(data, hparams, seed=seed, precision=precision,
                                          callbacks=first_callbacks if first else (),
                                          on_epoch=log_epoch if first else None,
-                                         history=history if first else None))
+                                         history=history if first else None,
+                                         factory=factory))
             if cv is not None:  # the fold's figures; a pruner may stop the trial here
                 cv.after_fold(run, results)
     # A run's state is written before the engine hears of its end (a worker killed later

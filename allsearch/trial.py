@@ -31,6 +31,7 @@ from allsearch.errors import ConfigError  # noqa: E402
 from allsearch.model import HOG_PCA, PIXELS, build_cnn  # noqa: E402
 from allsearch.results import TrialResult, recall_metric  # noqa: E402
 from allsearch.space import HParams  # noqa: E402
+from allsearch.user_model import Factory, build, summary_text  # noqa: E402
 
 __all__ = ["TrialResult", "run_trial", "model_inputs", "network_inputs", "trace_predict",
            "timed_predict", "latency_ms", "recall_metric", "Precision"]
@@ -125,7 +126,7 @@ def model_inputs(dataset: Dataset, split: str, features: str) -> Any:
 
 
 def network_inputs(images: np.ndarray, components: np.ndarray | None, features: str) -> Any:
-    """The network's inputs from (N, H, W, 1) images and their HOG/PCA components: the one
+    """The network's inputs from (N, H, W, 1|3) images and their HOG/PCA components: the one
     place that knows how each feature mode feeds the network (training and serving)."""
     if features == "pixels":
         return images
@@ -148,9 +149,11 @@ def class_weights(labels: np.ndarray, n_classes: int, mode: str) -> dict[int, fl
 def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
               precision: Precision = "float32", callbacks: Sequence[keras.callbacks.Callback] = (),
               on_epoch: Callable[[int, dict[str, float]], None] | None = None,
-              keep_model: bool = True, history: dict[str, list[float]] | None = None) -> TrialResult:
+              keep_model: bool = True, history: dict[str, list[float]] | None = None,
+              factory: Factory | None = None) -> TrialResult:
     """Train the factory's model on the train split, then evaluate and time val and test.
 
+    `factory`: a network of one's own (allsearch.user_model; default the paper's CNN family).
     `callbacks` go to fit (e.g. a pruning callback, which may raise to stop the run);
     `history`, when given, is filled epoch by epoch, so a caller keeps the curves of a run
     that was stopped early.
@@ -162,8 +165,10 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         "mixed_bfloat16" if precision == "bfloat16" else "float32")
     try:
         n_features = dataset.features.n_components if dataset.features is not None else 100
-        model = build_cnn(hparams, dataset.n_classes, input_shape=dataset.image_shape,
-                          n_features=n_features)
+        model = (build_cnn(hparams, dataset.n_classes, input_shape=dataset.image_shape,
+                           n_features=n_features)
+                 if factory is None or factory.function is None else
+                 build(factory, hparams, dataset.image_shape, dataset.n_classes))
         inputs = _Inputs.of(dataset, hparams.features)
         recorder = _EpochRecorder({} if history is None else history, on_epoch)
         started = time.perf_counter()
@@ -245,7 +250,7 @@ def _evaluate(model: keras.Model, dataset: Dataset, hparams: HParams, recorder: 
         val_prediction_time_s=val_time, test_prediction_time_s=test_time,
         latency_ms_p50=p50, latency_ms_p95=p95, y_test=dataset.y_test,
         test_probabilities=test_probs, test_files=dataset.files_test, precision=precision,
-        model=model if keep_model else None, timings=timings,
+        model=model if keep_model else None, timings=timings, summary=summary_text(model),
         n_params=int(model.count_params()),
         model_size_mb=sum(int(np.prod(w.shape)) * np.dtype(w.dtype).itemsize
                           for w in model.weights) / 2**20,
