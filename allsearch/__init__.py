@@ -10,9 +10,9 @@ API"):
 
 The pieces are usable on their own too:
 
-    from allsearch.data import load_dataset
-    from allsearch.space import HParams
-    from allsearch.trial import run_trial
+    from allsearch.data.dataset import load_dataset
+    from allsearch.core.space import HParams
+    from allsearch.training.trial import run_trial
 
     dataset = load_dataset("data/leukemia/Segmented")
     result = run_trial(dataset, HParams(epochs=15, batch_size=64), seed=0)

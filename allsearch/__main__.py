@@ -12,7 +12,8 @@ import sys
 
 __all__ = ["COMMANDS", "main", "usage"]
 
-# name -> what it does (one line); the module is allsearch.<name>, with main(argv) -> int.
+# name -> what it does (one line); the module is allsearch.<name> (a package's: its
+# __main__), with main(argv) -> int.
 COMMANDS: dict[str, str] = {
     "study": "run or resume a study (`allsearch study import DIR` replays a --record folder)",
     "confirm": "re-train a study's best configurations on fresh seeds and splits",
@@ -52,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown command '{name}'; the commands are {', '.join(COMMANDS)} "
               f"(allsearch --help)", file=sys.stderr)
         return 2
-    return importlib.import_module(f"allsearch.{name}").main(rest)
+    module = importlib.import_module(f"allsearch.{name}")
+    if hasattr(module, "__path__"):  # a package's command is its __main__ (allsearch.data)
+        module = importlib.import_module(f"allsearch.{name}.__main__")
+    return module.main(rest)
 
 
 if __name__ == "__main__":

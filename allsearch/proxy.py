@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from allsearch.errors import ConfigError
+from allsearch.core.errors import ConfigError
 
 __all__ = ["main", "DEFAULT_PORT", "DEFAULT_THREADS"]
 
@@ -26,7 +26,7 @@ DEFAULT_THREADS = 16
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import cli
+    from allsearch.core import cli
 
     parser = cli.CommandParser(prog="python -m allsearch.proxy",
                                description=__doc__.splitlines()[0])
@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     cli.add_debug_flag(parser)
 
     def run(args: argparse.Namespace) -> int:
-        from allsearch.errors import redact
-        from allsearch.storage import open_proxied_storage, serve_proxy, storage_url
+        from allsearch.core.errors import redact
+        from allsearch.engines.storage import open_proxied_storage, serve_proxy, storage_url
 
         if not 1 <= args.threads <= 1024:
             raise ConfigError(f"--threads must be an int in [1, 1024], got {args.threads}")

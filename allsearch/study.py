@@ -1,9 +1,9 @@
 """Run or resume a study: `python -m allsearch.study --trials 50`, and from Python
 `allsearch.run_study(trials=50)` (a StudyResult; the public API) or `run()` (the study itself).
 
-A thin facade (docs/design.md): the settings are allsearch.config.StudyConfig, a study's life
-is allsearch.lifecycle, the engines are allsearch.optuna_engine and allsearch.kt_engine. Each
-trial trains through allsearch.tracked.run_tracked into MLflow: one parent run per study, one
+A thin facade (docs/design.md): the settings are allsearch.core.config.StudyConfig, a study's life
+is allsearch.engines.lifecycle, the engines are allsearch.engines.optuna_engine and allsearch.engines.kt_engine. Each
+trial trains through allsearch.tracking.tracked.run_tracked into MLflow: one parent run per study, one
 child run per trial. With --record DIR the runs go to a folder instead (no MLflow needed);
 `python -m allsearch.study import DIR` replays them into MLflow.
 """
@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from allsearch import config as config_mod
-from allsearch.config import DEFAULT_STORAGE, StudyConfig
-from allsearch.errors import ConfigError, StoreError
-from allsearch.process_state import left_as_found
+from allsearch.core import config as config_mod
+from allsearch.core.config import DEFAULT_STORAGE, StudyConfig
+from allsearch.core.errors import ConfigError, StoreError
+from allsearch.core.process_state import left_as_found
 
 __all__ = ["StudyConfig", "StudyResult", "run_study", "run", "run_config", "import_record",
            "summarize", "main", "DEFAULT_STORAGE", "ConfigError", "StoreError"]
@@ -31,7 +31,7 @@ def run(config: StudyConfig | None = None, /, *,
         trial_callbacks: Sequence[Callable[..., None]] = (), **settings: Any) -> Any:
     """Run (or resume) a study until it holds `trials` finished trials; returns it.
 
-    Keywords are the fields of allsearch.config.StudyConfig (trials, space, data, sampler,
+    Keywords are the fields of allsearch.core.config.StudyConfig (trials, space, data, sampler,
     ...), over `config` when one is given. `trial_callbacks` are Optuna callbacks called after
     each trial run in this process. Returns the Optuna study, or with engine="keras-tuner" a
     KerasTunerStudy.
@@ -58,7 +58,7 @@ class StudyResult:
     tracking_uri: str | None  # the MLflow store (None with record=: the runs are in the folder)
 
     def __repr__(self) -> str:  # store URLs without their passwords
-        from allsearch.errors import redact
+        from allsearch.core.errors import redact
 
         shown = {**self.__dict__, **{k: redact(v) for k in ("storage_url", "tracking_uri")
                                      if (v := self.__dict__[k])}}
@@ -69,13 +69,13 @@ def run_study(config: StudyConfig | None = None, /, *,
               trial_callbacks: Sequence[Callable[..., None]] = (), **settings: Any) -> StudyResult:
     """Run (or resume) a study, as `python -m allsearch.study` does, and say what it found.
 
-    Keywords are the fields of allsearch.config.StudyConfig, the command's flags
+    Keywords are the fields of allsearch.core.config.StudyConfig, the command's flags
     (`trials=50, space="best", data="data/leukemia/Segmented"`), over `config` when one is
-    given. Raises allsearch.errors.AllsearchError for what a user can get wrong, and
+    given. Raises allsearch.core.errors.AllsearchError for what a user can get wrong, and
     KeyboardInterrupt when interrupted (completed trials are kept: the same call resumes).
     Callable again in the same process (a notebook): what the study changes in the process
     (logging, signal handlers, warnings filters, the environment, MLflow's global URIs, random
-    states; allsearch.process_state says exactly what, and what not) is put back when it
+    states; allsearch.core.process_state says exactly what, and what not) is put back when it
     returns.
     """
     config = (config or StudyConfig()).replace(**settings)
@@ -98,16 +98,16 @@ del _function
 
 def _result(config: StudyConfig, study: Any) -> StudyResult:
     """The StudyResult of a finished study, read back from its parent run and best run."""
-    from allsearch.config import absolute_sqlite
-    from allsearch.contract import CHAMPION_ALIAS, PARENT_ATTR, model_name
-    from allsearch.space import HParams
-    from allsearch.storage import storage_url
+    from allsearch.core.config import absolute_sqlite
+    from allsearch.core.contract import CHAMPION_ALIAS, PARENT_ATTR, model_name
+    from allsearch.core.space import HParams
+    from allsearch.engines.storage import storage_url
 
     optuna_study = hasattr(study, "study_name")
     name = study.study_name if optuna_study else study.name
     parent_id = study.user_attrs[PARENT_ATTR] if optuna_study else study.parent_id
     if config.record is not None:
-        from allsearch.recorder import read_runs
+        from allsearch.tracking.recorder import read_runs
 
         recorded = read_runs(config.record)
         tracking_uri = None
@@ -116,7 +116,7 @@ def _result(config: StudyConfig, study: Any) -> StudyResult:
             run = recorded[run_id]
             return run.tags, run.params, run.metrics
     else:
-        from allsearch.tracking import open_client, resolve_tracking_uri
+        from allsearch.tracking.tracking import open_client, resolve_tracking_uri
 
         tracking_uri = resolve_tracking_uri(config.tracking_uri)
         client = open_client(tracking_uri)
@@ -142,21 +142,21 @@ def _result(config: StudyConfig, study: Any) -> StudyResult:
 
 
 def run_config(config: StudyConfig, *, trial_callbacks: Sequence[Callable[..., None]] = ()) -> Any:
-    from allsearch import lifecycle
+    from allsearch.engines import lifecycle
 
     prepared = lifecycle.prepare(config)
     if prepared.config.engine == "keras-tuner":
-        from allsearch import kt_engine
+        from allsearch.engines import kt_engine
 
         return kt_engine.run(prepared)
-    from allsearch import optuna_engine
+    from allsearch.engines import optuna_engine
 
     return optuna_engine.run(prepared, trial_callbacks=trial_callbacks)
 
 
 def import_record(folder: str, *, tracking_uri: str | None = None) -> list[Any]:
-    """Replay a record folder (a study run with --record) into MLflow; see allsearch.importer."""
-    from allsearch.importer import import_record as replay
+    """Replay a record folder (a study run with --record) into MLflow; see allsearch.engines.importer."""
+    from allsearch.engines.importer import import_record as replay
 
     return replay(folder, tracking_uri=tracking_uri)
 
@@ -164,16 +164,16 @@ def import_record(folder: str, *, tracking_uri: str | None = None) -> list[Any]:
 def summarize(study: Any, *, record: str | None = None, constraints: Sequence[str] = ()) -> str:
     """The closing lines of a study of either engine."""
     if hasattr(study, "study_name"):
-        from allsearch.progress import summarize as summarize_optuna
+        from allsearch.engines.progress import summarize as summarize_optuna
 
         return summarize_optuna(study, record=record, constraints=constraints)
-    from allsearch.kt_engine import summarize as summarize_keras_tuner
+    from allsearch.engines.kt_engine import summarize as summarize_keras_tuner
 
     return summarize_keras_tuner(study)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from allsearch import cli
+    from allsearch.core import cli
 
     parser = cli.CommandParser(
         prog="python -m allsearch.study",
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def build_import_parser() -> argparse.ArgumentParser:
-    from allsearch import cli
+    from allsearch.core import cli
 
     parser = cli.CommandParser(
         prog="python -m allsearch.study import",
@@ -202,7 +202,7 @@ def build_import_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from allsearch import cli
+    from allsearch.core import cli
 
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["import"]:

@@ -35,7 +35,7 @@ def isolated_workdir(name: str, folder: str | None = None) -> Path:
 
 def synthetic_data(root: Path, per_class: int) -> Path:
     """A class-folder dataset of synthetic images (the real data is never shipped)."""
-    from allsearch.synthetic import write_dataset
+    from allsearch.data.synthetic import write_dataset
 
     if not root.is_dir():
         write_dataset(root, per_class=per_class, duplicate=False, junk=False)

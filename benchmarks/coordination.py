@@ -384,8 +384,8 @@ def check(row: Row, name: str, workers: list[Worker], study: Any, args: argparse
     lost."""
     from mlflow.tracking import MlflowClient
 
-    from allsearch.contract import PARENT_ATTR, ROLE
-    from allsearch.storage import MAX_RETRIES
+    from allsearch.core.contract import PARENT_ATTR, ROLE
+    from allsearch.engines.storage import MAX_RETRIES
 
     fail = row.failures.append
     trials = study.get_trials(deepcopy=False)

@@ -23,8 +23,8 @@ from _common import machine, median, quiet_env, synthetic_data
 LOAD = """
 import json, sys, time, warnings
 warnings.simplefilter("ignore")
-from allsearch.data import load_dataset
-from allsearch.features import add_hog_pca
+from allsearch.data.dataset import load_dataset
+from allsearch.data.features import add_hog_pca
 started = time.perf_counter()
 dataset = load_dataset(sys.argv[1])
 loaded = time.perf_counter()

@@ -53,8 +53,9 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--budget", type=float, default=1800, help="seconds per engine")
     args = parser.parse_args()
-    from allsearch import cli, study
-    from allsearch.tracking import Tracker
+    from allsearch import study
+    from allsearch.core import cli
+    from allsearch.tracking.tracking import Tracker
 
     cli.quiet_libraries()
     workdir = isolated_workdir("engines")

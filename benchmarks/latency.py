@@ -4,7 +4,7 @@
 
 Builds the paper's network with allsearch's factory (prediction costs the same whatever the
 weights, so it is not trained) and measures, with the code that times every trial
-(allsearch.trial): the p50/p95 of one-image predictions after a warm-up, and the time to
+(allsearch.training.trial): the p50/p95 of one-image predictions after a warm-up, and the time to
 predict the whole test split (483 images on the real data; without --data, random images of
 that count) at Keras' default batch of 32, which is what the paper's Table 1 times. float32 and
 bfloat16 alternate. Then the noise of the latency objective (--objectives latency_ms_p50):
@@ -25,9 +25,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import PAPER_TEST_PREDICTION_S, machine, median  # noqa: E402
 
-from allsearch.model import build_cnn  # noqa: E402
-from allsearch.space import HParams  # noqa: E402
-from allsearch.trial import latency_ms, timed_predict, trace_predict  # noqa: E402
+from allsearch.core.space import HParams  # noqa: E402
+from allsearch.training.model import build_cnn  # noqa: E402
+from allsearch.training.trial import latency_ms, timed_predict, trace_predict  # noqa: E402
 
 
 def measure(x: np.ndarray, precision: str) -> tuple[float, float, float]:
@@ -50,7 +50,7 @@ def main() -> None:
                         help="measurements of one model's p50 latency, for its spread")
     args = parser.parse_args()
     if args.data:
-        from allsearch.data import load_dataset
+        from allsearch.data.dataset import load_dataset
 
         x = load_dataset(args.data).x_test
     else:

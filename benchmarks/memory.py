@@ -28,7 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 def run_study(label: str, workdir: Path, data: str, trials: int) -> None:
     """One of the two studies, in this process (a fresh one per study: see main)."""
-    from allsearch import cli, study
+    from allsearch import study
+    from allsearch.core import cli
 
     cli.quiet_libraries()
     settings = {"worker_memory_mb": 0} if label == "unbounded" else {}
@@ -55,7 +56,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="allsearch-memory-"))
     data = args.data
     if data is None:
-        from allsearch.synthetic import write_dataset
+        from allsearch.data.synthetic import write_dataset
 
         data = str(write_dataset(workdir / "synthetic", per_class=30, duplicate=False, junk=False))
     client = MlflowClient(f"sqlite:///{workdir}/mlflow.db")

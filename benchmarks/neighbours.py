@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 from _common import REPO, machine
 
-from allsearch.images import IMAGE_EXTENSIONS, decode_file
-from allsearch.splits import natural_key
+from allsearch.core.splits import natural_key
+from allsearch.data.images import IMAGE_EXTENSIONS, decode_file
 
 DISTANCES = (1, 2, 3, 5, 10, 20, 50, 100, 200, 300)
 QUICK_DISTANCES = (1, 2, 3, 5, 10, 20, 50)

@@ -33,7 +33,7 @@ def load(folder: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def network(n_classes: int) -> keras.Model:
-    # The paper's network: as allsearch.model.build_cnn(conv_layers=3) builds it.
+    # The paper's network: as allsearch.training.model.build_cnn(conv_layers=3) builds it.
     return keras.Sequential([
         keras.Input((100, 100, 1)),
         layers.Conv2D(64, 5, activation="relu"), layers.MaxPooling2D(2),

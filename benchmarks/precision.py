@@ -21,9 +21,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from _common import machine, median  # noqa: E402
 
-from allsearch.hardware import bf16_support  # noqa: E402
-from allsearch.model import build_cnn  # noqa: E402
-from allsearch.space import HParams  # noqa: E402
+from allsearch.core.hardware import bf16_support  # noqa: E402
+from allsearch.core.space import HParams  # noqa: E402
+from allsearch.training.model import build_cnn  # noqa: E402
 
 
 class EpochTimes(keras.callbacks.Callback):
@@ -59,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds, epochs = (1, 3) if args.quick else (args.rounds, args.epochs)
     if args.data:
-        from allsearch.data import load_dataset
+        from allsearch.data.dataset import load_dataset
 
         dataset = load_dataset(args.data)
         x, labels, n_classes = dataset.x_train, dataset.y_train, dataset.n_classes

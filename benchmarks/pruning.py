@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 from _common import isolated_workdir, machine, synthetic_data  # noqa: E402
 
-from allsearch.config import PRUNERS  # noqa: E402
+from allsearch.core.config import PRUNERS  # noqa: E402
 
 QUICK_SPACE = """name: pruning-quick
 objective: val_accuracy
@@ -36,7 +36,7 @@ fixed: {loss: categorical_crossentropy, dense_units: 32}
 def epochs_trained(study_name: str, tracking_uri: str) -> int:
     """Epochs the study's trials trained, read from their MLflow runs (a pruned run logs the
     epochs it ran; a re-proposed configuration, tagged duplicate_of, trained none)."""
-    from allsearch.tracking import Tracker
+    from allsearch.tracking.tracking import Tracker
 
     tracker = Tracker(study_name, tracking_uri=tracking_uri)
     runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{tracker.find_parent(study_name)}'")
@@ -59,7 +59,8 @@ def main() -> None:
                         help="folder of the stores (default: a new temporary one); the same "
                              "folder again resumes every study")
     args = parser.parse_args()
-    from allsearch import cli, study
+    from allsearch import study
+    from allsearch.core import cli
 
     cli.quiet_libraries()
     workdir = isolated_workdir("pruning", args.workdir)

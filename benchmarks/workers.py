@@ -42,7 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     import uuid
 
-    from allsearch import cli, study
+    from allsearch import study
+    from allsearch.core import cli
 
     cli.quiet_libraries()
     workdir = isolated_workdir("workers")
@@ -69,7 +70,7 @@ def main() -> None:
         print(f"{workers} worker(s): {trials} trials in {elapsed:.0f} s = {rates[workers]:.0f} "
               f"trials/hour")
     print(f"machine: {machine()}")
-    from allsearch.errors import redact
+    from allsearch.core.errors import redact
 
     stores = f"{redact(args.storage)} + {args.tracking_uri}" if args.storage else "SQLite"
     print(f"data: {data}; {trials} configurations, {epochs} epoch(s) each, "

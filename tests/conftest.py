@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from allsearch.synthetic import write_dataset
+from allsearch.data.synthetic import write_dataset
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 

@@ -20,7 +20,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import allsearch
-from allsearch.space import load_space
+from allsearch.core.space import load_space
 
 
 def process_state() -> dict:
@@ -86,7 +86,7 @@ def test_run_study_twice_in_one_process(tiny_data: Path) -> None:
 
 
 def test_run_study_with_record_reads_the_folder(tiny_data: Path, tmp_path: Path) -> None:
-    from allsearch.recorder import read_runs
+    from allsearch.tracking.recorder import read_runs
 
     record = tmp_path / "record"
     result = allsearch.run_study(trials=2, space="smoke", data=str(tiny_data), pruner="none",
@@ -102,7 +102,7 @@ def test_run_study_with_record_reads_the_folder(tiny_data: Path, tmp_path: Path)
 
 
 def test_run_study_reports_a_setting_it_does_not_know() -> None:
-    from allsearch.errors import ConfigError
+    from allsearch.core.errors import ConfigError
 
     with pytest.raises(ConfigError, match=r"unknown setting\(s\) \['trails'\]"):
         allsearch.run_study(trails=3)
@@ -182,12 +182,12 @@ def test_a_logging_handler_a_study_adds_is_removed_and_closed(tiny_data: Path,
 
 
 def test_the_split_kinds_and_the_model_file_names_are_defined_once() -> None:
-    """A setting is defined once: the split field's choices and type are allsearch.splits'
+    """A setting is defined once: the split field's choices and type are allsearch.core.splits'
     KINDS, and no file name constant is assigned the same text in two modules."""
     import ast
     import typing
 
-    from allsearch import config, splits
+    from allsearch.core import config, splits
 
     [split] = [f for f in dataclasses.fields(config.StudyConfig) if f.name == "split"]
     assert split.metadata["choices"] is splits.KINDS

@@ -16,12 +16,14 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import data, optuna_engine, study
-from allsearch import storage as storage_mod
-from allsearch.data import load_dataset
-from allsearch.space import load_space
-from allsearch.synthetic import write_dataset
-from allsearch.tracking import resolve_tracking_uri
+from allsearch import study
+from allsearch.core.space import load_space
+from allsearch.data import __main__ as data_command
+from allsearch.data.dataset import load_dataset
+from allsearch.data.synthetic import write_dataset
+from allsearch.engines import optuna_engine
+from allsearch.engines import storage as storage_mod
+from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import fail_on_call, one_line_error, stale_in_copy, wait_for
 
 SPACE = """
@@ -53,7 +55,7 @@ def test_folder_names_with_spaces_and_non_ascii(tmp_path: Path) -> None:
 
 def test_empty_class_folder(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
     (tiny_data / "Empty").mkdir()
-    assert data.main([str(tiny_data)]) == 2
+    assert data_command.main([str(tiny_data)]) == 2
     assert "class folder(s) ['Empty']" in one_line_error(capsys)
 
 
@@ -62,7 +64,7 @@ def test_too_few_images_remain_after_skipping_corrupt_ones(tmp_path: Path,
     root = write_dataset(tmp_path / "d", duplicate=False, junk=False)
     for f in sorted((root / "Pre").iterdir())[:8]:
         f.write_bytes(b"broken")
-    assert data.main([str(root)]) == 2
+    assert data_command.main([str(root)]) == 2
     assert "class 'Pre'" in one_line_error(capsys)
 
 
@@ -114,7 +116,7 @@ def test_unusable_stores_are_refused_before_training(flags: list[str], message: 
 @pytest.mark.train
 def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    import allsearch.tracked as tracked_mod
+    import allsearch.tracking.tracked as tracked_mod
 
     fail_on_call(monkeypatch, tracked_mod, "run_trial", 2, KeyboardInterrupt())
     with pytest.raises(KeyboardInterrupt):
@@ -140,7 +142,7 @@ def test_ctrl_c_keeps_completed_trials_and_resumes(tiny_data: Path, space_file: 
 def test_disk_full_during_a_study_stops_it_with_one_line(tiny_data: Path, space_file: Path,
                                                          monkeypatch: pytest.MonkeyPatch,
                                                          capsys: pytest.CaptureFixture) -> None:
-    from allsearch.tracked import TrialRun
+    from allsearch.tracking.tracked import TrialRun
 
     fail_on_call(monkeypatch, TrialRun, "log_artifacts", 2,
                  OSError(errno.ENOSPC, "No space left on device"))
@@ -260,7 +262,7 @@ def test_the_summary_names_why_trials_failed(tiny_data: Path, space_file: Path,
     """The closing summary says why trials failed (each reason once, with its count), not only
     the MLflow runs' `error` tags. A stand-in trainer (nothing trains) fails two of the four
     configurations, each for its own reason."""
-    from allsearch import standin
+    from allsearch.training import standin
 
     real = standin.stand_in
 
@@ -300,7 +302,7 @@ def test_failures_without_a_reason_and_many_reasons_stay_short() -> None:
     the rest are one line."""
     from optuna.trial import TrialState, create_trial
 
-    from allsearch.progress import failure_lines
+    from allsearch.engines.progress import failure_lines
 
     trials = [create_trial(state=TrialState.FAIL, user_attrs={"error": f"ValueError: case {i}"})
               for i in range(7) for _ in range(i + 1)]

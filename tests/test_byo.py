@@ -17,12 +17,14 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import confirm, leaderboard, predict, study, user_model
-from allsearch.contract import BUILT_IN_MODEL
-from allsearch.data import load_dataset
-from allsearch.images import decode_file, to_network_input
-from allsearch.synthetic import write_dataset
-from allsearch.tracking import resolve_tracking_uri
+from allsearch import leaderboard, predict, study
+from allsearch.core.contract import BUILT_IN_MODEL
+from allsearch.data.dataset import load_dataset
+from allsearch.data.images import decode_file, to_network_input
+from allsearch.data.synthetic import write_dataset
+from allsearch.engines import confirm as confirm_lib
+from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.training import user_model
 
 REPO = Path(__file__).resolve().parents[1]
 SIZE = 32  # a residual network of 3 stages takes 32 px (32 -> 16 -> 8)
@@ -146,10 +148,10 @@ def test_a_recorded_study_of_ones_own_network_is_confirmed_with_it(rgb_data: Pat
                        str(record), "--no-progress"]) == 0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        table = confirm.confirm(study="resnet", top=1, seeds=1, record=str(record),
+        table = confirm_lib.confirm(study="resnet", top=1, seeds=1, record=str(record),
                                 progress=False)
     assert table["n"].tolist() == [1]
-    from allsearch.recorder import read_runs
+    from allsearch.tracking.recorder import read_runs
 
     confirmed = [r for r in read_runs(str(record)).values()
                  if r.params.get("engine") == "confirm"]

@@ -10,11 +10,12 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import confirm, study
-from allsearch.data import load_dataset
-from allsearch.space import HParams
-from allsearch.standin import stand_in
-from allsearch.tracked import run_tracked
-from allsearch.tracking import Tracker, resolve_tracking_uri
+from allsearch.core.space import HParams
+from allsearch.data.dataset import load_dataset
+from allsearch.engines import confirm as confirm_lib
+from allsearch.tracking.tracked import run_tracked
+from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.training.standin import stand_in
 
 SPACE = """
 name: tiny
@@ -44,7 +45,7 @@ def test_confirmation_trains_the_top_configurations_on_fresh_seeds_and_splits(
         tiny_data: Path, space_file: Path) -> None:
     study.run(trials=3, space=str(space_file), data=str(tiny_data), progress=False,
               pruner="none", retrain_duplicates=True)
-    table = confirm.confirm(study="tiny", top=2, seeds=2, progress=False)
+    table = confirm_lib.confirm(study="tiny", top=2, seeds=2, progress=False)
     client = MlflowClient(resolve_tracking_uri())
     experiment = client.get_experiment_by_name("tiny").experiment_id
     parents = {r.data.tags["allsearch.study"]: r for r in client.search_runs(
@@ -67,9 +68,9 @@ def test_confirmation_trains_the_top_configurations_on_fresh_seeds_and_splits(
     assert "confirmed.csv" in {a.path for a in client.list_artifacts(confirmation.info.run_id)}
 
     # Resumable: a second run trains nothing new, a third seed only the missing pair.
-    confirm.confirm(study="tiny", top=2, seeds=2, progress=False)
+    confirm_lib.confirm(study="tiny", top=2, seeds=2, progress=False)
     assert len(runs_under(client, confirmation.info.run_id)) == 4
-    again = confirm.confirm(study="tiny", top=2, seeds=3, progress=False)
+    again = confirm_lib.confirm(study="tiny", top=2, seeds=3, progress=False)
     assert len(runs_under(client, confirmation.info.run_id)) == 6 and list(again["n"]) == [3, 3]
 
 
@@ -79,7 +80,7 @@ def test_a_recorded_study_is_confirmed_in_its_folder_and_imported_whole(
     record = str(tmp_path / "record")
     study.run(trials=2, space=str(space_file), data=str(tiny_data), progress=False,
               pruner="none", record=record)
-    table = confirm.confirm(study="tiny", top=1, seeds=2, record=record, progress=False)
+    table = confirm_lib.confirm(study="tiny", top=1, seeds=2, record=record, progress=False)
     assert list(table["n"]) == [2]
     reports = study.import_record(record)
     assert sorted((r.study, r.imported) for r in reports) == [("tiny", 2), ("tiny-confirm", 2)]
@@ -90,13 +91,13 @@ def test_a_study_split_by_blocks_is_confirmed_on_splits_by_blocks(tiny_data: Pat
                                                                   tmp_path: Path) -> None:
     """Confirm re-split the data at random whatever the study's split (leakage back in, and
     the runs logged split=random); now every fresh split is of the study's kind."""
-    from allsearch.splits import SplitSettings
+    from allsearch.core.splits import SplitSettings
 
     space = tmp_path / "one-epoch.yaml"
     space.write_text(SPACE.replace("epochs: 2", "epochs: 1"))
     study.run(trials=2, space=str(space), data=str(tiny_data), progress=False, pruner="none",
               split="blocks", block_size=3, trainer="standin:0")  # the search trains nothing
-    confirm.confirm(study="tiny", top=1, seeds=1, progress=False)
+    confirm_lib.confirm(study="tiny", top=1, seeds=1, progress=False)
     client = MlflowClient(resolve_tracking_uri())
     experiment = client.get_experiment_by_name("tiny").experiment_id
     [parent] = client.search_runs([experiment], filter_string="tags.`allsearch.confirms` = 'tiny'")
@@ -145,7 +146,7 @@ def test_confirmation_in_two_worker_processes_under_another_name(tiny_data: Path
                                                                  space_file: Path) -> None:
     study.run(trials=2, space=str(space_file), data=str(tiny_data), progress=False,
               pruner="none", sampler="grid")  # two distinct configurations
-    table = confirm.confirm(study="tiny", top=2, seeds=2, workers=2, name="tiny-again",
+    table = confirm_lib.confirm(study="tiny", top=2, seeds=2, workers=2, name="tiny-again",
                             progress=False)
     assert list(table["n"]) == [2, 2]
     client = MlflowClient(resolve_tracking_uri())

@@ -13,10 +13,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import confirm, leaderboard, study
-from allsearch.data import load_dataset
-from allsearch.errors import ConfigError
-from allsearch.splits import SplitSettings
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.core.errors import ConfigError
+from allsearch.core.splits import SplitSettings
+from allsearch.data.dataset import load_dataset
+from allsearch.engines import confirm as confirm_lib
+from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import one_line_error
 
 SPACE = """
@@ -42,7 +43,7 @@ def test_a_random_study_is_confirmed_under_blocks(tiny_data: Path, tmp_path: Pat
     space.write_text(SPACE)
     study.run(trials=2, space=str(space), data=str(tiny_data), progress=False, pruner="none",
               trainer="standin:0")  # the search (random splits) trains nothing
-    table = confirm.confirm(study="tiny", top=1, seeds=1, progress=False, split=BLOCKS)
+    table = confirm_lib.confirm(study="tiny", top=1, seeds=1, progress=False, split=BLOCKS)
     assert list(table["Split"]) == ["blocks 3, embargo 1"] and list(table["n"]) == [1]
     client = MlflowClient(resolve_tracking_uri())
     parents = parents_of(client, "tiny")
@@ -63,7 +64,7 @@ def test_a_random_study_is_confirmed_under_blocks(tiny_data: Path, tmp_path: Pat
     # refused before anything trains.
     with pytest.raises(ConfigError, match=r"confirmation 'tiny-confirm-blocks' holds splits "
                                           r"'blocks 3, embargo 1', not 'blocks 4, embargo 1'"):
-        confirm.confirm(study="tiny", top=1, seeds=1, progress=False,
+        confirm_lib.confirm(study="tiny", top=1, seeds=1, progress=False,
                         split=SplitSettings("blocks", block_size=4, embargo=1))
 
     # The leaderboard: the search's rows say random; the confirmed figures say blocks, and no
@@ -92,8 +93,8 @@ def test_the_split_flags_are_the_study_settings_once() -> None:
     """confirm's split flags, the params a run logs and SplitSettings share one list."""
     import dataclasses
 
-    from allsearch.config import StudyConfig
-    from allsearch.splits import FIELDS
+    from allsearch.core.config import StudyConfig
+    from allsearch.core.splits import FIELDS
 
     settings = StudyConfig(split="blocks", block_size=5, embargo=1)
     assert set(FIELDS) <= {f.name for f in dataclasses.fields(StudyConfig)}
@@ -102,7 +103,7 @@ def test_the_split_flags_are_the_study_settings_once() -> None:
     assert SplitSettings.from_params(made.params()) == made
     import argparse
 
-    from allsearch import config
+    from allsearch.core import config
 
     parser = argparse.ArgumentParser()
     config.add_arguments(parser, only=FIELDS, defaults=False)

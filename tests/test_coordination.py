@@ -23,8 +23,9 @@ import optuna
 import pytest
 import yaml
 
-from allsearch import proxy, storage
-from allsearch.errors import ConfigError, StoreError
+from allsearch import proxy
+from allsearch.core.errors import ConfigError, StoreError
+from allsearch.engines import storage
 from conftest import free_port, one_line_error, wait_for
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,7 +124,7 @@ def test_heartbeats_cross_the_proxy_and_a_dead_trial_is_failed_and_retried(
 KILLED_WORKER = """
 import sys, threading, time, warnings
 import optuna
-from allsearch import storage
+from allsearch.engines import storage
 warnings.simplefilter("ignore")
 port = int(sys.argv[1])
 ours = storage.open_storage(f"grpc://127.0.0.1:{port}")
@@ -183,7 +184,7 @@ def test_a_worker_killed_behind_the_proxy_leaves_no_running_trial_with_our_clien
 
 def test_compat_the_proxys_cache_is_still_optunas_advice_and_passes_writes_on(
         tmp_path: Path) -> None:
-    """allsearch.compat.cached_storage, Optuna's get_storage: still what Optuna's proxy
+    """allsearch.core.compat.cached_storage, Optuna's get_storage: still what Optuna's proxy
     documentation asks for, still a cache in front of the storage (not the storage itself),
     and the proxy's heartbeat calls still reach ProxiedRDBStorage through it."""
     assert "get_storage" in (optuna.storages.run_grpc_proxy_server.__doc__ or "")

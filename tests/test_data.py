@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from allsearch import data
-from allsearch.data import load_dataset
-from allsearch.errors import DataError
-from allsearch.images import image_to_array
-from allsearch.synthetic import write_dataset
+from allsearch.core.errors import DataError
+from allsearch.data import __main__ as data_command
+from allsearch.data.dataset import load_dataset
+from allsearch.data.images import image_to_array
+from allsearch.data.synthetic import write_dataset
 
 
 def load(path: Path, **kwargs):
@@ -163,7 +163,7 @@ def test_default_data_download_failure_says_how_to_get_it(monkeypatch: pytest.Mo
 
 
 def test_cli_json_report(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
-    assert data.main([str(tiny_data), "--json"]) == 0
+    assert data_command.main([str(tiny_data), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["n_files"] == 49 and report["duplicates_dropped"] == 1
     assert report["split_sizes"] == {"train": 34, "val": 7, "test": 7}
@@ -172,10 +172,10 @@ def test_cli_json_report(tiny_data: Path, capsys: pytest.CaptureFixture) -> None
 
 def test_cli_text_report_and_error(tiny_data: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture) -> None:
-    assert data.main([str(tiny_data)]) == 0
+    assert data_command.main([str(tiny_data)]) == 0
     out = capsys.readouterr().out
     assert "duplicates:  1 exact duplicate(s) dropped" in out and "fingerprint:" in out
-    assert data.main([str(tmp_path / "missing")]) == 2
+    assert data_command.main([str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: data folder") and "Traceback" not in err and err.count("\n") == 1
 
@@ -191,10 +191,10 @@ def test_real_original_dataset(real_data: Path) -> None:
 
 def test_a_bundle_splits_like_its_folder_for_any_split_seed(tiny_data: Path, tmp_path: Path,
                                                              capsys: pytest.CaptureFixture) -> None:
-    from allsearch import data as data_mod
+    from allsearch.data import __main__ as data_command
 
     bundle = tmp_path / "tiny.npz"
-    assert data_mod.main([str(tiny_data), "--bundle", str(bundle)]) == 0
+    assert data_command.main([str(tiny_data), "--bundle", str(bundle)]) == 0
     assert bundle.is_file() and "bundle:" in capsys.readouterr().err
     for seed in (42, 7):
         with warnings.catch_warnings():

@@ -6,9 +6,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from allsearch.config import PRUNERS
-from allsearch.samplers import make_pruner
-from allsearch.space import load_space
+from allsearch.core.config import PRUNERS
+from allsearch.core.space import load_space
+from allsearch.engines.samplers import make_pruner
 
 
 @pytest.mark.parametrize("name", ["median", "hyperband", "successive_halving"])
@@ -43,8 +43,8 @@ def test_no_pruner_never_stops_a_trial() -> None:
 def test_a_process_retires_before_a_next_trial_would_pass_its_memory_limit(monkeypatch) -> None:
     """--worker-memory-mb is a bound: the process stops taking trials when the next one, growing
     as the last did, would pass it, not after it has."""
-    from allsearch import optuna_engine
-    from allsearch.config import StudyConfig
+    from allsearch.core.config import StudyConfig
+    from allsearch.engines import optuna_engine
 
     readings = iter([1000.0, 1100.0, 1200.0, 1300.0])  # resident MB after trials 1-4
     monkeypatch.setattr(optuna_engine, "resident_mb", lambda: next(readings))

@@ -21,9 +21,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study
-from allsearch.contract import model_name
-from allsearch.data import CacheWarning, load_dataset
-from allsearch.tracking import check_tracking_uri, resolve_tracking_uri
+from allsearch.core.contract import model_name
+from allsearch.data.dataset import CacheWarning, load_dataset
+from allsearch.tracking.tracking import check_tracking_uri, resolve_tracking_uri
 from conftest import stale_in_copy, wait_for
 
 SPACE = """
@@ -245,7 +245,7 @@ def test_ctrl_c_right_after_a_trial_loses_none_of_its_run(tiny_data: Path, tmp_p
 
 INTERRUPTS = """
 import os, signal, weakref
-from allsearch.hardware import deferred_interrupts, on_interrupt, raise_if_interrupted
+from allsearch.core.hardware import deferred_interrupts, on_interrupt, raise_if_interrupted
 signal.signal(signal.SIGINT, on_interrupt)
 steps = []
 try:
@@ -290,7 +290,7 @@ def test_a_signal_waits_for_a_write_and_one_python_drops_is_raised_again() -> No
     "(sqlite3.OperationalError) table experiments already exists",
     "(psycopg2.errors.DeadlockDetected) deadlock detected"])
 def test_the_loser_of_a_schema_race_is_recognised(message: str) -> None:
-    from allsearch.errors import lost_schema_race
+    from allsearch.core.errors import lost_schema_race
 
     assert lost_schema_race(RuntimeError(message))
     assert not lost_schema_race(RuntimeError("(sqlite3.OperationalError) disk I/O error"))
@@ -302,7 +302,7 @@ def test_two_commands_started_together_on_a_fresh_folder_both_run(tiny_data: Pat
     """Ten pairs, each on a fresh folder: MLflow's migrations, Optuna's tables, the study, its
     parent run and the enqueued baseline trial, all made by whichever comes first. (One pair in
     six failed under load with exit 1: both took the baseline as trial 0, and the second to
-    finish could not tell Optuna a COMPLETE trial; allsearch.sqlite_store.)"""
+    finish could not tell Optuna a COMPLETE trial; allsearch.tracking.sqlite_store.)"""
     for pair in range(10):
         folder = tmp_path / f"pair{pair}"
         folder.mkdir()
@@ -420,7 +420,7 @@ def test_a_dead_trial_is_retried_twice_at_most_and_without_its_attempts_run(tmp_
     """The retry of a trial whose worker died keeps its parameters and what the configuration
     is (baseline), not the dead attempt's MLflow run or worker: else it would point at that
     run until it starts its own, and share it if its own worker died first."""
-    from allsearch.storage import MAX_RETRIES, open_storage
+    from allsearch.engines.storage import MAX_RETRIES, open_storage
 
     os.environ["ALLSEARCH_HEARTBEAT_S"], os.environ["ALLSEARCH_GRACE_S"] = "1", "1"
     try:
@@ -461,7 +461,7 @@ def test_ctrl_c_inside_a_library_that_swallows_it_still_stops() -> None:
     with signals held, so the Ctrl-C is delivered when the import ends."""
     code = """
 import os, signal, time
-from allsearch.hardware import held_interrupts
+from allsearch.core.hardware import held_interrupts
 signal.signal(signal.SIGINT, signal.default_int_handler)  # as from a terminal
 try:
     with held_interrupts():
@@ -496,7 +496,7 @@ def test_sigterm_in_a_long_epoch_stops_at_the_next_batch(tmp_path: Path) -> None
     SIGTERM half-way through the second epoch ends the study long before that epoch would
     (it took 30-50 s on real data: tf.data's iterators left by a KeyboardInterrupt inside fit
     waited for their autotuning thread when the process ended)."""
-    from allsearch.synthetic import write_dataset
+    from allsearch.data.synthetic import write_dataset
 
     data = write_dataset(tmp_path / "many", per_class=575, size=100, duplicate=False, junk=False)
     (tmp_path / "long.yaml").write_text(LONG_EPOCHS)

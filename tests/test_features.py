@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from allsearch.data import load_dataset
-from allsearch.features import HogTransformer, add_hog_pca
-from allsearch.synthetic import write_dataset
+from allsearch.data.dataset import load_dataset
+from allsearch.data.features import HogTransformer, add_hog_pca
+from allsearch.data.synthetic import write_dataset
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def test_a_saved_pipeline_loads_back_to_the_same_transform(whiten: bool, dataset
     from sklearn.decomposition import PCA
     from sklearn.pipeline import Pipeline
 
-    from allsearch.features import load_pipeline, save_pipeline
+    from allsearch.data.features import load_pipeline, save_pipeline
 
     hog = HogTransformer()
     pca = PCA(n_components=10, whiten=whiten, random_state=0).fit(hog.transform(dataset.x_train))

@@ -1,4 +1,4 @@
-"""Cross-validation (--cv K, allsearch.folds) on synthetic images named by patient or in
+"""Cross-validation (--cv K, allsearch.training.folds) on synthetic images named by patient or in
 capture order: folds keep groups and blocks whole and the test part out, each fold's figures
 are logged, the pruner hears the running mean, fold 0's model is kept; errors in one line."""
 
@@ -17,14 +17,15 @@ import pytest
 from mlflow.tracking import MlflowClient
 from test_splits import GROUPS, write_frames, write_patients
 
-from allsearch import standin, study
-from allsearch.data import SplitSettings, load_dataset
-from allsearch.errors import DataError
-from allsearch.folds import CrossValidation, fold_dataset, make_folds
-from allsearch.space import HParams
-from allsearch.splits import natural_key
-from allsearch.tracked import config_key, run_tracked
-from allsearch.tracking import Tracker
+from allsearch import study
+from allsearch.core.errors import DataError
+from allsearch.core.space import HParams
+from allsearch.core.splits import natural_key
+from allsearch.data.dataset import SplitSettings, load_dataset
+from allsearch.tracking.tracked import config_key, run_tracked
+from allsearch.tracking.tracking import Tracker
+from allsearch.training import standin
+from allsearch.training.folds import CrossValidation, fold_dataset, make_folds
 from conftest import one_line_error
 
 # A space of many configurations (a continuous rate), so a study's trials differ.
@@ -228,7 +229,7 @@ def test_a_study_under_cv_prunes_on_the_running_mean(tmp_path: Path, monkeypatch
 
 @pytest.mark.train
 def test_a_trial_under_cv_keeps_fold_0s_model_and_the_mean_test_accuracy(tmp_path: Path) -> None:
-    from allsearch.trial import run_trial
+    from allsearch.training.trial import run_trial
 
     root = write_patients(tmp_path / "patients", patients=5, per_patient=3)
     space = tmp_path / "one.yaml"
@@ -257,9 +258,9 @@ def test_a_trial_under_cv_keeps_fold_0s_model_and_the_mean_test_accuracy(tmp_pat
 
 
 def test_the_progress_line_counts_folds_under_cv() -> None:
-    from allsearch.config import StudyConfig
-    from allsearch.optuna_engine import progress_bar
-    from allsearch.space import load_space
+    from allsearch.core.config import StudyConfig
+    from allsearch.core.space import load_space
+    from allsearch.engines.optuna_engine import progress_bar
 
     study_ = optuna.create_study(direction="maximize")
     trial = study_.ask()
@@ -273,7 +274,7 @@ def test_the_progress_line_counts_folds_under_cv() -> None:
 
 
 def test_a_recorded_study_under_cv_keeps_its_folds_through_the_import(tmp_path: Path) -> None:
-    from allsearch.recorder import read_runs
+    from allsearch.tracking.recorder import read_runs
 
     root = write_frames(tmp_path / "frames", per_class=60)
     record = tmp_path / "record"
@@ -297,7 +298,7 @@ def test_a_recorded_study_under_cv_keeps_its_folds_through_the_import(tmp_path: 
 
 
 def test_each_fold_fits_its_own_hog_pca_on_its_training_part(tiny_data: Path) -> None:
-    from allsearch.features import HogTransformer, add_hog_pca
+    from allsearch.data.features import HogTransformer, add_hog_pca
 
     dataset = add_hog_pca(quiet_load(tiny_data))
     folds = make_folds(dataset, 2)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from allsearch import hardware
-from allsearch.errors import ConfigError
+from allsearch.core import hardware
+from allsearch.core.errors import ConfigError
 
 
 def test_auto_is_bf16_only_with_native_support(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -37,7 +37,7 @@ def test_bf16_support_reads_cpu_flags(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_study_records_the_resolved_precision(tiny_data: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     from allsearch import study
-    from allsearch.tracking import Tracker
+    from allsearch.tracking.tracking import Tracker
 
     monkeypatch.setattr(hardware, "bf16_support", lambda: "")
     done = study.run(trials=1, space="smoke", data=str(tiny_data), study_name="precision",
@@ -58,7 +58,7 @@ def test_thread_count_reaches_tensorflow(env: dict[str, str], expected: int | No
     import sys
 
     # The trial module starts TensorFlow (quietly, with the count) when a process first trains.
-    code = ("from allsearch import cli; cli.quiet_libraries(); import allsearch.trial; "
+    code = ("from allsearch.core import cli; cli.quiet_libraries(); import allsearch.training.trial; "
             "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
     environment = {k: v for k, v in os.environ.items() if k != "ALLSEARCH_THREADS"}
     done = subprocess.run([sys.executable, "-c", code], env={**environment, **env},
@@ -82,8 +82,8 @@ def test_a_worker_thread_count_reaches_tensorflow_started_later() -> None:
     import subprocess
     import sys
 
-    code = ("from allsearch import cli; cli.quiet_libraries(threads=1); import sys; "
-            "assert 'tensorflow' not in sys.modules; import allsearch.trial; "
+    code = ("from allsearch.core import cli; cli.quiet_libraries(threads=1); import sys; "
+            "assert 'tensorflow' not in sys.modules; import allsearch.training.trial; "
             "import tensorflow as tf; print(tf.config.threading.get_intra_op_parallelism_threads())")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert int(done.stdout.split()[-1]) == 1
@@ -92,7 +92,7 @@ def test_a_worker_thread_count_reaches_tensorflow_started_later() -> None:
 
 POLLED = """
 import os, signal
-from allsearch.hardware import deferred_interrupts, interrupt_pending, on_interrupt, polled_interrupts
+from allsearch.core.hardware import deferred_interrupts, interrupt_pending, on_interrupt, polled_interrupts
 signal.signal(signal.SIGINT, on_interrupt)
 steps = []
 try:
@@ -133,10 +133,10 @@ def test_a_signal_during_training_is_polled_and_raised_when_it_ends() -> None:
 STOPPED_FIT = """
 import os, signal, sys, warnings
 import keras
-from allsearch.data import load_dataset
-from allsearch.hardware import interrupt_pending, on_interrupt
-from allsearch.space import HParams
-from allsearch.trial import run_trial
+from allsearch.data.dataset import load_dataset
+from allsearch.core.hardware import interrupt_pending, on_interrupt
+from allsearch.core.space import HParams
+from allsearch.training.trial import run_trial
 
 signal.signal(signal.SIGINT, on_interrupt)
 ended = []

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from allsearch import leaderboard, study
-from allsearch.kt_engine import hyperparameters
-from allsearch.space import load_space
-from allsearch.tracking import Tracker
+from allsearch import study
+from allsearch.core.space import load_space
+from allsearch.engines.kt_engine import hyperparameters
+from allsearch.readers import leaderboard as leaderboard_lib
+from allsearch.tracking.tracking import Tracker
 
 SPACE = """name: kt
 objective: val_accuracy
@@ -73,7 +74,7 @@ def test_keras_tuner_runs_are_shaped_like_optuna_runs(tiny_data: Path, space_fil
     baseline = kt_runs[kt_runs["tags.trial_number"] == "0"].iloc[0]
     assert (baseline["params.batch_size"], baseline["params.epochs"]) == ("32", "2")
 
-    table = leaderboard.study_table(tracker, kt_parent)
+    table = leaderboard_lib.study_table(tracker, kt_parent)
     assert len(table) == 2 and table["Validation Accuracy"].notna().all()
     parent = tracker.client.get_run(kt_parent)
     assert parent.data.params["engine"] == "keras-tuner" and parent.data.params["tuner"] == "random"
@@ -119,8 +120,8 @@ def test_the_oracle_stops_at_the_trial_budget_and_at_the_deadline(tuner: str, sp
 
     import keras_tuner
 
-    from allsearch.config import StudyConfig
-    from allsearch.kt_engine import make_oracle
+    from allsearch.core.config import StudyConfig
+    from allsearch.engines.kt_engine import make_oracle
 
     space = load_space(str(space_file))
     config = StudyConfig(space=str(space_file), engine="keras-tuner", tuner=tuner)

@@ -9,12 +9,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from allsearch import leaderboard, table1
-from allsearch.contract import MODEL_URI
-from allsearch.leaderboard import METRIC_COLUMNS, render, runs_to_table
-from allsearch.space import HParams, load_space
-from allsearch.tracked import start_trial
-from allsearch.tracking import Tracker
+from allsearch import leaderboard
+from allsearch.core.contract import MODEL_URI
+from allsearch.core.space import HParams, load_space
+from allsearch.engines import table1 as table1_lib
+from allsearch.readers import leaderboard as leaderboard_lib
+from allsearch.readers.leaderboard import METRIC_COLUMNS, render, runs_to_table
+from allsearch.tracking.tracked import start_trial
+from allsearch.tracking.tracking import Tracker
 
 PAPER_ORDER = ["Validation Accuracy", "Validation Prediction Time (s)", "Test Accuracy",
                "Test Prediction Time (s)"]
@@ -57,7 +59,7 @@ def study_runs() -> tuple[Tracker, str]:
 
 def test_rows_order_and_grouping(study_runs) -> None:
     tracker, parent = study_runs
-    table = leaderboard.study_table(tracker, parent)
+    table = leaderboard_lib.study_table(tracker, parent)
     assert len(table) == 4  # 2 single trials + 1 repeated configuration + 1 pruned
     columns = list(table.columns)
     assert columns[:4] == ["epochs", "batch_size", "loss", "conv_layers"]
@@ -76,7 +78,7 @@ def test_rows_order_and_grouping(study_runs) -> None:
 
 def test_every_format(study_runs) -> None:
     tracker, parent = study_runs
-    table = leaderboard.study_table(tracker, parent)
+    table = leaderboard_lib.study_table(tracker, parent)
     parsed = pd.read_csv(io.StringIO(render(table, "csv")))
     assert list(parsed.columns) == list(table.columns)
     assert parsed["Validation Accuracy"].iloc[0] == pytest.approx(0.86)
@@ -126,7 +128,7 @@ def test_unfinished_trials_show_no_result_and_rows_link_the_model() -> None:
     unfinished = {state: fake_run(tracker, parent, 10 + i, {"epochs": 20 + i}, 0.99, 0.98,
                                   state=state, epochs_run=3 + i, recalls={"Benign": 1.0})
                   for i, state in enumerate(["KILLED", "FAIL", "PRUNED", "RUNNING"])}
-    table = leaderboard.study_table(tracker, parent)
+    table = leaderboard_lib.study_table(tracker, parent)
     assert len(table) == 6
     assert list(table["State"][:2]) == ["COMPLETE", "COMPLETE"]
     assert table.iloc[0]["Run ID"] == with_model != copy_first  # the model's run, not the copy's
@@ -141,7 +143,7 @@ def test_unfinished_trials_show_no_result_and_rows_link_the_model() -> None:
         assert shown == {}, f"a {state} trial shows {shown}"
     markdown = render(table, "markdown")
     assert "0.990" not in markdown and "+0.190" not in markdown
-    best = leaderboard.best_configuration(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"))
+    best = leaderboard_lib.best_configuration(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"))
     assert best[1]["Run ID"] == with_model
 
 
@@ -165,14 +167,14 @@ configurations:
 def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) -> None:
     table_file = tmp_path / "t1.yaml"
     table_file.write_text(TABLE)
-    result = table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
+    result = table1_lib.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
                         precision="float32")
     assert list(result["n"]) == [2, 2]
     assert list(result["Variant"]) == ["tiny", "tiny"]
     row = result.iloc[0]
     assert row["Test Accuracy CI95 low"] <= row["Test Accuracy"] <= row["Test Accuracy CI95 high"]
     assert row["Paper Test Accuracy"] == 0.82
-    text = table1.render(result)
+    text = table1_lib.render(result)
     assert "| Configuration | Variant | n | Val Acc (ours) |" in text and "±" in text
 
     tracker = Tracker("table1")
@@ -182,7 +184,7 @@ def test_table1_runs_seeds_resumes_and_reports(tiny_data: Path, tmp_path: Path) 
     assert set(runs["params.precision"]) == {"float32"}
     assert sorted(runs["params.split_seed"].astype(int)) == [42, 42, 43, 43]
     # Running again trains nothing new.
-    table1.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
+    table1_lib.run(data=str(tiny_data), seeds=2, table_file=table_file, progress=False,
                precision="float32")
     assert len(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")) == 4
     artifacts = {a.path for a in tracker.client.list_artifacts(parent)}
@@ -195,7 +197,7 @@ def test_per_class_recall_columns_mean_and_sd(tmp_path: Path) -> None:
     for seed, benign in enumerate([0.6, 0.8]):
         fake_run(tracker, parent, seed, {}, 0.8, 0.8, seed=seed, recalls={"Benign": benign, "Pro": 1.0})
     tracker.end_run(parent)
-    table = leaderboard.study_table(tracker, parent)
+    table = leaderboard_lib.study_table(tracker, parent)
     columns = list(table.columns)
     assert columns.index("Recall Benign") > columns.index("Epochs Run")
     assert table["Recall Benign"].iloc[0] == pytest.approx(0.7)
@@ -216,7 +218,7 @@ def test_save_space_writes_the_best_configuration_as_a_fixed_space(tmp_path: Pat
     out = tmp_path / "best.yaml"
     assert leaderboard.main(["--study", "widey", "--save-space", str(out), "--top", "1"]) == 0
     assert "trial 1 (validation 0.930) written to" in capsys.readouterr().err
-    markdown = leaderboard.render(leaderboard.study_table(tracker, parent), "markdown")
+    markdown = leaderboard_lib.render(leaderboard_lib.study_table(tracker, parent), "markdown")
     assert "| 0.00042 |" in markdown and "| 0.001 |" in markdown  # hyperparameters as set
     space = load_space(out)
     assert space.params == () and space.name == "best"

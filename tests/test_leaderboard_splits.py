@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 
 from allsearch import leaderboard
-from allsearch.confirmed import confirmation_runs, with_confirmation
-from allsearch.contract import CONFIRMS
-from allsearch.leaderboard import runs_to_table
-from allsearch.tracked import start_trial
-from allsearch.tracking import Tracker
+from allsearch.core.contract import CONFIRMS
+from allsearch.readers.confirmed import confirmation_runs, with_confirmation
+from allsearch.readers.leaderboard import runs_to_table
+from allsearch.tracking.tracked import start_trial
+from allsearch.tracking.tracking import Tracker
 
 RANDOM = {"split": "random"}
 BLOCKS = {"split": "blocks", "block_size": 50, "embargo": 5}

@@ -6,9 +6,9 @@ import keras
 import numpy as np
 import pytest
 
-from allsearch.errors import ModelError
-from allsearch.model import build_cnn, conv_blocks, max_conv_layers
-from allsearch.space import HParams
+from allsearch.core.errors import ModelError
+from allsearch.core.space import HParams
+from allsearch.training.model import build_cnn, conv_blocks, max_conv_layers
 
 
 def test_paper_network_has_the_papers_parameter_count() -> None:
@@ -98,7 +98,7 @@ def test_augmentation_acts_in_training_only() -> None:
 
 
 def test_balanced_class_weights() -> None:
-    from allsearch.trial import class_weights
+    from allsearch.training.trial import class_weights
 
     labels = np.array([0] * 10 + [1] * 30 + [2] * 20)
     weights = class_weights(labels, 4, "balanced")
@@ -110,7 +110,7 @@ def test_balanced_class_weights() -> None:
 def test_the_timed_prediction_traces_nothing() -> None:
     """The test split's prediction time is the paper's metric: after trace_predict, predicting
     the whole split (full batches and a smaller last one) compiles nothing inside the timing."""
-    from allsearch.trial import PREDICT_BATCH, trace_predict
+    from allsearch.training.trial import PREDICT_BATCH, trace_predict
 
     model = build_cnn(HParams(conv_layers=1), 4, input_shape=(20, 20, 1))
     x = np.zeros((3 * PREDICT_BATCH + 5, 20, 20, 1), dtype=np.float32)

@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import leaderboard, study
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import one_line_error
 
 SPACE = """
@@ -36,7 +36,7 @@ def test_a_two_objective_study_keeps_tags_and_shows_its_front(tiny_data: Path, s
     argv = ["--space", str(space_file), "--data", str(tiny_data), "--no-progress",
             "--objectives", "val_accuracy", "n_params", "--constraint", "n_params<=400000",
             "--sampler", "random"]
-    from allsearch.samplers import PrunerWarning
+    from allsearch.engines.samplers import PrunerWarning
 
     with pytest.warns(PrunerWarning, match="cannot prune trials of several objectives"):
         assert study.main([*argv, "--trials", "4"]) == 0
@@ -98,8 +98,8 @@ def test_objective_mistakes_get_one_line(flags: list[str], message: str, tiny_da
 
 
 def test_a_space_file_names_its_objectives(tmp_path: Path) -> None:
-    from allsearch.errors import SpaceError
-    from allsearch.space import load_space
+    from allsearch.core.errors import SpaceError
+    from allsearch.core.space import load_space
 
     path = tmp_path / "s.yaml"
     path.write_text(SPACE + "objectives: [val_accuracy, latency_ms_p50]\n")

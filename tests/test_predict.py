@@ -1,4 +1,4 @@
-"""The logged model on new images: the pyfunc (allsearch.serving), `python -m allsearch.predict`,
+"""The logged model on new images: the pyfunc (allsearch.training.serving), `python -m allsearch.predict`,
 and the model served by `mlflow models serve`."""
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ import mlflow
 import numpy as np
 import pytest
 
-from allsearch import predict, serving, study
-from allsearch.data import load_dataset
-from allsearch.features import add_hog_pca
-from allsearch.space import HParams
-from allsearch.tracked import start_trial
-from allsearch.tracking import Tracker, resolve_tracking_uri
-from allsearch.trial import run_trial
+from allsearch import predict, study
+from allsearch.core.space import HParams
+from allsearch.data.dataset import load_dataset
+from allsearch.data.features import add_hog_pca
+from allsearch.readers import predict as predict_lib
+from allsearch.tracking.tracked import start_trial
+from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.training import serving
+from allsearch.training.trial import run_trial
 from conftest import free_port, one_line_error
 
 SPACE = """
@@ -247,8 +249,8 @@ def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) 
     assert row["class"] in {"Benign", "Early", "Pre", "Pro"}
     assert sum(row[f"p_{c}"] for c in ("Benign", "Early", "Pre", "Pro")) == pytest.approx(1, abs=1e-4)
     # The same image through allsearch.predict gives the same answer.
-    loaded = predict.load_classifier("models:/allsearch-served@champion")
-    local = predict.predict_files(loaded, [predict.ImageFile(image)])
+    loaded = predict_lib.load_classifier("models:/allsearch-served@champion")
+    local = predict_lib.predict_files(loaded, [predict_lib.ImageFile(image)])
     assert local["class"][0] == row["class"]
     assert local["confidence"][0] == pytest.approx(row["confidence"], abs=1e-5)
 

@@ -14,11 +14,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study
-from allsearch.contract import RECORDED_ID
-from allsearch.process_state import left_as_found
-from allsearch.recorder import read_runs
-from allsearch.serving import encode_image, images_frame
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.core.contract import RECORDED_ID
+from allsearch.core.process_state import left_as_found
+from allsearch.tracking.recorder import read_runs
+from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.training.serving import encode_image, images_frame
 from conftest import one_line_error
 
 SPACE = """

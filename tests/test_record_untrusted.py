@@ -19,10 +19,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study
-from allsearch.contract import RECORDED_ID
-from allsearch.recorder import read_events
-from allsearch.space import HParams
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.core.contract import RECORDED_ID
+from allsearch.core.space import HParams
+from allsearch.tracking.recorder import read_events
+from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import one_line_error
 
 PARENT, TRIAL, EXPERIMENT = "p" * 32, "t" * 32, "s"
@@ -227,9 +227,9 @@ def test_a_crafted_pipeline_is_refused_in_one_line(how: str, tmp_path: Path, cap
 def test_the_feature_cache_is_never_unpickled(tmp_path: Path, isolated_store: Path) -> None:
     import warnings
 
-    from allsearch.data import CacheWarning, load_dataset
-    from allsearch.features import add_hog_pca
-    from allsearch.synthetic import write_dataset
+    from allsearch.data.dataset import CacheWarning, load_dataset
+    from allsearch.data.features import add_hog_pca
+    from allsearch.data.synthetic import write_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -251,7 +251,7 @@ def test_the_feature_cache_is_never_unpickled(tmp_path: Path, isolated_store: Pa
 
 
 def test_a_keras_model_with_code_is_refused_in_safe_mode(tmp_path: Path, capsys) -> None:
-    from allsearch.hardware import start_tensorflow
+    from allsearch.core.hardware import start_tensorflow
 
     start_tensorflow()
     import keras
@@ -286,7 +286,7 @@ def test_an_error_during_the_replay_is_one_line_naming_its_line(tmp_path: Path, 
     """A model that loads in safe mode but whose pixel input has no fixed size: logging it
     raised TypeError in serving (int(None)), a traceback. Now one line that names the event's
     line, and the import leaves no run RUNNING."""
-    from allsearch.hardware import start_tensorflow
+    from allsearch.core.hardware import start_tensorflow
 
     start_tensorflow()
     import keras
@@ -435,7 +435,7 @@ baseline: {batch_size: 8}
 STOPPED_IMPORT = """
 import os, signal, sys
 from allsearch import study
-from allsearch.tracking import Tracker
+from allsearch.tracking.tracking import Tracker
 real, seen = Tracker.log_image_file, []
 def log_image_file(self, run_id, path, name):
     real(self, run_id, path, name)
@@ -450,7 +450,7 @@ sys.exit(study.main(["import", sys.argv[1]]))
 KILLED_AFTER_MODEL = """
 import os, signal, sys
 from allsearch import study
-from allsearch.tracking import Tracker
+from allsearch.tracking.tracking import Tracker
 real = Tracker.log_model
 def log_model(self, run_id, **model):
     uri = real(self, run_id, **model)

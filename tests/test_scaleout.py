@@ -16,7 +16,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import optuna_engine
+from allsearch.engines import optuna_engine
 
 POSTGRES = os.environ.get("ALLSEARCH_TEST_POSTGRES")
 MLFLOW = os.environ.get("ALLSEARCH_TEST_MLFLOW")
@@ -163,7 +163,7 @@ def test_workers_started_together_on_an_empty_database_all_open_it() -> None:
         admin.execute(f"CREATE DATABASE {database}")
     url = POSTGRES.rsplit("/", 1)[0] + "/" + database
     start_at = time.time() + 8  # after every process has imported Optuna
-    opener = ("import sys, time; from allsearch.storage import open_storage; "
+    opener = ("import sys, time; from allsearch.engines.storage import open_storage; "
               "time.sleep(max(0, float(sys.argv[2]) - time.time())); open_storage(sys.argv[1])")
     workers = [subprocess.Popen([sys.executable, "-c", opener, url, str(start_at)],
                                 stderr=subprocess.PIPE, text=True) for _ in range(6)]

@@ -107,7 +107,7 @@ def caller_mlflow(tmp_path: Path) -> Iterator[dict[str, Any]]:
     Yields the state a library call must leave; puts MLflow back for the next test."""
     import mlflow
 
-    from allsearch.process_state import left_as_found
+    from allsearch.core.process_state import left_as_found
 
     (tmp_path / "caller").mkdir()
     with left_as_found():
@@ -128,7 +128,7 @@ def test_run_study_and_the_readers_leave_mlflow_as_the_caller_set_it(
     tracking URI and left it set; run_study's own scope hid that from its caller only."""
     import allsearch
     from allsearch import leaderboard
-    from allsearch.tracking import Tracker, runs_of_parent
+    from allsearch.tracking.tracking import Tracker, runs_of_parent
 
     result = allsearch.run_study(trials=2, trainer="standin:0.01",
                                  **study_settings(tiny_data, tmp_path))

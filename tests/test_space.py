@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from allsearch.errors import SpaceError
-from allsearch.space import SPACE_DIR, HParams, load_space
+from allsearch.core.errors import SpaceError
+from allsearch.core.space import SPACE_DIR, HParams, load_space
 
 SPACES = sorted(p for p in SPACE_DIR.glob("*.yaml") if p.name != "table1.yaml")
 
@@ -66,7 +66,7 @@ def test_missing_file_lists_the_shipped_names(tmp_path: Path) -> None:
 
 
 def test_table1_file_holds_the_papers_four_rows() -> None:
-    from allsearch.table1 import load_table1
+    from allsearch.engines.table1 import load_table1
 
     rows = load_table1()
     assert [(r.hparams.epochs, r.hparams.batch_size, r.hparams.loss) for r in rows] == [

@@ -1,4 +1,4 @@
-"""Leakage-aware splits (allsearch.splits): by group and by block, on synthetic images named by
+"""Leakage-aware splits (allsearch.core.splits): by group and by block, on synthetic images named by
 patient; split.csv and the logged params of a study; one-line errors."""
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ import pytest
 from PIL import Image
 
 from allsearch import study
-from allsearch.config import StudyConfig
-from allsearch.data import SplitSettings, load_dataset, save_bundle
-from allsearch.errors import ConfigError, DataError
-from allsearch.splits import natural_key
-from allsearch.synthetic import make_image
+from allsearch.core.config import StudyConfig
+from allsearch.core.errors import ConfigError, DataError
+from allsearch.core.splits import natural_key
+from allsearch.data.dataset import SplitSettings, load_dataset, save_bundle
+from allsearch.data.synthetic import make_image
 from conftest import one_line_error
 
 CLASSES = ("Benign", "Early", "Pre")
@@ -246,7 +246,7 @@ def test_a_study_logs_its_split_on_the_parent_and_every_child(tmp_path: Path) ->
 
 
 def test_a_recorded_study_writes_split_csv(tmp_path: Path) -> None:
-    from allsearch.recorder import read_runs
+    from allsearch.tracking.recorder import read_runs
 
     root = write_frames(tmp_path / "frames")
     record = tmp_path / "record"

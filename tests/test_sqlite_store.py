@@ -1,4 +1,4 @@
-"""SQLite stores shared by processes (allsearch.sqlite_store): an MLflow store is opened by one
+"""SQLite stores shared by processes (allsearch.tracking.sqlite_store): an MLflow store is opened by one
 process at a time (MLflow migrates a fresh store's tables without a lock of its own), and an
 Optuna trial that two processes ask for at the same moment goes to one of them. Real files and
 processes."""
@@ -16,9 +16,9 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import sqlite_store
+from allsearch.tracking import sqlite_store
 
-OPEN = ("import sys; from allsearch.tracking import Tracker; "
+OPEN = ("import sys; from allsearch.tracking.tracking import Tracker; "
         "Tracker('x', tracking_uri=f'sqlite:///{sys.argv[1]}')")
 
 
@@ -76,7 +76,7 @@ ASK = """
 import os, sys, time, warnings
 from pathlib import Path
 import optuna
-from allsearch.storage import open_storage
+from allsearch.engines.storage import open_storage
 warnings.simplefilter("ignore")
 storage, barrier = open_storage(sys.argv[1]), Path(sys.argv[2])
 for round in range(int(sys.argv[3])):

@@ -24,7 +24,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import study
-from allsearch.errors import StoreError
+from allsearch.core.errors import StoreError
 from conftest import free_port
 
 SPACE = """
@@ -145,7 +145,7 @@ def closed_at_the_start(runs: dict[str, object], before: set[str]) -> None:
 def test_a_process_that_ended_is_told_apart_from_one_that_runs() -> None:
     """What lets the next command fail a trial whose process ended without waiting for the
     heartbeat's grace: the process's key names it on this machine, pid reuse included."""
-    from allsearch.lifecycle import process_ended, process_key
+    from allsearch.engines.lifecycle import process_ended, process_key
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -399,7 +399,7 @@ def test_the_wait_is_one_line_updated_in_place_on_a_terminal(
     one line rewritten in place, then where the study stands once it answers."""
     import requests
 
-    from allsearch import outage
+    from allsearch.tracking import outage
 
     monkeypatch.setattr(outage, "PAUSE_S", 0.01)
     monkeypatch.delenv(outage.RETRIES_VARIABLE, raising=False)

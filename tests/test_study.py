@@ -8,10 +8,10 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch import optuna_engine
 from allsearch import study as study_mod
-from allsearch.space import load_space
-from allsearch.tracking import resolve_tracking_uri
+from allsearch.core.space import load_space
+from allsearch.engines import optuna_engine
+from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import fail_on_call
 
 SPACE = """
@@ -113,7 +113,7 @@ def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> Non
 @pytest.mark.train
 def test_failed_trial_is_recorded_and_the_study_goes_on(tiny_data: Path, space_file: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    import allsearch.tracked as tracked_mod
+    import allsearch.tracking.tracked as tracked_mod
 
     fail_on_call(monkeypatch, tracked_mod, "run_trial", 2, RuntimeError("simulated failure in training"))
     result = study_mod.run(trials=3, space=str(space_file), data=str(tiny_data), pruner="none",
@@ -229,7 +229,10 @@ def test_no_command_takes_an_abbreviated_flag(module: str, argv: list[str],
     and says so in one line (exit code 2), before it does anything."""
     import importlib
 
-    main = importlib.import_module(f"allsearch.{module}").main
+    command = importlib.import_module(f"allsearch.{module}")
+    if hasattr(command, "__path__"):  # a package's command is its __main__ (allsearch.data)
+        command = importlib.import_module(f"allsearch.{module}.__main__")
+    main = command.main
     with pytest.raises(SystemExit) as info:
         main([*argv, "--debu"])
     err = capsys.readouterr().err

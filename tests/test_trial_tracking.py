@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from allsearch.data import load_dataset
-from allsearch.features import add_hog_pca
-from allsearch.serving import encode_image, images_frame
-from allsearch.space import HParams
-from allsearch.tracked import start_trial
-from allsearch.tracking import Tracker, resolve_tracking_uri
-from allsearch.trial import EPOCH_METRICS, network_inputs, recall_metric, run_trial
+from allsearch.core.space import HParams
+from allsearch.data.dataset import load_dataset
+from allsearch.data.features import add_hog_pca
+from allsearch.tracking.tracked import start_trial
+from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.training.serving import encode_image, images_frame
+from allsearch.training.trial import EPOCH_METRICS, network_inputs, recall_metric, run_trial
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from allsearch import study, ui
-from allsearch.tracked import start_trial
-from allsearch.tracking import Tracker
+from allsearch.tracking.tracked import start_trial
+from allsearch.tracking.tracking import Tracker
 from conftest import free_port
 
 SPACE = """

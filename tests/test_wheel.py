@@ -27,12 +27,12 @@ PACKAGE = REPO / "allsearch"
 def command_modules() -> set[str]:
     """Modules run as `python -m allsearch.X`: a main() and an `if __name__ == "__main__"`."""
     found = set()
-    for path in PACKAGE.glob("*.py"):
+    for path in [*PACKAGE.glob("*.py"), *PACKAGE.glob("*/__main__.py")]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         has_main = any(isinstance(n, ast.FunctionDef) and n.name == "main" for n in tree.body)
         guarded = any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)
-        if has_main and guarded and path.stem != "__main__":
-            found.add(path.stem)
+        if has_main and guarded and path != PACKAGE / "__main__.py":  # (allsearch's dispatcher)
+            found.add(path.stem if path.parent == PACKAGE else path.parent.name)  # data/__main__
     return found
 
 

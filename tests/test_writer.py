@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from allsearch.writer import Writer
+from allsearch.tracking.writer import Writer
 
 
 def test_jobs_run_in_order_and_drain_waits_for_them() -> None:
@@ -44,7 +44,7 @@ def test_a_failed_job_is_raised_once_and_the_next_jobs_still_run() -> None:
 
 def test_a_process_that_exits_without_draining_still_finishes_its_jobs(tmp_path: Path) -> None:
     target = tmp_path / "written.txt"
-    program = (f"import time\nfrom pathlib import Path\nfrom allsearch.writer import Writer\n"
+    program = (f"import time\nfrom pathlib import Path\nfrom allsearch.tracking.writer import Writer\n"
                f"w = Writer()\n"
                f"w.submit(lambda: (time.sleep(1.0), Path({str(target)!r}).write_text('ok')))\n")
     started = time.perf_counter()

@@ -1,0 +1,312 @@
+"""The shared data pipeline: a folder of class folders in, train/val/test arrays out.
+
+discover files -> drop exact duplicates (content hash) -> decode, gray or RGB, resize, [0, 1]
+-> train/val/test split (seeded; allsearch.core.splits: stratified 70/15/15 by image, or by
+group or block so no patient or run of frames lands in two parts). Decoded pixels are cached on disk under a fingerprint
+of the file list, the file contents and the preprocessing settings, so every later load (in
+any process) skips decoding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from allsearch.core.errors import DataError
+from allsearch.core.splits import FRACTIONS as SPLIT_FRACTIONS
+from allsearch.core.splits import PARTS as SPLITS
+from allsearch.core.splits import Split, SplitSettings, split_data
+from allsearch.data.download import BUNDLE_SUFFIX, resolve_data_path
+from allsearch.data.images import (
+    IMAGE_SIZE,
+    Color,
+    decode_file,
+    pixel_shape,
+    to_network_input,
+)
+from allsearch.data.listing import discover, hash_file
+from allsearch.data.pixel_cache import CacheWarning, default_cache_dir, read_pixels, save_pixels
+
+__all__ = [
+    "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
+    "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning", "SplitSettings",
+    "SPLIT_FRACTIONS", "SPLITS",
+]
+
+# A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
+MIN_IMAGES_PER_CLASS = 7
+# Bump when decoding or resizing changes: it invalidates every pixel cache.
+PREPROCESS_VERSION = 2
+
+
+@dataclass
+class DataReport:
+    """What the pipeline saw; printed by `python -m allsearch.data` and logged with runs."""
+
+    root: str
+    n_files: int = 0
+    class_counts: dict[str, int] = field(default_factory=dict)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    duplicates_dropped: int = 0
+    split_sizes: dict[str, int] = field(default_factory=dict)
+    fingerprint: str = ""
+    cache_hit: bool = False
+    cache_written: bool = False
+    load_time_s: float = 0.0
+
+
+@dataclass
+class Dataset:
+    """Train/val/test images (N, H, W, 1), or (N, H, W, 3) in RGB, float32 in [0, 1], and
+    integer labels."""
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    class_names: tuple[str, ...]
+    files_train: tuple[str, ...]
+    files_val: tuple[str, ...]
+    files_test: tuple[str, ...]
+    fingerprint: str
+    variant: str
+    split_seed: int
+    report: DataReport
+    features: Any = None  # an allsearch.data.features.FeatureSet once add_hog_pca has run
+    split_settings: SplitSettings = field(default_factory=SplitSettings)
+    split_table: Split | None = None  # every image's group and part (split.csv)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def image_settings(self) -> dict[str, Any]:
+        """The images' side and colour (--image-size, --color), as every run logs them."""
+        return {"image_size": int(self.x_train.shape[1]),
+                "color": "rgb" if self.x_train.shape[-1] == 3 else "gray"}
+
+    def split(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        return getattr(self, f"x_{name}"), getattr(self, f"y_{name}")
+
+    def with_features(self, features: Any) -> Dataset:
+        return replace(self, features=features)
+
+    def split_csv(self) -> str:
+        """split.csv: file, class, group, part (train, val, test, or embargo: left out)."""
+        return self.split_table.csv() if self.split_table is not None else ""
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
+                 split: SplitSettings | None = None,
+                 image_size: int = IMAGE_SIZE, color: Color = "gray",
+                 cache_dir: str | Path | None = None,
+                 use_cache: bool = True, download: bool = True) -> Dataset:
+    """Load a folder of class folders (or a bundle) as a split Dataset (see the module
+    docstring); `split`: how (allsearch.core.splits; default: stratified 70/15/15 by image);
+    `image_size`, `color`: each image as SIZE x SIZE gray or RGB pixels."""
+    start = time.perf_counter()
+    root = resolve_data_path(path, download=download)
+    if root.is_file():
+        return load_bundle(root, split_seed=split_seed, split=split,
+                           image_size=image_size, color=color)
+    images = _load_images(root, image_size, color, cache_dir, use_cache)
+    return images.split(split_seed, split or SplitSettings(), started=start)
+
+
+def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Path | None,
+                 use_cache: bool) -> _Images:
+    listing = discover(root)
+    report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
+        hashes = list(pool.map(lambda f: hash_file(root / f[0]), listing.files))
+
+    # Exact duplicates (same bytes) would leak between train and test: keep the first copy.
+    seen: dict[str, str] = {}
+    unique: list[tuple[str, int, str]] = []
+    for (rel, label), digest in zip(listing.files, hashes, strict=True):
+        if digest in seen:
+            report.duplicates_dropped += 1
+            continue
+        seen[digest] = rel
+        unique.append((rel, label, digest))
+
+    key = _fingerprint(listing.class_names, unique, image_size, color)
+    cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
+    shape = pixel_shape(image_size, color)
+    cached = read_pixels(cache_file, len(unique), shape) if use_cache else None
+    if cached is not None:
+        pixels, labels, rels, bad = cached
+        report.cache_hit = True
+    else:
+        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size, color),
+                                    unique))
+        keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
+        bad = [(unique[i][0], d) for i, d in enumerate(decoded) if isinstance(d, str)]
+        pixels = (np.stack([decoded[i] for i in keep]) if keep
+                  else np.zeros((0, *shape), np.uint8))
+        labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
+        rels = [unique[i][0] for i in keep]
+        if use_cache:
+            report.cache_written = save_pixels(cache_file, pixels, labels, rels, bad)
+    for rel, reason in bad:
+        report.skipped.append((rel, reason))
+
+    for rel, reason in report.skipped:
+        warnings.warn(f"skipped {root / rel}: {reason}", stacklevel=2)
+    if report.skipped:
+        warnings.warn(f"skipped {len(report.skipped)} file(s) in '{root}'", stacklevel=2)
+
+    counts = Counter(labels.tolist())
+    report.class_counts = {name: counts.get(i, 0) for i, name in enumerate(listing.class_names)}
+    _check_counts(root, report.class_counts)
+    return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
+
+
+@dataclass
+class _Images:
+    """Every usable image of a dataset before the split, in a fixed order (by path)."""
+
+    pixels: np.ndarray  # (N, H, W) uint8, (N, H, W, 3) in RGB
+    labels: np.ndarray
+    files: tuple[str, ...]
+    class_names: tuple[str, ...]
+    key: str  # the content fingerprint: files, bytes, preprocessing
+    variant: str
+    report: DataReport
+
+    def split(self, split_seed: int, settings: SplitSettings, *, started: float) -> Dataset:
+        table = split_data(self.labels, self.files, self.class_names, settings, split_seed)
+        train, val, test = table.train, table.val, table.test
+        # A random split keeps the fingerprint it always had; another adds its settings and
+        # the groups it found (a changed --groups file is another dataset).
+        how = "" if settings.kind == "random" else f"|{settings.params()}|{table.digest}"
+        fingerprint = hashlib.sha256(
+            f"{self.key}|split={split_seed}|{SPLIT_FRACTIONS}{how}".encode()).hexdigest()[:16]
+        sizes = {"train": len(train), "val": len(val), "test": len(test)}
+        left_out = len(self.labels) - sum(sizes.values())
+        if left_out:
+            sizes["embargo"] = left_out
+        report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint)
+        images = to_network_input(self.pixels)
+        files = np.array(self.files, dtype=object)
+        report.load_time_s = round(time.perf_counter() - started, 3)
+        return Dataset(
+            x_train=images[train], y_train=self.labels[train],
+            x_val=images[val], y_val=self.labels[val],
+            x_test=images[test], y_test=self.labels[test],
+            class_names=self.class_names,
+            files_train=tuple(files[train]), files_val=tuple(files[val]),
+            files_test=tuple(files[test]),
+            fingerprint=fingerprint, variant=self.variant, split_seed=split_seed, report=report,
+            split_settings=settings, split_table=table,
+        )
+
+
+def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]],
+                 image_size: int, color: Color) -> str:
+    digest = hashlib.sha256()
+    # Gray images keep the text (and so the fingerprints and caches) they always had.
+    digest.update(f"v{PREPROCESS_VERSION}|size={image_size}|{color}|bilinear|".encode())
+    digest.update("|".join(class_names).encode())
+    for rel, label, content in unique:
+        digest.update(f"\n{rel}\t{label}\t{content}".encode())
+    return digest.hexdigest()
+
+
+def _check_counts(root: Path, class_counts: dict[str, int]) -> None:
+    usable = {name: n for name, n in class_counts.items() if n > 0}
+    empty = [name for name, n in class_counts.items() if n == 0]
+    if empty:
+        raise DataError(f"class folder(s) {empty} in '{root}' hold no usable images; "
+                        f"add images or remove the folder(s)")
+    if len(usable) < 2:
+        raise DataError(f"'{root}' has only {len(usable)} class with images; a classifier "
+                        f"needs at least 2 class folders")
+    small = {name: n for name, n in usable.items() if n < MIN_IMAGES_PER_CLASS}
+    if small:
+        name, n = next(iter(small.items()))
+        raise DataError(f"class '{name}' in '{root}' has {n} usable image(s); a stratified "
+                        f"70/15/15 split needs at least {MIN_IMAGES_PER_CLASS} per class")
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def save_bundle(folder: str | Path, path: str | Path, *, image_size: int = IMAGE_SIZE,
+                color: Color = "gray") -> Path:
+    """A dataset folder as one .npz file: its decoded, de-duplicated images (uint8), labels,
+    file names and content fingerprint, a few MB where the images are 100s. It is split at
+    load time like the folder, for any --split-seed, with the same fingerprints, so a machine
+    without the images (a lent GPU box) trains on exactly the same splits: --data FILE.npz."""
+    path = Path(path)
+    if path.suffix != BUNDLE_SUFFIX:
+        raise DataError(f"a dataset bundle is a {BUNDLE_SUFFIX} file; got '{path}'")
+    root = resolve_data_path(folder, download=False)
+    if root.is_file():
+        raise DataError(f"'{root}' is a file; bundle a folder of class folders")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the data report lists the skipped files
+        images = _load_images(root, image_size, color, None, True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = images.report
+    np.savez_compressed(
+        path, pixels=images.pixels, labels=images.labels, files=np.array(images.files, dtype=str),
+        class_names=np.array(images.class_names, dtype=str),
+        meta=np.array([images.key, images.variant, str(report.duplicates_dropped),
+                       str(report.n_files)]),
+        skipped=np.array(report.skipped, dtype=str).reshape(-1, 2))
+    return path
+
+
+def load_bundle(path: str | Path, *, split_seed: int = 42,
+                split: SplitSettings | None = None, image_size: int | None = None,
+                color: Color | None = None) -> Dataset:
+    """A Dataset from save_bundle's file, split by `split_seed` and `split` as load_dataset
+    would; a bundle of other images than `image_size` and `color` ask for is a DataError."""
+    started = time.perf_counter()
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            key, variant, dropped, n_files = (str(v) for v in z["meta"])
+            pixels, labels = z["pixels"], z["labels"].astype(np.int64)
+            files = tuple(str(f) for f in z["files"])
+            class_names = tuple(str(c) for c in z["class_names"])
+            skipped = [(str(a), str(b)) for a, b in z["skipped"].tolist()]
+    except (OSError, ValueError, KeyError, EOFError) as exc:
+        raise DataError(f"'{path}' is not a dataset bundle ({type(exc).__name__}); write one "
+                        f"with python -m allsearch.data FOLDER --bundle FILE.npz") from None
+    want = pixel_shape(image_size or pixels.shape[1], color or ("rgb" if pixels.ndim == 4 else "gray"))
+    if pixels.shape[1:] != want:
+        raise DataError(f"'{path}' holds images of shape {pixels.shape[1:]}, not the {want} that "
+                        f"--image-size and --color ask for; write a bundle with them (python -m "
+                        f"allsearch.data.dataset FOLDER --bundle FILE.npz --image-size N --color C)")
+    counts = Counter(labels.tolist())
+    report = DataReport(root=str(path), n_files=int(n_files), skipped=skipped,
+                        duplicates_dropped=int(dropped), cache_hit=True,
+                        class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)})
+    images = _Images(pixels, labels, files, class_names, key, variant, report)
+    return images.split(split_seed, split or SplitSettings(), started=started)
