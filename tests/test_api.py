@@ -35,7 +35,7 @@ def process_state() -> dict:
         "environ": dict(os.environ),
         "mlflow": (mlflow.is_tracking_uri_set(), mlflow.get_tracking_uri(), mlflow.get_registry_uri()),
         "random": random.getstate(),
-        "frozen": gc.get_freeze_count(),
+        "frozen": gc.get_freeze_count() > 0,  # (an earlier in-process command may freeze)
     }
 
 

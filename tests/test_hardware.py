@@ -172,3 +172,30 @@ def test_ctrl_c_ends_fit_the_way_keras_stops_then_raises(tiny_data: Path) -> Non
                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str([1, ["fit ended"], False])
+
+
+FROZEN = """
+import gc, sys, warnings
+warnings.simplefilter("ignore")
+from allsearch.core.hparams import HParams
+from allsearch.data.dataset import load_dataset
+from allsearch.training.trial import run_trial
+
+dataset = load_dataset(sys.argv[1])
+small = HParams(epochs=1, batch_size=8, conv_layers=1, dense_units=8)
+run_trial(dataset, small)
+print(gc.get_freeze_count())
+"""
+
+
+@pytest.mark.train
+def test_training_from_a_library_call_leaves_the_garbage_collector_alone(tiny_data: Path) -> None:
+    """run_trial moves the imports' objects out of the collector's way only in a process of
+    allsearch's own (a command or a worker), never in a library caller's."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", FROZEN, str(tiny_data)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.split()[-1]) == 0  # (before: the first trial froze the imports' objects)

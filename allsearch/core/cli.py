@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from allsearch.core.errors import AllsearchError
-from allsearch.core.hardware import on_interrupt
+from allsearch.core.hardware import on_interrupt, own_process
 
 __all__ = ["CommandParser", "quiet_libraries", "add_debug_flag", "main_wrapper"]
 
@@ -62,6 +62,7 @@ def main_wrapper(run: Callable[[argparse.Namespace], int], parser: argparse.Argu
     if not isinstance(parser, CommandParser):  # a programming error: every command uses one
         raise TypeError(f"{parser.prog}: make the parser with allsearch.core.cli.CommandParser")
     args = parser.parse_args(argv)
+    own_process()  # a command's process is a study's (hardware.own_process)
     if args.debug:
         os.environ["ALLSEARCH_DEBUG"] = "1"  # worker processes show everything too
     else:

@@ -22,7 +22,7 @@ __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "avai
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
            "start_tensorflow", "held_interrupts", "on_interrupt", "raise_if_interrupted",
            "deferred_interrupts", "interruptible", "polled_interrupts", "interrupt_pending",
-           "process_age_s", "resident_mb"]
+           "process_age_s", "resident_mb", "own_process", "owns_process"]
 
 Precision = Literal["float32", "bfloat16"]
 _PRECISION: dict[str, Precision] = {"float32": "float32", "bfloat16": "bfloat16"}
@@ -286,3 +286,18 @@ def resident_mb() -> float | None:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return None
+
+
+_owned = False  # a command or worker process of allsearch's own, not a library caller's
+
+
+def own_process() -> None:
+    """Said by allsearch's commands (cli.main_wrapper) and worker processes: the process is a
+    study's, which may tune it for many trials (today: the garbage collector, see
+    training.trial). A library caller's process is the caller's: nothing is tuned there."""
+    global _owned
+    _owned = True
+
+
+def owns_process() -> bool:
+    return _owned

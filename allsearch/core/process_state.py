@@ -15,7 +15,8 @@ filters, through `warnings.catch_warnings`). What it puts back, exactly:
   inside and left active is ended), if MLflow was imported;
 - the states of `random` and of NumPy's global generator, and Keras' global precision policy,
   for the modules imported on entry;
-- objects frozen out of the garbage collector (`gc.freeze`), unfrozen if none were on entry.
+- objects frozen out of the garbage collector (`gc.freeze`, only in a command's or worker's
+  process: `hardware.own_process`), unfrozen if none were on entry.
 
 What it leaves changed, knowingly:
 - TensorFlow's global seed: each trial sets it (`keras.utils.set_random_seed`), and

@@ -20,7 +20,7 @@ from typing import Any
 
 from allsearch.core.config import StudyConfig
 from allsearch.core.errors import StoreError
-from allsearch.core.hardware import on_interrupt
+from allsearch.core.hardware import on_interrupt, own_process
 
 __all__ = ["run_workers", "INTERRUPTED"]
 
@@ -101,6 +101,7 @@ def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trial
     with INTERRUPTED, quietly."""
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    own_process()  # a worker's process is the study's
     try:
         target(config, index, n_trials, done)
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from allsearch.core.hardware import (
     Precision,
     deferred_interrupts,
     interrupt_pending,
+    owns_process,
     polled_interrupts,
     start_tensorflow,
 )
@@ -280,14 +281,16 @@ def _fresh_session() -> None:
     # The first trial of a process moves what the imports made (TensorFlow, Keras, MLflow,
     # the dataset) into Python's permanent generation: every later collection skips it, which
     # takes a trial's clear-up from about a second to a few hundredths (measured in
-    # benchmarks/efficiency.py's build stage).
+    # benchmarks/efficiency.py's build stage). Only in a process of allsearch's own (a command
+    # or a worker, hardware.own_process): a library caller's garbage collector stays theirs.
     global _trained_in_this_process
     if _trained_in_this_process:
         keras.backend.clear_session()
         gc.collect()
     else:
         gc.collect()
-        gc.freeze()
+        if owns_process():
+            gc.freeze()
     _trained_in_this_process = True
 
 
