@@ -19,7 +19,7 @@ whose worker is killed too is retried again, up to twice), and that nothing else
 
 All of it runs on one machine, so the workers run at --nice 10: the servers (PostgreSQL, MLflow,
 the proxy) go first, as on machines of their own. The stores default to the services of
-`.ci/services` ($ALLSEARCH_TEST_POSTGRES, $ALLSEARCH_TEST_MLFLOW). --quick: 8 workers, direct
+`.ci/services` ($ALLSEARCH_TEST_POSTGRES, $ALLSEARCH_TEST_MLFLOW). --quick: 4 workers, direct
 and through the proxy, a quarter killed, heartbeat 1 s, grace 5 s. Exits non-zero when a check
 fails. Key figure, last line: trials per minute and peak database connections through the
 proxy and direct.
@@ -524,8 +524,8 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="also write the rows as JSON lines here")
     args = parser.parse_args()
     if args.quick:
-        args.workers, args.modes, args.kill_fraction = [8], ["direct", "proxy"], [0.25]
-        args.trials_per_worker, args.grace = 4, 5
+        args.workers, args.modes, args.kill_fraction = [4], ["direct", "proxy"], [0.25]
+        args.trials_per_worker, args.grace = 3, 5
     if not (args.storage and args.storage.startswith("postgresql")) or not args.tracking_uri:
         sys.exit("needs PostgreSQL and an MLflow server: pass --storage postgresql://... and "
                  "--tracking-uri http://..., or run `. .ci/services` first")

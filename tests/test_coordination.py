@@ -315,8 +315,8 @@ def test_compose_workers_use_the_proxy_by_default() -> None:
 @pytest.mark.timeout(900)
 @needs_services
 def test_coordination_quick_mode_passes_its_checks(tmp_path: Path) -> None:
-    """8 `python -m allsearch.study` processes with the stand-in trainer, straight to
-    PostgreSQL and through the proxy, 2 of them SIGKILLed mid-trial each time: every trial
+    """4 `python -m allsearch.study` processes with the stand-in trainer, straight to
+    PostgreSQL and through the proxy, 1 of them SIGKILLed mid-trial each time: every trial
     once, one child run each under one parent, killed trials failed and retried, none left
     RUNNING (the benchmark's own checks; it exits non-zero when one fails)."""
     done = subprocess.run([sys.executable, str(REPO / "benchmarks" / "coordination.py"),
@@ -325,8 +325,8 @@ def test_coordination_quick_mode_passes_its_checks(tmp_path: Path) -> None:
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     lines = done.stdout.strip().splitlines()
     assert lines[0].startswith("coordination, not training")
-    rows = [line for line in lines if line.startswith("8 workers, ")]
-    assert len(rows) == 2 and all("2 killed" in r and r.endswith("checks: passed") for r in rows)
-    assert re.fullmatch(r"8 workers \(2 killed\), proxy: \d+\.\d trials/min, peak \d+ database "
+    rows = [line for line in lines if line.startswith("4 workers, ")]
+    assert len(rows) == 2 and all("1 killed" in r and r.endswith("checks: passed") for r in rows)
+    assert re.fullmatch(r"4 workers \(1 killed\), proxy: \d+\.\d trials/min, peak \d+ database "
                         r"connections; direct: \d+\.\d trials/min, peak \d+ database "
                         r"connections; checks passed", lines[-1]), lines[-1]
