@@ -12,7 +12,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
@@ -23,6 +22,7 @@ from allsearch.data.dataset import load_dataset
 from allsearch.data.images import decode_file, to_network_input
 from allsearch.data.synthetic import write_dataset
 from allsearch.engines import confirm as confirm_lib
+from allsearch.readers import predict as predict_lib
 from allsearch.tracking.tracking import resolve_tracking_uri
 from allsearch.training import user_model
 
@@ -98,7 +98,7 @@ def test_the_example_network_on_rgb_images_through_study_leaderboard_and_predict
     assert predict.main([str(image), "--study", "byo", "--format", "json"]) == 0
     [row] = json.loads(capsys.readouterr().out)
     # The champion decodes a new file exactly as the training images were: 32 px RGB.
-    loaded = mlflow.pyfunc.load_model("models:/allsearch-byo@champion")
+    loaded = predict_lib.load_classifier("models:/allsearch-byo@champion")
     network = loaded.unwrap_python_model().network
     assert network.inputs[0].shape[1:] == (SIZE, SIZE, 3)
     expected = network.predict(to_network_input(decode_file(image, SIZE, "rgb")[None]), verbose=0)[0]

@@ -23,7 +23,7 @@ from allsearch.core.space import HParams
 from allsearch.core.splits import natural_key
 from allsearch.data.dataset import SplitSettings, load_dataset
 from allsearch.tracking.tracked import config_key, run_tracked
-from allsearch.tracking.tracking import Tracker
+from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
 from allsearch.training import standin
 from allsearch.training.folds import CrossValidation, fold_dataset, make_folds
 from conftest import one_line_error
@@ -288,7 +288,7 @@ def test_a_recorded_study_under_cv_keeps_its_folds_through_the_import(tmp_path: 
     assert child.params["cv"] == "3" and "fold_val_accuracy" in child.metrics
     [report] = study.import_record(record)
     assert report.imported == 1
-    client = MlflowClient()
+    client = MlflowClient(resolve_tracking_uri())
     [run] = client.search_runs([client.get_experiment_by_name("smoke").experiment_id],
                                "tags.`allsearch.role` = 'trial'")
     history = client.get_metric_history(run.info.run_id, "fold_val_accuracy")

@@ -127,7 +127,7 @@ def test_run_study_and_the_readers_leave_mlflow_as_the_caller_set_it(
     """Tracker.runs_frame and tracking.runs_of_parent (the leaderboard's) set MLflow's global
     tracking URI and left it set; run_study's own scope hid that from its caller only."""
     import allsearch
-    from allsearch import leaderboard
+    from allsearch.readers import leaderboard
     from allsearch.tracking.tracking import Tracker, runs_of_parent
 
     result = allsearch.run_study(trials=2, trainer="standin:0.01",
@@ -149,7 +149,7 @@ def test_a_study_and_predict_leave_the_callers_active_run_and_uris(
     import mlflow
 
     import allsearch
-    from allsearch import predict
+    from allsearch.readers import predict
 
     result = allsearch.run_study(trials=1, **study_settings(tiny_data, tmp_path))
     assert result.champion_model_uri == f"models:/allsearch-{result.study_name}@champion"
