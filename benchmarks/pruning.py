@@ -5,7 +5,7 @@
 
 Runs the same seeded study (TPE, allsearch/spaces/paper.yaml, the paper's baseline first) once per
 pruner and sampler seed, and counts the epochs each trained in all and the best validation
-accuracy each found. Trials run in this process. --quick: synthetic images, 8 trials of a
+accuracy each found. Trials run in this process. --quick: synthetic images, 5 trials of a
 small space (1-4 epochs), sampler seed 0, the median pruner and none. Key figure, last line: per pruner, epochs trained
 (summed over the seeds) and the best validation accuracy of each seed's study.
 """
@@ -47,7 +47,7 @@ def epochs_trained(study_name: str, tracking_uri: str) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="synthetic data, 8 small trials")
+    parser.add_argument("--quick", action="store_true", help="synthetic data, 5 small trials")
     parser.add_argument("--data", default=None, help="dataset folder (default: synthetic)")
     parser.add_argument("--trials", type=int, default=20)
     parser.add_argument("--pruners", nargs="+", default=None, choices=PRUNERS,
@@ -68,10 +68,10 @@ def main() -> None:
     if args.quick:
         space = str(workdir / "quick.yaml")
         Path(space).write_text(QUICK_SPACE)
-    trials = 8 if args.quick else args.trials
+    trials = 5 if args.quick else args.trials
     seeds = [0] if args.quick else args.sampler_seeds
     pruners = args.pruners or (["median", "none"] if args.quick else list(PRUNERS))
-    data = args.data or str(synthetic_data(workdir / "synthetic", per_class=40))
+    data = args.data or str(synthetic_data(workdir / "synthetic", per_class=24))
     results: dict[str, list[tuple[int, float]]] = {}
     for seed in seeds:
         for pruner in pruners:
