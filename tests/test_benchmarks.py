@@ -26,6 +26,9 @@ KEY_FIGURES = {
     "efficiency": r"^training share \(seconds in model\.fit / study wall seconds\): \d\.\d{3}$",
     "neighbours": r"^suggested --split blocks --block-size \d+ --embargo \d+ \(histogram at the "
                   r"random-pair level from distance \d+\)$",
+    "throughput": r"^paper's network, allsearch's default \((bfloat16|float32)\): \d+ images/s, "
+                  r"\d\.\d{3} of the measured limit \(by CPU time: \d+, \d\.\d{3}\)$",
+    "peer": r"^wall time ratio allsearch / peer \(median of 1\): \d+\.\d{3}$",
 }
 
 
@@ -44,5 +47,6 @@ def test_benchmark_quick_mode_runs(name: str, tmp_path: Path) -> None:
 
 def test_every_benchmark_is_checked() -> None:
     scripts = {p.stem for p in BENCHMARKS.glob("*.py") if not p.stem.startswith("_")}
-    # coordination.py needs PostgreSQL and an MLflow server: tests/test_coordination.py runs it.
-    assert scripts - {"plain_keras", "coordination"} == set(KEY_FIGURES)
+    # coordination.py needs PostgreSQL and an MLflow server: tests/test_coordination.py runs it;
+    # plain_keras.py and peer_script.py are what overhead.py and peer.py time.
+    assert scripts - {"plain_keras", "peer_script", "coordination"} == set(KEY_FIGURES)

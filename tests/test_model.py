@@ -118,3 +118,30 @@ def test_the_timed_prediction_traces_nothing() -> None:
     traced = model.predict_function.experimental_get_tracing_count()
     model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
     assert model.predict_function.experimental_get_tracing_count() == traced
+
+
+def test_each_block_pools_before_its_relu_and_computes_the_same_function() -> None:
+    """Pooling first runs the ReLU on a quarter of the values; max and ReLU commute, so the
+    network and its gradients are those of the paper's order (ReLU, then pool)."""
+    import tensorflow as tf
+
+    images = np.random.default_rng(0).random((8, 100, 100, 1)).astype("float32")
+    labels = np.eye(4)[np.arange(8) % 4]
+    # No dropout: its random mask would differ between the two networks in training mode.
+    for hparams in (HParams(dropout=0.0),
+                    HParams(dropout=0.0, batch_norm=True, conv_layers=4, filter_multiplier=0.5)):
+        model = build_cnn(hparams, 4)
+        names = [layer.name for layer in model.layers]
+        assert names.index("pool1") < names.index("relu1") < names.index("conv2")
+        before = build_cnn(hparams, 4, pool_before_relu=False)
+        assert before.count_params() == model.count_params()
+        before.set_weights(model.get_weights())
+        outputs, gradients = [], []
+        for network in (model, before):
+            with tf.GradientTape() as tape:
+                loss = keras.losses.categorical_crossentropy(labels, network(images, training=True))
+            outputs.append(network(images, training=False).numpy())
+            gradients.append([g.numpy() for g in tape.gradient(loss, network.trainable_weights)])
+        np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
+        for new, old in zip(*gradients, strict=True):
+            np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-6)

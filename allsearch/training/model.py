@@ -3,6 +3,8 @@
 Paper (conv_layers=3): Conv 64@5x5 -> Conv 32@5x5 -> Conv 128@3x3, each ReLU + 2x2 max-pool,
 flatten, dense 128 ReLU, dropout 0.5, dense softmax; Adam at lr 0.001. 'valid' padding,
 which gives the 1,728,932 parameters of the paper's network on 100x100x1 inputs, 4 classes.
+Each block pools before its ReLU: the same function and gradients as ReLU then pool (both
+are monotone), with the ReLU on a quarter of the values (benchmarks/throughput.py).
 """
 
 from __future__ import annotations
@@ -54,11 +56,14 @@ def max_conv_layers(image_size: int) -> int:
 
 
 def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = (100, 100, 1),
-              n_features: int = 100, compile: bool = True) -> keras.Model:
+              n_features: int = 100, compile: bool = True,
+              pool_before_relu: bool = True) -> keras.Model:
     """A compiled Keras model for these hyperparameters.
 
     features='pixels': the CNN on the image; 'hog_pca': a dense network on the PCA components;
     'both': the CNN branch and a dense branch on the components, joined before the dense layer.
+    pool_before_relu=False builds the earlier layer order of each block (ReLU, then pool):
+    the same function, slower; benchmarks/throughput.py times both.
     """
     import keras
     from keras import layers
@@ -73,7 +78,7 @@ def build_cnn(hparams: HParams, n_classes: int, *, input_shape: Sequence[int] = 
         x = _augmentation(image) if hparams.augment else image
         if hparams.standardize:
             x = _standardization(x)
-        branches.append(_conv_branch(x, hparams, int(input_shape[0])))
+        branches.append(_conv_branch(x, hparams, int(input_shape[0]), pool_before_relu))
     if hparams.features in ("hog_pca", "both"):
         components = keras.Input(shape=(n_features,), name=HOG_PCA)
         inputs.append(components)
@@ -153,7 +158,8 @@ def _standardization(image: keras.KerasTensor) -> keras.KerasTensor:
                                      name="standardize", dtype="float32")(image)
 
 
-def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int) -> keras.KerasTensor:
+def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int,
+                 pool_before_relu: bool) -> keras.KerasTensor:
     from keras import layers
 
     conv_layers = hparams.conv_layers
@@ -165,14 +171,15 @@ def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int) ->
     x = image
     for i, (filters, kernel) in enumerate(conv_blocks(conv_layers), start=1):
         width = max(1, round(filters * hparams.filter_multiplier))
+        # Normalize before the nonlinearity; the convolution's bias is then redundant.
+        x = layers.Conv2D(width, kernel, use_bias=not hparams.batch_norm, name=f"conv{i}")(x)
         if hparams.batch_norm:
-            # Normalize before the nonlinearity; the convolution's bias is then redundant.
-            x = layers.Conv2D(width, kernel, use_bias=False, name=f"conv{i}")(x)
             x = layers.BatchNormalization(name=f"bn{i}")(x)
-            x = layers.Activation("relu", name=f"relu{i}")(x)
-        else:
-            x = layers.Conv2D(width, kernel, activation="relu", name=f"conv{i}")(x)
-        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+        # max(relu(a), relu(b)) == relu(max(a, b)), gradients included: pooling first runs
+        # the ReLU (and its gradient) on a quarter of the first block's large feature map,
+        # which is memory-bound on a CPU (1.1x images/s, benchmarks/README.md).
+        pool, relu = layers.MaxPooling2D(2, name=f"pool{i}"), layers.Activation("relu", name=f"relu{i}")
+        x = relu(pool(x)) if pool_before_relu else pool(relu(x))
     if hparams.pooling == "gap":
         # One value per filter: far fewer weights in the dense layer than flattening.
         return layers.GlobalAveragePooling2D(name="gap")(x)
