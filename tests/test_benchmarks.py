@@ -32,15 +32,15 @@ KEY_FIGURES = {
 }
 
 
-@pytest.mark.train
-@pytest.mark.slow
-@pytest.mark.timeout(600)
 # Run by hand, not in the suite: their quick modes train whole configurations side by side
 # (throughput.py about 1.5 min, peer.py about 2.7 min on 2 cores: `python benchmarks/NAME.py
 # --quick`), which the suite's time cannot carry. Their key figures are checked the same way.
 BY_HAND = {"throughput", "peer"}
 
 
+@pytest.mark.train
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", sorted(set(KEY_FIGURES) - BY_HAND))
 def test_benchmark_quick_mode_runs(name: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), "--quick"],
