@@ -492,13 +492,13 @@ baseline: {}
 @pytest.mark.train
 @pytest.mark.slow
 def test_sigterm_in_a_long_epoch_stops_at_the_next_batch(tmp_path: Path) -> None:
-    """search/best.yaml's network on 2,300 images: an epoch lasts tens of seconds on 2 cores.
+    """search/best.yaml's network on 1,000 images: an epoch lasts seconds on 2 cores (tens on the real data).
     SIGTERM half-way through the second epoch ends the study long before that epoch would
     (it took 30-50 s on real data: tf.data's iterators left by a KeyboardInterrupt inside fit
     waited for their autotuning thread when the process ended)."""
     from allsearch.data.synthetic import write_dataset
 
-    data = write_dataset(tmp_path / "many", per_class=575, size=100, duplicate=False, junk=False)
+    data = write_dataset(tmp_path / "many", per_class=250, size=100, duplicate=False, junk=False)
     (tmp_path / "long.yaml").write_text(LONG_EPOCHS)
     process = subprocess.Popen(
         [sys.executable, "-m", "allsearch.study", "--space", str(tmp_path / "long.yaml"),
