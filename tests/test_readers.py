@@ -34,6 +34,16 @@ def error_line(done: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+def error_line_in_process(capsys: pytest.CaptureFixture, module: str, *args: str) -> str:
+    """The one line `python -m allsearch.<module> ARGS` prints, called as its main() in this
+    process (the tests that run a reader as a separate process are the ones above)."""
+    import importlib
+
+    capsys.readouterr()
+    assert importlib.import_module(f"allsearch.{module}").main(list(args)) == 2
+    return one_line_error(capsys)
+
+
 def small_study(name: str = "readme") -> str:
     """A study in the default store (one complete trial run, nothing trained); its parent id."""
     tracker = Tracker(name)
@@ -86,11 +96,13 @@ def test_leaderboard_writes_into_folders_it_creates(tmp_path: Path, capsys) -> N
     assert "--save-space 'taken/sub/x.yaml' cannot be written" in one_line_error(capsys)
 
 
-@pytest.mark.parametrize("port", ["99999", "0", "-1"])
-def test_ui_port_out_of_range(port: str) -> None:
+def test_ui_port_out_of_range(capsys: pytest.CaptureFixture) -> None:
     small_study()  # everything else is fine: the flag is what is wrong
-    line = error_line(command("allsearch.ui", "--port", port, timeout=60)[0])
-    assert f"--port must be between 1 and 65535, got {port}" in line, line
+    line = error_line(command("allsearch.ui", "--port", "99999", timeout=60)[0])
+    assert "--port must be between 1 and 65535, got 99999" in line, line
+    for port in ("0", "-1"):
+        line = error_line_in_process(capsys, "ui", "--port", port)
+        assert f"--port must be between 1 and 65535, got {port}" in line, line
 
 
 def test_ui_without_any_study(tmp_path: Path) -> None:
@@ -123,9 +135,10 @@ def test_ui_without_any_study(tmp_path: Path) -> None:
 @pytest.mark.parametrize("uri", [None, "sqlite:///elsewhere/mlflow.db"], ids=["default", "env"])
 def test_readers_in_a_folder_without_a_store_leave_it_empty(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str,
-        uri: str | None) -> None:
+        uri: str | None, capsys: pytest.CaptureFixture) -> None:
     """A reader run where there is no store says so in one line and creates nothing there:
-    no mlruns/ folder, no mlflow.db (MLflow creates both on its first read)."""
+    no mlruns/ folder, no mlflow.db (MLflow creates both on its first read). Each runs as a
+    separate process once (the default store); with $MLFLOW_TRACKING_URI, as its main() here."""
     from PIL import Image
 
     image = tmp_path / "cell.png"
@@ -136,8 +149,11 @@ def test_readers_in_a_folder_without_a_store_leave_it_empty(
     if uri is not None:
         monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     port = str(free_port())
-    done, _ = command(*(a.replace("{image}", str(image)).replace("{port}", port) for a in args))
-    line = error_line(done)
+    argv = [a.replace("{image}", str(image)).replace("{port}", port) for a in args]
+    if uri is None:
+        line = error_line(command(*argv)[0])
+    else:
+        line = error_line_in_process(capsys, argv[0].removeprefix("allsearch."), *argv[1:])
     store = empty / ("elsewhere/mlflow.db" if uri else "mlruns/mlflow.db")
     assert message in line and f"sqlite:///{store}" in line, line
     assert "python -m allsearch.study" in line and "--tracking-uri" in line, line

@@ -11,6 +11,7 @@ after each trial, and asks `remaining()` how many trials the study still needs.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.resource_tracker
 import os
 import signal
 import sys
@@ -20,12 +21,13 @@ from typing import Any
 
 from allsearch.core.config import StudyConfig
 from allsearch.core.errors import StoreError
-from allsearch.core.hardware import on_interrupt, own_process
+from allsearch.core.hardware import held_interrupts, on_interrupt, own_process
 
 __all__ = ["run_workers", "INTERRUPTED"]
 
 INTERRUPTED = 130  # a worker's exit code after Ctrl-C
 _POLL_S = 0.5
+_HELD = {signal.SIGINT, signal.SIGTERM}  # held in a worker until it can end a trial
 
 
 def run_workers(target: Callable[..., None], config: StudyConfig, *,
@@ -61,8 +63,9 @@ def run_workers(target: Callable[..., None], config: StudyConfig, *,
                 n = min(config.trials_per_process or need, need)
                 done = context.Value("i", 0)
                 process = context.Process(target=_entry, args=(target, config, index, n, done))
-                _start_ignoring_ctrl_c(process)
-                running.append((process, n, done))
+                with held_interrupts():  # a Ctrl-C now is raised once the worker is listed
+                    _start_with_signals_held(process)
+                    running.append((process, n, done))
                 index += 1
                 need -= n
             if not running:
@@ -84,15 +87,18 @@ def run_workers(target: Callable[..., None], config: StudyConfig, *,
         raise
 
 
-def _start_ignoring_ctrl_c(process: Any) -> None:
-    """Start a worker that ignores Ctrl-C until _entry runs: a process still importing has no
-    trial to end, and Python would print the import's traceback. (An ignored signal stays
-    ignored across exec, and Python then installs no KeyboardInterrupt handler of its own.)"""
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+def _start_with_signals_held(process: Any) -> None:
+    """Start a worker whose SIGINT and SIGTERM wait until _entry runs: a process still
+    importing has no trial to end, and Python would print the import's traceback. The worker
+    inherits this thread's signal mask across fork and exec; _entry unblocks it, and a signal
+    that came meanwhile is delivered then. (Ignoring SIGINT here instead, which the worker
+    would inherit too, lost a Ctrl-C that reached this process while a worker started.)"""
+    multiprocessing.resource_tracker.ensure_running()  # starting it unblocks both signals
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
     try:
         process.start()
     finally:
-        signal.signal(signal.SIGINT, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trials: int,
@@ -103,13 +109,21 @@ def _entry(target: Callable[..., None], config: StudyConfig, index: int, n_trial
     signal.signal(signal.SIGTERM, _interrupt)
     own_process()  # a worker's process is the study's
     try:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _HELD)  # a signal held since the start
         target(config, index, n_trials, done)
     except KeyboardInterrupt:
         sys.exit(INTERRUPTED)
 
 
 def _interrupt(signum: int, frame: object) -> None:
-    # Once: a second signal must not interrupt the recording of the first.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Once: a second signal must not interrupt the recording of the first. A handler that does
+    # nothing, not SIG_IGN: a second signal already pending (a Ctrl-C and the pool's SIGTERM
+    # held while the worker started) would find SIG_IGN and be reported by Python as
+    # "Signal 15 ignored due to race condition", with a traceback.
+    signal.signal(signal.SIGTERM, _ignore)
+    signal.signal(signal.SIGINT, _ignore)
     on_interrupt(signum, frame)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A worker's handler once it is ending its trial."""
