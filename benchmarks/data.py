@@ -75,6 +75,8 @@ class Probe:
 
 
 def cold_stage(data: str, cache: str) -> dict:
+    import sklearn.model_selection  # noqa: F401  (the split imports it: not the data's memory)
+
     from allsearch.data.dataset import load_dataset
 
     probe = Probe()
