@@ -51,8 +51,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.data:
         from allsearch.data.dataset import load_dataset
+        from allsearch.data.images import to_network_input
 
-        x = load_dataset(args.data).x_test
+        x = to_network_input(load_dataset(args.data).x_test)  # uint8 pixels -> float32 [0, 1]
     else:
         x = np.random.default_rng(0).random((483, 100, 100, 1), dtype=np.float32)
     rounds = 1 if args.quick else args.rounds

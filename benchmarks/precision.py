@@ -60,9 +60,11 @@ def main() -> None:
     rounds, epochs = (1, 3) if args.quick else (args.rounds, args.epochs)
     if args.data:
         from allsearch.data.dataset import load_dataset
+        from allsearch.data.images import to_network_input
 
         dataset = load_dataset(args.data)
-        x, labels, n_classes = dataset.x_train, dataset.y_train, dataset.n_classes
+        x, labels, n_classes = (to_network_input(dataset.x_train), dataset.y_train,
+                                dataset.n_classes)  # uint8 pixels -> float32 [0, 1]
     else:
         n = 400 if args.quick else 2251
         rng = np.random.default_rng(0)

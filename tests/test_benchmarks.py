@@ -15,7 +15,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 # benchmark -> what its last line must say
 KEY_FIGURES = {
     "overhead": r"^overhead ratio allsearch / plain Keras \(median of 1\): \d+\.\d{3}$",
-    "data": r"^full dataset with HOG/PCA \(median of 1\): cold \d+\.\d+ s, warm \d+\.\d+ s",
+    "data": r"^peak resident memory per image, one-epoch study of \d+ images: \d+\.\d KB over",
     "precision": r"^bfloat16 speed-up per epoch \(median of 1\): \d+\.\d+x",
     "latency": r"^483 test images, batch 32, median of 1: float32 \d+\.\d+ s .*paper 1\.98 s$",
     "pruning": r"^median: \d+ epochs, best val \d\.\d{3}; none: \d+ epochs, best val \d\.\d{3}$",

@@ -110,13 +110,14 @@ def test_balanced_class_weights() -> None:
 def test_the_timed_prediction_traces_nothing() -> None:
     """The test split's prediction time is the paper's metric: after trace_predict, predicting
     the whole split (full batches and a smaller last one) compiles nothing inside the timing."""
-    from allsearch.training.trial import PREDICT_BATCH, trace_predict
+    from allsearch.training.trial import PREDICT_BATCH, timed_predict, trace_predict
 
     model = build_cnn(HParams(conv_layers=1), 4, input_shape=(20, 20, 1))
-    x = np.zeros((3 * PREDICT_BATCH + 5, 20, 20, 1), dtype=np.float32)
+    # uint8 pixels, as a Dataset holds them (the prediction makes them float32 batch by batch)
+    x = np.zeros((3 * PREDICT_BATCH + 5, 20, 20, 1), dtype=np.uint8)
     trace_predict(model, x)
     traced = model.predict_function.experimental_get_tracing_count()
-    model.predict(x, batch_size=PREDICT_BATCH, verbose=0)
+    timed_predict(model, x)
     assert model.predict_function.experimental_get_tracing_count() == traced
 
 

@@ -14,8 +14,10 @@ from mlflow.tracking import MlflowClient
 from allsearch.core.space import HParams
 from allsearch.data.dataset import load_dataset
 from allsearch.data.features import add_hog_pca
+from allsearch.data.images import as_network_input
 from allsearch.tracking.tracked import start_trial
 from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.training.batches import network_batch
 from allsearch.training.serving import encode_image, images_frame
 from allsearch.training.trial import EPOCH_METRICS, network_inputs, recall_metric, run_trial
 
@@ -44,7 +46,7 @@ def test_run_trial_returns_plain_results(dataset, features: str) -> None:
     # as predicting the split again, and a timed pass.
     x_val = network_inputs(dataset.x_val, dataset.features.split("val")
                            if dataset.features is not None else None, features)
-    again = np.asarray(result.model.predict(x_val, verbose=0)).argmax(1)
+    again = np.asarray(result.model.predict(network_batch(x_val, slice(None)), verbose=0)).argmax(1)
     assert metrics["val_accuracy"] == pytest.approx(float((again == dataset.y_val).mean()), abs=1e-6)
     assert metrics["val_prediction_time_s"] > 0
     assert result.confusion().sum() == len(dataset.y_test)
@@ -81,7 +83,7 @@ def test_patience_keeps_the_best_epoch_and_stops_early(dataset) -> None:
     # The model kept after fit is the first epoch's, not the wrecked last one's: its
     # predictions score what fit's validation pass of epoch 1 scored.
     assert result.val_accuracy == pytest.approx(val_curve[0], abs=1e-6)
-    kept = np.asarray(result.model.predict(dataset.x_val, verbose=0)).argmax(1)
+    kept = np.asarray(result.model.predict(as_network_input(dataset.x_val), verbose=0)).argmax(1)
     assert float((kept == dataset.y_val).mean()) == pytest.approx(val_curve[0], abs=1e-6)
     last = run_trial(dataset, HParams(epochs=3, batch_size=8), seed=2,
                      callbacks=[_ZeroWeightsAfterFirstEpoch()])

@@ -1,10 +1,15 @@
 """The shared data pipeline: a folder of class folders in, train/val/test arrays out.
 
-discover files -> drop exact duplicates (content hash) -> decode, gray or RGB, resize, [0, 1]
+discover files -> drop exact duplicates (content hash) -> decode, gray or RGB, resize
 -> train/val/test split (seeded; allsearch.core.splits: stratified 70/15/15 by image, or by
 group or block so no patient or run of frames lands in two parts). Decoded pixels are cached on disk under a fingerprint
 of the file list, the file contents and the preprocessing settings, so every later load (in
 any process) skips decoding.
+
+Memory: the pixels stay uint8 from decoding to the network (10 KB per 100x100 gray image;
+float32 would be 40 KB): decoded into one array, reordered in place so that train, val and
+test are consecutive, and the splits are views of it. The network gets float32 in [0, 1] a
+batch at a time (images.as_network_input, allsearch.training.batches).
 """
 
 from __future__ import annotations
@@ -31,7 +36,6 @@ from allsearch.data.images import (
     Color,
     decode_file,
     pixel_shape,
-    to_network_input,
 )
 from allsearch.data.listing import discover, hash_file
 from allsearch.data.pixel_cache import CacheWarning, default_cache_dir, read_pixels, save_pixels
@@ -62,11 +66,13 @@ class DataReport:
     cache_hit: bool = False
     cache_written: bool = False
     load_time_s: float = 0.0
+    stage_s: dict[str, float] = field(default_factory=dict)  # hash, decode, cache_*, split
 
 
 @dataclass
 class Dataset:
-    """Train/val/test images (N, H, W, 1), or (N, H, W, 3) in RGB, float32 in [0, 1], and
+    """Train/val/test images (N, H, W, 1), or (N, H, W, 3) in RGB, as uint8 pixels (0-255;
+    `images.as_network_input` makes a batch of them the network's float32 in [0, 1]), and
     integer labels."""
 
     x_train: np.ndarray
@@ -140,8 +146,10 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     listing = discover(root)
     report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
 
+    clock = time.perf_counter()
     with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 1) * 2)) as pool:
         hashes = list(pool.map(lambda f: hash_file(root / f[0]), listing.files))
+    report.stage_s["hash"] = _since(clock)
 
     # Exact duplicates (same bytes) would leak between train and test: keep the first copy.
     seen: dict[str, str] = {}
@@ -156,22 +164,22 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     key = _fingerprint(listing.class_names, unique, image_size, color)
     cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
     shape = pixel_shape(image_size, color)
+    clock = time.perf_counter()
     cached = read_pixels(cache_file, len(unique), shape) if use_cache else None
     if cached is not None:
         pixels, labels, rels, bad = cached
         report.cache_hit = True
+        report.stage_s["cache_read"] = _since(clock)
     else:
-        with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            decoded = list(pool.map(lambda u: decode_file(root / u[0], image_size, color),
-                                    unique))
-        keep = [i for i, d in enumerate(decoded) if not isinstance(d, str)]
-        bad = [(unique[i][0], d) for i, d in enumerate(decoded) if isinstance(d, str)]
-        pixels = (np.stack([decoded[i] for i in keep]) if keep
-                  else np.zeros((0, *shape), np.uint8))
+        clock = time.perf_counter()
+        pixels, keep, bad = _decode_all(root, unique, shape, image_size, color)
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
+        report.stage_s["decode"] = _since(clock)
         if use_cache:
+            clock = time.perf_counter()
             report.cache_written = save_pixels(cache_file, pixels, labels, rels, bad)
+            report.stage_s["cache_write"] = _since(clock)
     for rel, reason in bad:
         report.skipped.append((rel, reason))
 
@@ -184,6 +192,52 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     report.class_counts = {name: counts.get(i, 0) for i, name in enumerate(listing.class_names)}
     _check_counts(root, report.class_counts)
     return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
+
+
+DECODE_CHUNK = 1024  # files handed to the decoding threads at a time
+
+
+def _decode_all(root: Path, unique: list[tuple[str, int, str]], shape: tuple[int, ...],
+                image_size: int, color: Color
+                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
+    """Every file decoded straight into one uint8 array (no list of images to stack: that
+    held each image twice); the indices into `unique` it holds, and the files it could not."""
+    pixels = np.empty((len(unique), *shape), np.uint8)
+    keep: list[int] = []
+    bad: list[tuple[str, str]] = []
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        for start in range(0, len(unique), DECODE_CHUNK):
+            chunk = unique[start:start + DECODE_CHUNK]
+            decoded = pool.map(lambda u: decode_file(root / u[0], image_size, color), chunk)
+            for i, image in enumerate(decoded, start=start):
+                if isinstance(image, str):
+                    bad.append((unique[i][0], image))
+                else:
+                    pixels[len(keep)] = image
+                    keep.append(i)
+    return pixels[:len(keep)], keep, bad
+
+
+def _since(clock: float) -> float:
+    return round(time.perf_counter() - clock, 3)
+
+
+def _permute_rows(array: np.ndarray, order: np.ndarray) -> None:
+    """array[:] = array[order] in place, for a permutation `order`, with one row of extra
+    memory (array[order] would hold a second copy of every image): cycle by cycle."""
+    done = np.zeros(len(order), dtype=bool)
+    for start in np.flatnonzero(order != np.arange(len(order))):
+        if done[start]:
+            continue
+        first, i = array[start].copy(), int(start)
+        while True:
+            done[i] = True
+            j = int(order[i])
+            if j == start:
+                array[i] = first
+                break
+            array[i] = array[j]
+            i = j
 
 
 @dataclass
@@ -199,6 +253,9 @@ class _Images:
     report: DataReport
 
     def split(self, split_seed: int, settings: SplitSettings, *, started: float) -> Dataset:
+        """The split Dataset, whose images are views of `pixels`, reordered in place for them
+        (train, val, test, then any left out): an _Images is split once."""
+        clock = time.perf_counter()
         table = split_data(self.labels, self.files, self.class_names, settings, split_seed)
         train, val, test = table.train, table.val, table.test
         # A random split keeps the fingerprint it always had; another adds its settings and
@@ -210,14 +267,20 @@ class _Images:
         left_out = len(self.labels) - sum(sizes.values())
         if left_out:
             sizes["embargo"] = left_out
-        report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint)
-        images = to_network_input(self.pixels)
+        report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint,
+                         stage_s=dict(self.report.stage_s))
+        used = np.concatenate([train, val, test]).astype(np.intp)
+        rest = np.setdiff1d(np.arange(len(self.labels)), used)
+        _permute_rows(self.pixels, np.concatenate([used, rest]))
+        images = self.pixels[..., None] if self.pixels.ndim == 3 else self.pixels
+        x_train, x_val, x_test = np.split(images[:len(used)], [len(train), len(train) + len(val)])
         files = np.array(self.files, dtype=object)
+        report.stage_s["split"] = _since(clock)
         report.load_time_s = round(time.perf_counter() - started, 3)
         return Dataset(
-            x_train=images[train], y_train=self.labels[train],
-            x_val=images[val], y_val=self.labels[val],
-            x_test=images[test], y_test=self.labels[test],
+            x_train=x_train, y_train=self.labels[train],
+            x_val=x_val, y_val=self.labels[val],
+            x_test=x_test, y_test=self.labels[test],
             class_names=self.class_names,
             files_train=tuple(files[train]), files_val=tuple(files[val]),
             files_test=tuple(files[test]),

@@ -2,7 +2,12 @@
 
 HOG (scikit-image) per image, then PCA (scikit-learn) fitted on the train split only and
 applied to val/test, as one scikit-learn pipeline that is kept for prediction on new images.
-HOG is the slow part; its matrix is cached on disk beside the pixel cache.
+HOG is the slow part; the components are cached on disk beside the pixel cache.
+
+Memory: a HOG descriptor is 4,356 floats (17 KB) per 100x100 image, more than the image. HOG
+is computed HOG_CHUNK images at a time and reduced to its 100 components at once, and PCA is
+fitted on at most PCA_FIT_IMAGES training images (all of them in a dataset of that many or
+fewer, as before; a seeded sample of a larger one), so no step holds every image's HOG.
 
 The pipeline is kept on disk (in a record folder, in a logged model, in the cache) as numbers
 only: its HOG settings and PCA arrays in an .npz read with allow_pickle=False, from which
@@ -30,11 +35,14 @@ from sklearn.decomposition import PCA
 from sklearn.pipeline import Pipeline
 
 from allsearch.data.dataset import CacheWarning, Dataset, default_cache_dir
+from allsearch.data.images import as_network_input
 
 __all__ = ["FeatureSet", "HogTransformer", "add_hog_pca", "N_COMPONENTS", "HOG_SETTINGS",
            "pipeline_arrays", "pipeline_from_arrays", "save_pipeline", "load_pipeline"]
 
 N_COMPONENTS = 100
+HOG_CHUNK = 512  # images whose HOG is held at once (9 MB of float32)
+PCA_FIT_IMAGES = 5000  # PCA is fitted on at most this many training images (87 MB of HOG)
 # 8x8-pixel cells and 2x2-cell blocks: the standard Dalal-Triggs layout, which gives
 # 4,356 values on a 100x100 image.
 HOG_SETTINGS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block": (2, 2),
@@ -42,7 +50,8 @@ HOG_SETTINGS = {"orientations": 9, "pixels_per_cell": (8, 8), "cells_per_block":
 
 
 class HogTransformer(TransformerMixin, BaseEstimator):
-    """(N, H, W[, 1]) gray or (N, H, W, 3) RGB images in [0, 1] -> (N, n_hog) HOG descriptors;
+    """(N, H, W[, 1]) gray or (N, H, W, 3) RGB images in [0, 1], or their uint8 pixels (taken
+    as the network takes them, images.as_network_input) -> (N, n_hog) HOG descriptors;
     stateless. On RGB, skimage takes each pixel's gradient from the channel where it is
     strongest (channel_axis): the descriptor has the length a gray image's has."""
 
@@ -50,14 +59,21 @@ class HogTransformer(TransformerMixin, BaseEstimator):
         return self
 
     def transform(self, images: np.ndarray) -> np.ndarray:
-        images = np.asarray(images, dtype=np.float32)
-        if images.ndim == 4 and images.shape[-1] == 1:
-            images = images[..., 0]
-        channels = {"channel_axis": -1} if images.ndim == 4 else {}
+        images = np.asarray(images)
+        rgb = images.ndim == 4 and images.shape[-1] == 3
+        channels = {"channel_axis": -1} if rgb else {}
+        out: np.ndarray | None = None
         # skimage's hog releases the GIL in its numpy kernels often enough for threads to help.
         with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-            rows = list(pool.map(lambda im: hog(im, **HOG_SETTINGS, **channels), images))
-        return np.asarray(rows, dtype=np.float32).reshape(len(images), -1)
+            for start in range(0, len(images), HOG_CHUNK):
+                chunk = np.asarray(as_network_input(images[start:start + HOG_CHUNK]),
+                                   dtype=np.float32)
+                chunk = chunk if rgb or chunk.ndim == 3 else chunk[..., 0]
+                rows = list(pool.map(lambda im: hog(im, **HOG_SETTINGS, **channels), chunk))
+                if out is None:
+                    out = np.empty((len(images), rows[0].size), dtype=np.float32)
+                out[start:start + len(rows)] = np.asarray(rows, dtype=np.float32)
+        return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -80,7 +96,10 @@ def add_hog_pca(dataset: Dataset, *, n_components: int = N_COMPONENTS,
     if dataset.features is not None:
         return dataset
     settings = repr(sorted(HOG_SETTINGS.items()))
-    key = hashlib.sha256(f"{dataset.fingerprint}|{settings}|pca={n_components}".encode())
+    # A set larger than PCA_FIT_IMAGES is fitted on a sample: other components than a fit on
+    # every image (which the earlier code made, and a smaller set still gets).
+    sample = f"|pca_fit={PCA_FIT_IMAGES}" if len(dataset.y_train) > PCA_FIT_IMAGES else ""
+    key = hashlib.sha256(f"{dataset.fingerprint}|{settings}|pca={n_components}{sample}".encode())
     cache_file = Path(cache_dir or default_cache_dir()) / f"hogpca-{key.hexdigest()[:20]}.npz"
     if cache_file.is_file():
         try:
@@ -105,23 +124,38 @@ def add_hog_pca(dataset: Dataset, *, n_components: int = N_COMPONENTS,
 
 def _fit(dataset: Dataset, n_components: int) -> FeatureSet:
     hog_step = HogTransformer()
-    hog_train = hog_step.transform(dataset.x_train)
+    n_train = len(dataset.x_train)
+    fit_rows = (np.arange(n_train) if n_train <= PCA_FIT_IMAGES else
+                np.sort(np.random.default_rng(0).choice(n_train, PCA_FIT_IMAGES, replace=False)))
+    hog_fit = hog_step.transform(dataset.x_train[fit_rows])
     # After centering, n samples span at most n - 1 directions; more would be pure noise.
-    limit = min(hog_train.shape[0] - 1, hog_train.shape[1])
+    limit = min(hog_fit.shape[0] - 1, hog_fit.shape[1])
     if n_components > limit:
         # Tiny datasets cannot give 100 components: use what PCA allows and say so.
         warnings.warn(f"n_components={n_components} must be <= min(n_samples - 1, n_features)="
                       f"{limit} (n_samples - 1 after centering); using {limit}", stacklevel=3)
         n_components = limit
     # Whitened components have unit variance, a scale the dense branch trains well on.
-    pca = PCA(n_components=n_components, whiten=True, random_state=0).fit(hog_train)
+    pca = PCA(n_components=n_components, whiten=True, random_state=0).fit(hog_fit)
     pipeline = Pipeline([("hog", hog_step), ("pca", pca)])
-    return FeatureSet(
-        train=pca.transform(hog_train).astype(np.float32),
-        val=pipeline.transform(dataset.x_val).astype(np.float32),
-        test=pipeline.transform(dataset.x_test).astype(np.float32),
-        pipeline=pipeline, n_components=n_components,
-    )
+    train = np.empty((n_train, pca.n_components_), dtype=np.float32)
+    train[fit_rows] = pca.transform(hog_fit)
+    del hog_fit
+    rest = np.setdiff1d(np.arange(n_train), fit_rows)
+    for start in range(0, len(rest), HOG_CHUNK):
+        rows = rest[start:start + HOG_CHUNK]
+        train[rows] = pipeline.transform(dataset.x_train[rows])
+    return FeatureSet(train=train, val=_components(pipeline, dataset.x_val),
+                      test=_components(pipeline, dataset.x_test),
+                      pipeline=pipeline, n_components=n_components)
+
+
+def _components(pipeline: Pipeline, images: np.ndarray) -> np.ndarray:
+    """The pipeline's output for these images, HOG_CHUNK images at a time, as float32."""
+    out = np.empty((len(images), pipeline.named_steps["pca"].n_components_), dtype=np.float32)
+    for start in range(0, len(images), HOG_CHUNK):
+        out[start:start + HOG_CHUNK] = pipeline.transform(images[start:start + HOG_CHUNK])
+    return out
 
 
 # ----------------------------------------------------------------------------- on disk

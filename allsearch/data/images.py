@@ -2,7 +2,8 @@
 
 Any image (8/16-bit, float, palette, CMYK, with transparency) -> SIZE x SIZE uint8, grayscale
 (H, W) or RGB (H, W, 3) (--image-size, default 100; --color, default gray) -> (N, H, W, 1|3)
-float32 in [0, 1].
+float32 in [0, 1]. Pixels are held as uint8 (a quarter of float32's memory) and become float32
+a batch at a time (`as_network_input`), with the same values as a conversion of them all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PIL import Image
 from allsearch.core.errors import DataError
 
 __all__ = ["IMAGE_SIZE", "IMAGE_EXTENSIONS", "image_to_array", "to_network_input",
-           "decode_image_bytes", "decode_file", "pixel_shape", "Color"]
+           "as_network_input", "decode_image_bytes", "decode_file", "pixel_shape", "Color"]
 
 IMAGE_SIZE = 100
 Color = Literal["gray", "rgb"]  # allsearch.core.contract.COLORS
@@ -54,6 +55,13 @@ def to_network_input(pixels: np.ndarray) -> np.ndarray:
     pixels = np.asarray(pixels)
     images = pixels[..., None] if pixels.ndim == 3 else pixels
     return images.astype(np.float32) / np.float32(255.0)
+
+
+def as_network_input(images: np.ndarray) -> np.ndarray:
+    """A batch as the network takes it: uint8 pixels through `to_network_input`, anything else
+    (float images already in [0, 1], HOG/PCA components) as it is."""
+    images = np.asarray(images)
+    return to_network_input(images) if images.dtype == np.uint8 else images
 
 
 def decode_image_bytes(data: bytes, size: int = IMAGE_SIZE, color: Color = "gray") -> np.ndarray:

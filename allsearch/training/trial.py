@@ -30,6 +30,7 @@ from allsearch.core.contract import EPOCH_METRICS  # noqa: E402
 from allsearch.core.errors import ConfigError  # noqa: E402
 from allsearch.core.space import HParams  # noqa: E402
 from allsearch.data.dataset import Dataset  # noqa: E402
+from allsearch.training.batches import Batches, count, network_batch  # noqa: E402
 from allsearch.training.model import HOG_PCA, PIXELS, build_cnn  # noqa: E402
 from allsearch.training.results import TrialResult, recall_metric  # noqa: E402
 from allsearch.training.user_model import Factory, build, summary_text  # noqa: E402
@@ -173,7 +174,7 @@ def run_trial(dataset: Dataset, hparams: HParams, *, seed: int = 0,
         inputs = _Inputs.of(dataset, hparams.features)
         recorder = _EpochRecorder({} if history is None else history, on_epoch)
         started = time.perf_counter()
-        _fit(model, dataset, hparams, inputs, recorder, callbacks)
+        _fit(model, dataset, hparams, inputs, recorder, callbacks, seed)
         # Where the trial's seconds went (metrics time_*_s, docs/design.md).
         timings = {"time_build_s": started - clock, "time_fit_s": time.perf_counter() - started}
         return _evaluate(model, dataset, hparams, recorder, inputs.x_test, seed=seed,
@@ -202,9 +203,11 @@ class _Inputs(NamedTuple):
 
 
 def _fit(model: keras.Model, dataset: Dataset, hparams: HParams, inputs: _Inputs,
-         recorder: _EpochRecorder, callbacks: Sequence[keras.callbacks.Callback]) -> None:
+         recorder: _EpochRecorder, callbacks: Sequence[keras.callbacks.Callback],
+         seed: int) -> None:
     """Train `model` on the train split, validating each epoch (`recorder` keeps the curves
-    and the validation passes' times)."""
+    and the validation passes' times); the images go in batch by batch (Batches: uint8
+    pixels to float32 per batch), in an order drawn from `seed` each epoch."""
     early_stop = [] if not hparams.patience else [keras.callbacks.EarlyStopping(
         monitor="val_accuracy", mode="max", patience=hparams.patience,
         restore_best_weights=True)]  # restores at the end whether or not it stopped
@@ -212,10 +215,11 @@ def _fit(model: keras.Model, dataset: Dataset, hparams: HParams, inputs: _Inputs
     # The validation pass runs at Keras' predict batch (32), the batch the test split is
     # timed at: its last pass over the kept weights gives the validation figures.
     with polled_interrupts():  # a signal stops the training at its next batch
-        model.fit(inputs.x_train, inputs.y_train, batch_size=hparams.batch_size,
-                  epochs=hparams.epochs, validation_data=(inputs.x_val, inputs.y_val),
-                  validation_batch_size=PREDICT_BATCH,
-                  shuffle=True, verbose=0,
+        model.fit(Batches(inputs.x_train, inputs.y_train, batch_size=hparams.batch_size,
+                          seed=seed),
+                  epochs=hparams.epochs,
+                  validation_data=Batches(inputs.x_val, inputs.y_val, batch_size=PREDICT_BATCH),
+                  shuffle=False, verbose=0,
                   class_weight=class_weights(dataset.y_train, dataset.n_classes,
                                              hparams.class_weights),
                   callbacks=[_StopOnSignal(), recorder, *early_stop,
@@ -301,8 +305,9 @@ def _first(inputs: Any, n: int) -> Any:
 
 
 def _predict(model: keras.Model, inputs: Any) -> np.ndarray:
-    # Keras' default predict batch (32), as the paper's script would have used.
-    return np.asarray(model.predict(inputs, batch_size=PREDICT_BATCH, verbose=0),
+    # Keras' default predict batch (32), as the paper's script would have used; uint8 pixels
+    # become the network's float32 a batch at a time (Batches).
+    return np.asarray(model.predict(Batches(inputs, batch_size=PREDICT_BATCH), verbose=0),
                       dtype=np.float32)
 
 
@@ -321,11 +326,11 @@ def timed_predict(model: keras.Model, inputs: Any) -> tuple[np.ndarray, float]:
 
 def latency_ms(model: keras.Model, inputs: Any) -> tuple[float, float]:
     """p50/p95 of one-image prediction, after a warm-up."""
-    n = len(inputs[PIXELS] if isinstance(inputs, dict) else inputs)
+    n = count(inputs)
     picks = [i % n for i in range(LATENCY_WARMUP + LATENCY_SAMPLES)]
     times = []
     for j, i in enumerate(picks):
-        one = {k: v[i:i + 1] for k, v in inputs.items()} if isinstance(inputs, dict) else inputs[i:i + 1]
+        one = network_batch(inputs, slice(i, i + 1))
         started = time.perf_counter()
         model.predict_on_batch(one)
         if j >= LATENCY_WARMUP:

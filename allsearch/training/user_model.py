@@ -154,10 +154,12 @@ def check(factory: Factory, space: SearchSpace, dataset: Dataset) -> None:
     start_tensorflow()  # quietly (a function given to run_study imported no Keras here yet)
     import keras
 
+    from allsearch.data.images import as_network_input
+
     shape, n_classes = dataset.image_shape, dataset.n_classes
     try:
         model = build(factory, hparams, shape, n_classes)
-        x = dataset.x_train[:2]
+        x = as_network_input(dataset.x_train[:2])  # the uint8 pixels as the network takes them
         y = keras.utils.to_categorical(dataset.y_train[:2], n_classes)
         try:
             probabilities = model.predict(x, verbose=0)
