@@ -39,7 +39,7 @@ def isolated_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def train_marker_is_honest(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     """A test without the `train` marker may not fit a model in this process: the fast loop
-    (pytest -m "not train") stays fast only if every test that trains says so."""
+    (pytest -m "not train and not slow") stays fast only if every test that trains says so."""
     if request.node.get_closest_marker("train") is not None:
         return
     import keras

@@ -193,6 +193,7 @@ def test_each_fold_is_logged_and_the_run_holds_their_mean(tmp_path: Path) -> Non
         hparams, seeds=[0], dataset=dataset, precision="float32", cv=3) != plain
 
 
+@pytest.mark.slow
 def test_a_study_under_cv_prunes_on_the_running_mean(tmp_path: Path, monkeypatch) -> None:
     root = write_patients(tmp_path / "patients", patients=6, per_patient=3)
     space = tmp_path / "cvspace.yaml"

@@ -497,6 +497,7 @@ def clean_import(record: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     return uri
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL"])
 def test_an_interrupted_import_resumes_to_what_a_clean_import_writes(
         stop: str, tiny_data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

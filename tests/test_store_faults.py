@@ -451,6 +451,7 @@ def test_ctrl_c_stops_the_wait_for_the_server(tiny_data: Path, tmp_path: Path,
     assert trial_states(storage) == ["COMPLETE", "FAIL"]
 
 
+@pytest.mark.slow
 def test_a_study_against_a_tracking_server_prints_no_mlflow_links(
         tiny_data: Path, tmp_path: Path, server: TrackingServer,
         capsys: pytest.CaptureFixture) -> None:

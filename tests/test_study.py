@@ -98,6 +98,7 @@ def test_study_with_pruning_resumes_under_one_parent(tiny_data: Path, space_file
     assert "best trial #" in summary and "paper's Table 1" in summary
 
 
+@pytest.mark.slow
 def test_same_seed_same_configurations(tiny_data: Path, space_file: Path) -> None:
     # Sampling is what is tested: the stand-in trainer runs the whole study loop, no model.
     kwargs = dict(trials=3, space=str(space_file), data=str(tiny_data), seed=7, pruner="none",

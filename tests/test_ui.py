@@ -68,6 +68,7 @@ def stop(process: subprocess.Popen) -> None:
         raise
 
 
+@pytest.mark.slow
 def test_ui_without_optuna_storage_lists_each_study_and_says_so(tmp_path: Path) -> None:
     """An MLflow store whose Optuna storage is not there (a study imported from a record
     folder, or moved): the UI starts without optuna-dashboard and says why in one line."""
