@@ -151,11 +151,13 @@ def test_sigterm_ends_a_study_like_ctrl_c(tiny_data: Path, tmp_path: Path) -> No
 def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_full(
         tiny_data: Path, tmp_path: Path) -> None:
     heartbeat = {"ALLSEARCH_HEARTBEAT_S": "1", "ALLSEARCH_GRACE_S": "3"}
-    first = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress"),
+    quick = ("--no-progress", "--trainer", "standin:0")  # the study loop, no model trained
+    first = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", *quick),
                            env=env(**heartbeat), capture_output=True, text=True, timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
     process = subprocess.Popen(command(tmp_path, tiny_data, "--trials", "2", "--no-progress",
-                                       "--trials-per-process", "0", epochs=200),
+                                       "--trials-per-process", "0", "--trainer", "standin:600",
+                                       epochs=200),
                                env=env(**heartbeat), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL, start_new_session=True)
     wait_for_running_trial(tmp_path, process)
@@ -163,7 +165,7 @@ def test_a_killed_trial_is_closed_by_the_next_command_even_when_the_study_is_ful
     process.wait()
     wait_for(lambda: stale_in_copy(tmp_path / "mlruns" / "optuna.db", "tiny", 1, grace_s=3),
              "the killed trial to be past the grace period")
-    full = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress"),
+    full = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", *quick),
                           env=env(**heartbeat), capture_output=True, text=True, timeout=300)
     assert full.returncode == 0, full.stderr[-2000:]
     states = {r.info.run_name: r.info.status for r in runs(tmp_path)}
@@ -351,11 +353,10 @@ def test_credentials_in_a_tracking_url_reach_the_server() -> None:
 # ----------------------------------------------------------------------------- 8: data
 
 
-@pytest.mark.train
 def test_a_study_says_what_it_skipped_and_logs_the_list(tiny_data: Path, tmp_path: Path) -> None:
     (tiny_data / "Early" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     done = subprocess.run(command(tmp_path, tiny_data, "--trials", "1", "--no-progress",
-                                  "--trials-per-process", "0"),
+                                  "--trials-per-process", "0", "--trainer", "standin:0"),
                           env=env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [line for line in done.stderr.splitlines() if "skipped" in line]
