@@ -44,9 +44,11 @@ N_TRAIN, N_VAL = 2280, 488  # the real Original dataset's training and validatio
 N_SLOW = 512  # images for the variants that run once
 
 # name -> what differs from allsearch's training as it is (the default: precision auto,
-# NumPy arrays, threads = cores, validation batch 32, oneDNN on, no XLA, one step per call).
+# uint8 pixels made float32 a batch at a time (training.batches.Batches, as run_trial feeds
+# them), threads = cores, validation batch 32, oneDNN on, no XLA, one step per call).
 VARIANTS: dict[str, dict[str, object]] = {
     "default": {},
+    "float32 arrays": {"input": "arrays"},  # the whole split as float32, before 2026-12-04
     "relu before pool": {"pool_before_relu": False},  # the block order before 2026-12-04
     "float32": {"precision": "float32"},
     "float32 relu before pool": {"precision": "float32", "pool_before_relu": False},
@@ -61,7 +63,7 @@ VARIANTS: dict[str, dict[str, object]] = {
     "float32 onednn off": {"precision": "float32", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
                            "slow": True},
 }
-QUICK_VARIANTS = ("default", "relu before pool", "float32")
+QUICK_VARIANTS = ("default", "float32 arrays", "float32")
 BEST_VARIANTS = ("default", "relu before pool", "float32", "val batch 256")
 SPACES = {"paper": "paper-best", "best": "best"}
 
@@ -112,9 +114,19 @@ def epoch_flops(model, n_train: int, n_val: int) -> float:
 
 def _fit_inputs(settings: dict, x, y, x_val, y_val, batch: int) -> dict:
     val_batch = settings.get("val_batch", 32)
-    if settings.get("input") != "tf.data":
+    if settings.get("input") == "arrays":
         return {"x": x, "y": y, "batch_size": batch, "shuffle": True,
                 "validation_data": (x_val, y_val), "validation_batch_size": val_batch}
+    if settings.get("input") != "tf.data":  # the default: what run_trial does
+        import numpy as np
+
+        from allsearch.training.batches import Batches
+
+        def pixels(images):  # uint8, as a loaded dataset holds them
+            return np.round(images * 255).clip(0, 255).astype(np.uint8)
+
+        return {"x": Batches(pixels(x), y, batch_size=batch, seed=0),
+                "validation_data": Batches(pixels(x_val), y_val, batch_size=val_batch)}
     import tensorflow as tf
 
     train = (tf.data.Dataset.from_tensor_slices((x, y)).cache()
