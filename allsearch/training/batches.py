@@ -5,11 +5,13 @@ whole split gives.
 
 `Batches` is a keras.utils.PyDataset of one split's inputs (an array, or the dict a 'both'
 network takes) and its one-hot labels; given a seed, it draws a new order of the images every
-epoch (training), else it keeps their order (validation, prediction). Two threads prepare the
-next batches while the network trains (Keras' enqueuer, stopped at each epoch's end before the
-next order is drawn): batch by batch in one thread, the paper's network trained 20 % fewer
-images per second than from float32 arrays (benchmarks/throughput.py, 3 rounds); with two,
-within 3 % (2 rounds).
+epoch (training), else it keeps their order (validation, prediction). Where a pass has 16
+batches or more, two threads prepare the next batches while the network trains (Keras'
+enqueuer, stopped at each epoch's end before the next order is drawn): batch by batch in one
+thread, the paper's network trained 20 % fewer images per second than from float32 arrays
+(benchmarks/throughput.py, 3 rounds); with two, within 3 % (2 rounds). On a tiny set the
+threads cost more than they save (a 3-trial study of 48 images: 17.4 s with one thread, 19.2 s
+with two, medians of 3 alternating runs).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import numpy as np
 
 from allsearch.data.images import as_network_input
 
-__all__ = ["Batches", "network_batch", "count"]
+__all__ = ["Batches", "network_batch", "count", "PREFETCH_FROM"]
+
+PREFETCH_FROM = 16  # batches in a pass from which two threads prepare them
 
 
 def network_batch(inputs: Any, rows: slice | np.ndarray) -> Any:
@@ -42,9 +46,13 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(self, inputs: Any, labels: np.ndarray | None = None, *, batch_size: int,
                  seed: int | None = None) -> None:
-        super().__init__(workers=2, max_queue_size=4)  # prefetched by 2 threads
-        self.inputs, self.labels, self.batch_size = inputs, labels, int(batch_size)
-        self.n = count(inputs)
+        n, size = count(inputs), int(batch_size)
+        # Two threads prepare the next batches where an epoch has enough of them to pay for
+        # starting the threads (about 0.2 s per fit or predict call, measured on tiny sets).
+        many = math.ceil(n / size) >= PREFETCH_FROM
+        super().__init__(workers=2 if many else 1, max_queue_size=4)
+        self.inputs, self.labels, self.batch_size = inputs, labels, size
+        self.n = n
         self._rng = None if seed is None else np.random.default_rng(seed)
         self._order: np.ndarray | None = None
         self.on_epoch_end()
