@@ -89,13 +89,13 @@ def study_stage(data: str, cache: str, features: str) -> dict:
     import keras
 
     from allsearch.core.space import HParams
-    from allsearch.data.dataset import load_dataset
+    from allsearch.data.dataset import load_dataset, pixel_bytes
     from allsearch.data.features import add_hog_pca
     from allsearch.training.trial import run_trial
 
     probe = Probe()
     dataset = probe.stage("warm load", load_dataset, data, cache_dir=cache)
-    pixel_bytes = _held_bytes(getattr(dataset, f"x_{s}") for s in ("train", "val", "test"))
+    held = pixel_bytes(dataset)
     dataset = probe.stage("HOG + PCA", add_hog_pca, dataset, cache_dir=cache)
 
     class FitEnd(keras.callbacks.Callback):
@@ -108,22 +108,10 @@ def study_stage(data: str, cache: str, features: str) -> dict:
                          callbacks=[FitEnd()], keep_model=False)
     probe.stages["fit"]["s"] = result.timings["time_build_s"] + result.timings["time_fit_s"]
     probe.stages["evaluate"]["s"] = result.timings["time_evaluate_s"]
-    return {"stages": probe.stages, "n": _count(dataset), "pixel_bytes": pixel_bytes,
+    return {"stages": probe.stages, "n": _count(dataset), "pixel_bytes": held,
             "pixel_dtype": str(dataset.x_train.dtype),
             "report_s": getattr(dataset.report, "stage_s", {}),
             "test_accuracy": result.test_accuracy}
-
-
-def _held_bytes(arrays) -> int:
-    """The bytes of these arrays' memory, each buffer once (a view counts its base)."""
-    import numpy as np
-
-    bases = {}
-    for a in arrays:
-        while isinstance(a.base, np.ndarray):
-            a = a.base
-        bases[id(a)] = a.nbytes
-    return sum(bases.values())
 
 
 def _count(dataset) -> int:

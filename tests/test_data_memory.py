@@ -13,7 +13,7 @@ from sklearn.decomposition import PCA
 
 from allsearch.core.splits import SplitSettings
 from allsearch.data import features as features_module
-from allsearch.data.dataset import load_dataset
+from allsearch.data.dataset import load_dataset, pixel_bytes
 from allsearch.data.features import HogTransformer, add_hog_pca
 from allsearch.data.images import decode_file, to_network_input
 from allsearch.data.synthetic import write_dataset
@@ -27,16 +27,6 @@ def load(root: Path, **kwargs):
         return load_dataset(root, **kwargs)
 
 
-def held_bytes(*arrays: np.ndarray) -> int:
-    """The memory these arrays hold, each buffer once (a view counts its base)."""
-    bases = {}
-    for array in arrays:
-        while isinstance(array.base, np.ndarray):
-            array = array.base
-        bases[id(array)] = array.nbytes
-    return sum(bases.values())
-
-
 @pytest.fixture
 def folder(tmp_path: Path) -> Path:
     return write_dataset(tmp_path / "data", per_class=15, size=100, duplicate=False, junk=False)
@@ -48,8 +38,8 @@ def test_pixels_stay_uint8_in_one_buffer_of_at_most_20_kb_per_image(folder: Path
         splits = (ds.x_train, ds.x_val, ds.x_test)
         assert all(x.dtype == np.uint8 and x.shape[1:] == (100, 100, 1) for x in splits)
         n = sum(len(x) for x in splits)
-        assert held_bytes(*splits) / n <= GOAL_BYTES_PER_IMAGE
-        assert held_bytes(*splits) == n * 100 * 100  # the splits share one buffer
+        assert pixel_bytes(ds) / n <= GOAL_BYTES_PER_IMAGE
+        assert pixel_bytes(ds) == n * 100 * 100  # the splits share one buffer
     assert ds.report.cache_hit and {"hash", "cache_read", "split"} <= set(ds.report.stage_s)
 
 

@@ -43,7 +43,7 @@ from allsearch.data.pixel_cache import CacheWarning, default_cache_dir, read_pix
 __all__ = [
     "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
     "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning", "SplitSettings",
-    "SPLIT_FRACTIONS", "SPLITS",
+    "SPLIT_FRACTIONS", "SPLITS", "pixel_bytes",
 ]
 
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
@@ -373,3 +373,14 @@ def load_bundle(path: str | Path, *, split_seed: int = 42,
                         class_counts={n: counts.get(i, 0) for i, n in enumerate(class_names)})
     images = _Images(pixels, labels, files, class_names, key, variant, report)
     return images.split(split_seed, split or SplitSettings(), started=started)
+
+
+def pixel_bytes(dataset: Dataset) -> int:
+    """The memory the three splits' pixels hold, each buffer once: the splits are views of
+    one uint8 buffer, so this is that buffer's size (what benchmarks/data.py reports)."""
+    bases: dict[int, int] = {}
+    for array in (dataset.x_train, dataset.x_val, dataset.x_test):
+        while isinstance(array.base, np.ndarray):
+            array = array.base
+        bases[id(array)] = array.nbytes
+    return sum(bases.values())
