@@ -142,19 +142,20 @@ def _fit(dataset: Dataset, n_components: int) -> FeatureSet:
     train[fit_rows] = pca.transform(hog_fit)
     del hog_fit
     rest = np.setdiff1d(np.arange(n_train), fit_rows)
-    for start in range(0, len(rest), HOG_CHUNK):
-        rows = rest[start:start + HOG_CHUNK]
-        train[rows] = pipeline.transform(dataset.x_train[rows])
+    train[rest] = _components(pipeline, dataset.x_train, rest)
     return FeatureSet(train=train, val=_components(pipeline, dataset.x_val),
                       test=_components(pipeline, dataset.x_test),
                       pipeline=pipeline, n_components=n_components)
 
 
-def _components(pipeline: Pipeline, images: np.ndarray) -> np.ndarray:
-    """The pipeline's output for these images, HOG_CHUNK images at a time, as float32."""
-    out = np.empty((len(images), pipeline.named_steps["pca"].n_components_), dtype=np.float32)
-    for start in range(0, len(images), HOG_CHUNK):
-        out[start:start + HOG_CHUNK] = pipeline.transform(images[start:start + HOG_CHUNK])
+def _components(pipeline: Pipeline, images: np.ndarray,
+                rows: np.ndarray | None = None) -> np.ndarray:
+    """The pipeline's output for these images (those `rows` of them, else all), HOG_CHUNK
+    images at a time, as float32: only a chunk of the images is ever copied."""
+    rows = np.arange(len(images)) if rows is None else rows
+    out = np.empty((len(rows), pipeline.named_steps["pca"].n_components_), dtype=np.float32)
+    for start in range(0, len(rows), HOG_CHUNK):
+        out[start:start + HOG_CHUNK] = pipeline.transform(images[rows[start:start + HOG_CHUNK]])
     return out
 
 

@@ -46,13 +46,11 @@ class Batches(keras.utils.PyDataset):
 
     def __init__(self, inputs: Any, labels: np.ndarray | None = None, *, batch_size: int,
                  seed: int | None = None) -> None:
-        n, size = count(inputs), int(batch_size)
+        self.inputs, self.labels, self.batch_size = inputs, labels, int(batch_size)
+        self.n = count(inputs)
         # Two threads prepare the next batches where an epoch has enough of them to pay for
         # starting the threads (about 0.2 s per fit or predict call, measured on tiny sets).
-        many = math.ceil(n / size) >= PREFETCH_FROM
-        super().__init__(workers=2 if many else 1, max_queue_size=4)
-        self.inputs, self.labels, self.batch_size = inputs, labels, size
-        self.n = n
+        super().__init__(workers=2 if len(self) >= PREFETCH_FROM else 1, max_queue_size=4)
         self._rng = None if seed is None else np.random.default_rng(seed)
         self._order: np.ndarray | None = None
         self.on_epoch_end()
