@@ -3,17 +3,18 @@
     python benchmarks/throughput.py [--quick] [--rounds 3] [--epochs 4]
                                     [--networks paper best] [--variants NAME ...]
 
-For the paper's network (allsearch/spaces/paper-best.yaml) and the best confirmed one
-(allsearch/spaces/best.yaml), built by allsearch's factory and trained the way run_trial
-trains (fit with the validation split, validation batch 32, shuffled), on learnable synthetic
-100x100 grayscale images of the real dataset's split sizes (2,280 training, 488 validation
-images): images per second of an epoch, beside the machine's limit. The limit is measured
+For the paper's network (allsearch/spaces/paper-best.yaml), the best confirmed one
+(allsearch/spaces/best.yaml) and the laptop's (allsearch/spaces/laptop.yaml; --networks
+laptop), built by allsearch's factory and trained the way run_trial trains (fit with the
+validation split, validation batch 32, shuffled), on learnable synthetic 100x100 grayscale
+images of the real dataset's split sizes (2,280 training, 488 validation images): images per second of an epoch, beside the machine's limit. The limit is measured
 here, every round, the best kept: the FLOP/s a large float32 and bfloat16 matmul and
 convolution reach with TensorFlow (oneDNN), against the FLOPs an epoch needs, counted from the model's convolutions and dense
 layers (a training image: forward, input and weight gradients; a validation image: forward).
 
 Every variant (block order, float32 or mixed bfloat16, XLA, thread counts, oneDNN off, steps
-per execution, a cached tf.data input, a larger validation batch) runs in a process of its
+per execution, a cached tf.data input, a larger validation batch; and, for what it costs, the
+same network without batch normalization) runs in a process of its
 own, since some settings hold for a whole process; variants are interleaved (round 1: A B C,
 round 2: A B C, ...) so that load from other work on the machine spreads over all of them;
 medians. The first epoch (tracing, compiling) is reported apart; images/s counts epochs 2 and
@@ -31,6 +32,7 @@ and its fraction of the measured limit.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -62,10 +64,12 @@ VARIANTS: dict[str, dict[str, object]] = {
     "onednn off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "slow": True},
     "float32 onednn off": {"precision": "float32", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
                            "slow": True},
+    # Another network, not another way to train it: what batch normalization costs an epoch.
+    "no batch norm": {"batch_norm": False},
 }
 QUICK_VARIANTS = ("default", "float32 arrays", "float32")
-BEST_VARIANTS = ("default", "relu before pool", "float32", "val batch 256")
-SPACES = {"paper": "paper-best", "best": "best"}
+BEST_VARIANTS = ("default", "relu before pool", "float32", "val batch 256", "no batch norm")
+SPACES = {"paper": "paper-best", "best": "best", "laptop": "laptop"}
 
 
 # ---------------------------------------------------------------- one variant, in its process
@@ -173,6 +177,8 @@ def run_variant(settings: dict) -> dict:
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if precision == "bfloat16" else "float32")
     hparams = load_space(SPACES[settings["network"]]).hparams({})
+    if "batch_norm" in settings:
+        hparams = dataclasses.replace(hparams, batch_norm=settings["batch_norm"])
     x, labels = _images(settings["n_train"], 1)
     x_val, val_labels = _images(settings["n_val"], 2)
     y, y_val = keras.utils.to_categorical(labels, 4), keras.utils.to_categorical(val_labels, 4)

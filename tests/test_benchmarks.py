@@ -29,6 +29,7 @@ KEY_FIGURES = {
     "throughput": r"^paper's network, allsearch's default \((bfloat16|float32)\): \d+ images/s, "
                   r"\d\.\d{3} of the measured limit \(by CPU time: \d+, \d\.\d{3}\)$",
     "peer": r"^wall time ratio allsearch / peer \(median of 1\): \d+\.\d{3}$",
+    "laptop": r"^wall time ratio laptop / paper-best \(median of 1\): \d+\.\d{3}$",
 }
 
 

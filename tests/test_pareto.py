@@ -11,6 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from allsearch import leaderboard, study
+from allsearch.engines.confirm import candidates
+from allsearch.readers.leaderboard import best_configuration, load_study_runs
 from allsearch.tracking.tracking import resolve_tracking_uri
 from conftest import one_line_error
 
@@ -64,10 +66,18 @@ def test_a_two_objective_study_keeps_tags_and_shows_its_front(tiny_data: Path, s
         best = max(feasible, key=lambda r: (r.data.metrics["val_accuracy"], -r.info.start_time))
         champion = client.get_model_version_by_alias("allsearch-tradeoff", "champion")
         assert champion.run_id == best.info.run_id
+        # The configurations to confirm, and the best one saved as a space, follow the same
+        # rule: only trials meeting every constraint.
+        _, frame = load_study_runs("tradeoff")
+        assert len(frame) == len(trials) and len(feasible) < len(trials)  # the bound bites
+        chosen = {c.run_id for c in candidates(frame, top=len(trials))}
+        assert chosen and chosen <= {r.info.run_id for r in feasible}  # one per configuration
+        assert best_configuration(frame)[2]["run_id"] == best.info.run_id
 
     assert leaderboard.main(["--study", "tradeoff", "--pareto", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert set(table["Run ID"]) <= front and len(table) >= 1
+    assert (table["Train Time (s)"] > 0).all()  # every trial's training time, an objective too
     assert table["Validation Accuracy"].is_monotonic_decreasing  # its first objective, maximized
 
     # Resumed with the same objectives; refused with others.

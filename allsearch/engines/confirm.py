@@ -64,14 +64,17 @@ class Candidate:
 
 
 def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
-    """The study's `top` complete configurations by validation accuracy (mean over seeds)."""
-    from allsearch.readers.leaderboard import runs_to_table
+    """The study's `top` complete configurations by validation accuracy (mean over seeds),
+    among those that meet the study's constraints (where it has some: the champion's rule)."""
+    from allsearch.readers.leaderboard import meeting_constraints, runs_to_table
 
-    table = runs_to_table(runs)
+    feasible = meeting_constraints(runs)
+    table = runs_to_table(feasible)
     complete = table[table["State"] == "COMPLETE"] if len(table) else table
     if complete.empty:
-        raise ConfigError("the study has no complete trial to confirm; run it (or let it finish) "
-                          "first")
+        unmet = " that meets its constraints" if len(feasible) < len(runs) else ""
+        raise ConfigError(f"the study has no complete trial{unmet} to confirm; run it (or let "
+                          f"it finish) first")
     found = []
     for rank, (_, row) in enumerate(complete.head(top).iterrows(), start=1):
         run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]

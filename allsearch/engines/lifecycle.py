@@ -365,9 +365,8 @@ def summarize_on_parent(store: Store, parent_id: str, config: StudyConfig) -> No
                                   for s in ("COMPLETE", "PRUNED", "FAIL")})
     accuracy = runs.get("metrics.val_accuracy", pd.Series(float("nan"), index=runs.index))
     complete = runs[(states == "COMPLETE") & accuracy.notna()]
-    if "tags.feasible" in complete:
-        # Under constraints the champion is the most accurate trial that meets every one.
-        complete = complete[complete["tags.feasible"] != "false"]
+    # Under constraints the champion is the most accurate trial that meets every one.
+    complete = leaderboard.meeting_constraints(complete)
     if not complete.empty:
         # The best validation accuracy; among equals the first run (a duplicate copies it later).
         best = complete.sort_values(["metrics.val_accuracy", "start_time"],

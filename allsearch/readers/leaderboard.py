@@ -31,11 +31,12 @@ from allsearch.core.contract import (
 )
 from allsearch.core.errors import ConfigError, first_line
 from allsearch.core.hparams import knobs_from_text
+from allsearch.core.objectives import FEASIBLE
 from allsearch.core.space import HParams, fixed_space_text
 from allsearch.readers.confirmed import split_labels
 from allsearch.readers.tables import FORMATS, SD, markdown, render
 
-__all__ = ["sort_by_first_objective", "study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
+__all__ = ["meeting_constraints", "sort_by_first_objective", "study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
            "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown",
            "write_output"]
 
@@ -51,6 +52,7 @@ METRIC_COLUMNS = (
     ("test_prediction_time_s", "Test Prediction Time (s)"),
     ("latency_ms_p50", "Latency p50 (ms)"),
     ("n_params", "Parameters"),
+    ("train_time_s", "Train Time (s)"),
     ("epochs_run", "Epochs Run"),
 )
 # Columns whose spread over seeds is shown as mean ± sd (and every per-class recall).
@@ -58,7 +60,15 @@ SPREAD = ("Validation Accuracy", "Test Accuracy")
 # Per-class test recall metrics (RECALL_PREFIX + class) are shown as "Recall <class>".
 RECALL_TITLE = "Recall "
 # The columns a trial that did not complete leaves blank (all but Epochs Run of the metrics).
-RESULT_PREFIXES = ("Validation ", "Test ", "Latency ", RECALL_TITLE, "Δ ")
+RESULT_PREFIXES = ("Validation ", "Test ", "Latency ", "Train ", RECALL_TITLE, "Δ ")
+
+
+def meeting_constraints(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs that meet every constraint of their study (all of them where it had none):
+    the runs a study's champion and the configurations to confirm are chosen from."""
+    if f"tags.{FEASIBLE}" not in runs:
+        return runs
+    return runs[runs[f"tags.{FEASIBLE}"] != "false"]
 
 
 def study_table(tracker: Store, parent_id: str) -> pd.DataFrame:
@@ -258,10 +268,14 @@ def _comparable(value: Any) -> Any:
 
 def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.Series]:
     """The complete configuration with the best validation accuracy (the mean over its seeds
-    where it was repeated), the leaderboard row it heads and that row's MLflow run."""
-    table = runs_to_table(runs)
+    where it was repeated) among those meeting the study's constraints (the champion's rule),
+    the leaderboard row it heads and that row's MLflow run."""
+    feasible = meeting_constraints(runs)
+    table = runs_to_table(feasible)
     if table.empty or table["State"].iloc[0] != "COMPLETE":
-        raise ConfigError("the study has no complete trial yet; run it (or let it finish) first")
+        unmet = " that meets its constraints" if len(feasible) < len(runs) else ""
+        raise ConfigError(f"the study has no complete trial{unmet} yet; run it (or let it "
+                          f"finish) first")
     row = table.iloc[0].to_dict()
     run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
     return HParams.from_params(run, where=f"run {row['Run ID']}"), row, run
@@ -275,7 +289,9 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
     comments: tuple[str, ...] = (
         f"The best configuration of study '{study}'{variant}: trial {row['Trial']}, run {row['Run ID']},",
         f"validation accuracy {row['Validation Accuracy']:.3f} (n={row['n']}), test {row['Test Accuracy']:.3f};",
-        "chosen by validation accuracy only. Written by `python -m allsearch.leaderboard --study "
+        "chosen by validation accuracy only (among the trials meeting the study's constraints, "
+        "where it has some).",
+        "Written by `python -m allsearch.leaderboard --study "
         f"{study} --save-space FILE`.",
         "It samples nothing: `python -m allsearch.study --space FILE --trials 1 --repeats 3 --data ...`",
         "trains it over 3 seeds.",
