@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import NoReturn
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_TEST_PREDICTION_S = 1.98   # the paper's Table 1, best row (one run)
@@ -42,6 +43,23 @@ def synthetic_data(root: Path, per_class: int) -> Path:
     return root
 
 
+# The real dataset beside the checkout (../shared/data/...), or beside its worktree folder.
+REAL_DATA = [root / "shared" / "data" / "leukemia" / "Original" for root in REPO.parents[:2]]
+
+
+def real_or_synthetic(data: str | None, quick: bool, workdir: Path) -> str:
+    """--data, else the real dataset at ../shared/data/leukemia/Original when present, else
+    (quick modes only) synthetic images in `workdir`."""
+    if data:
+        return str(Path(data).resolve())
+    for candidate in REAL_DATA:
+        if candidate.is_dir():
+            return str(candidate)
+    if not quick:
+        raise SystemExit("no dataset: pass --data FOLDER (or --quick for synthetic images)")
+    return str(synthetic_data(workdir / "synthetic", per_class=60))
+
+
 def machine() -> str:
     """One line naming this machine: CPU model, cores, bf16 support, Python."""
     model = platform.processor() or platform.machine()
@@ -59,16 +77,25 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
-def timed_run(args: list[str], *, cwd: Path | None = None) -> float:
-    """Run `python args...` to the end; its wall time in seconds (fails loudly)."""
+def timed_output(args: list[str], *, cwd: Path | None = None) -> tuple[float, str]:
+    """Run `python args...` to the end; (its wall time in seconds, its output) (fails loudly)."""
     started = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=cwd, env=quiet_env(),
                           capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        sys.exit(f"benchmark step failed: python {' '.join(args)}\n{done.stdout[-2000:]}"
-                 f"\n{done.stderr[-3000:]}")
-    return elapsed
+        fail(args, done.stdout, done.stderr)
+    return elapsed, done.stdout
+
+
+def timed_run(args: list[str], *, cwd: Path | None = None) -> float:
+    """Run `python args...` to the end; its wall time in seconds (fails loudly)."""
+    return timed_output(args, cwd=cwd)[0]
+
+
+def fail(args: list[str], stdout: str, stderr: str = "") -> NoReturn:
+    """End the benchmark: which step failed and the end of what it printed."""
+    sys.exit(f"benchmark step failed: python {' '.join(args)}\n{stdout[-2000:]}\n{stderr[-3000:]}")
 
 
 def median(values: list[float]) -> float:

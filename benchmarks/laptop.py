@@ -20,28 +20,22 @@ from __future__ import annotations
 import argparse
 import datetime
 import re
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
-from _common import REPO, isolated_workdir, machine, median, quiet_env, synthetic_data, timed_run
+from _common import (
+    REPO,
+    fail,
+    isolated_workdir,
+    machine,
+    median,
+    real_or_synthetic,
+    timed_output,
+    timed_run,
+)
 
-REAL_DATA = [root / "shared" / "data" / "leukemia" / "Original" for root in REPO.parents[:2]]
 SPACES = REPO / "allsearch" / "spaces"
 BEST = re.compile(r"best trial #\d+:\s+val_accuracy ([\d.]+)\s+test_accuracy ([\d.]+)")
-
-
-def _data(args: argparse.Namespace, workdir: Path) -> str:
-    if args.data:
-        return str(Path(args.data).resolve())
-    for candidate in REAL_DATA:
-        if candidate.is_dir():
-            return str(candidate)
-    if not args.quick:
-        raise SystemExit("no dataset: pass --data FOLDER (or --quick for synthetic images)")
-    return str(synthetic_data(workdir / "synthetic", per_class=60))
 
 
 def _space(name: str, workdir: Path, quick: bool) -> str:
@@ -59,14 +53,10 @@ def _space(name: str, workdir: Path, quick: bool) -> str:
 
 def _run(args: list[str], cwd: Path) -> tuple[float, str]:
     """(wall seconds, 'val V test T') of `python args...`, a study of one trial."""
-    started = time.perf_counter()
-    done = subprocess.run([sys.executable, *args], cwd=cwd, env=quiet_env(),
-                          capture_output=True, text=True)
-    wall = time.perf_counter() - started
-    found = BEST.search(done.stdout)
-    if done.returncode != 0 or found is None:
-        sys.exit(f"benchmark step failed: python {' '.join(args)}\n{done.stdout[-2000:]}"
-                 f"\n{done.stderr[-3000:]}")
+    wall, out = timed_output(args, cwd=cwd)
+    found = BEST.search(out)
+    if found is None:
+        fail(args, out)
     return wall, f"val {found[1]} test {found[2]}"
 
 
@@ -79,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     workdir = isolated_workdir("laptop")
-    data = _data(args, workdir)
+    data = real_or_synthetic(args.data, args.quick, workdir)
     spaces = {"paper-best": _space("paper-best", workdir, args.quick),
               args.space: _space(args.space, workdir, args.quick)}
     timed_run(["-m", "allsearch.data", data], cwd=workdir)  # warm the pixel cache

@@ -28,10 +28,8 @@ import datetime
 import resource
 from pathlib import Path
 
-from _common import REPO, isolated_workdir, machine, median, synthetic_data, timed_run
+from _common import REPO, isolated_workdir, machine, median, real_or_synthetic, timed_run
 
-# The real dataset beside the checkout (../shared/data/...), or beside its worktree folder.
-REAL_DATA = [root / "shared" / "data" / "leukemia" / "Original" for root in REPO.parents[:2]]
 SPACE = """name: peer
 description: The paper's network for {epochs} epochs, batch 64; only the loss is searched.
 objective: val_accuracy
@@ -53,17 +51,6 @@ def _timed(args: list[str], cwd: Path) -> tuple[float, float]:
     return wall, cpu() - before
 
 
-def _data(args: argparse.Namespace, workdir: Path) -> str:
-    if args.data:
-        return str(Path(args.data).resolve())
-    for candidate in REAL_DATA:
-        if candidate.is_dir():
-            return str(candidate)
-    if not args.quick:
-        raise SystemExit("no dataset: pass --data FOLDER (or --quick for synthetic images)")
-    return str(synthetic_data(workdir / "synthetic", per_class=60))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="2 trials of 1 epoch, 1 round")
@@ -78,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     trials, epochs, rounds = (2, 1, 1) if args.quick else (args.trials, args.epochs, args.rounds)
     workdir = isolated_workdir("peer")  # every store and cache of both lives here
-    data = _data(args, workdir)
+    data = real_or_synthetic(args.data, args.quick, workdir)
     space = workdir / "peer.yaml"
     space.write_text(SPACE.format(epochs=epochs))
     timed_run(["-m", "allsearch.data", data], cwd=workdir)  # warm the pixel cache
