@@ -66,15 +66,9 @@ class Candidate:
 def candidates(runs: pd.DataFrame, top: int) -> list[Candidate]:
     """The study's `top` complete configurations by validation accuracy (mean over seeds),
     among those that meet the study's constraints (where it has some: the champion's rule)."""
-    from allsearch.readers.leaderboard import meeting_constraints, runs_to_table
+    from allsearch.readers.leaderboard import complete_configurations
 
-    feasible = meeting_constraints(runs)
-    table = runs_to_table(feasible)
-    complete = table[table["State"] == "COMPLETE"] if len(table) else table
-    if complete.empty:
-        unmet = " that meets its constraints" if len(feasible) < len(runs) else ""
-        raise ConfigError(f"the study has no complete trial{unmet} to confirm; run it (or let "
-                          f"it finish) first")
+    complete = complete_configurations(runs, "to confirm")
     found = []
     for rank, (_, row) in enumerate(complete.head(top).iterrows(), start=1):
         run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]

@@ -36,7 +36,7 @@ from allsearch.core.space import HParams, fixed_space_text
 from allsearch.readers.confirmed import split_labels
 from allsearch.readers.tables import FORMATS, SD, markdown, render
 
-__all__ = ["meeting_constraints", "sort_by_first_objective", "study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
+__all__ = ["meeting_constraints", "complete_configurations", "sort_by_first_objective", "study_table", "runs_to_table", "render", "load_study_runs", "filter_runs", "best_configuration",
            "save_best_space", "PAPER_BEST", "FORMATS", "METRIC_COLUMNS", "markdown",
            "write_output"]
 
@@ -69,6 +69,19 @@ def meeting_constraints(runs: pd.DataFrame) -> pd.DataFrame:
     if f"tags.{FEASIBLE}" not in runs:
         return runs
     return runs[runs[f"tags.{FEASIBLE}"] != "false"]
+
+
+def complete_configurations(runs: pd.DataFrame, purpose: str) -> pd.DataFrame:
+    """The leaderboard rows of the complete configurations meeting the study's constraints,
+    best first; a ConfigError naming `purpose` (e.g. "to confirm") where there is none."""
+    feasible = meeting_constraints(runs)
+    table = runs_to_table(feasible)
+    complete = table[table["State"] == "COMPLETE"] if len(table) else table
+    if complete.empty:
+        unmet = " that meets its constraints" if len(feasible) < len(runs) else ""
+        raise ConfigError(f"the study has no complete trial{unmet} {purpose}; run it (or let "
+                          f"it finish) first")
+    return complete
 
 
 def study_table(tracker: Store, parent_id: str) -> pd.DataFrame:
@@ -270,13 +283,7 @@ def best_configuration(runs: pd.DataFrame) -> tuple[HParams, dict[str, Any], pd.
     """The complete configuration with the best validation accuracy (the mean over its seeds
     where it was repeated) among those meeting the study's constraints (the champion's rule),
     the leaderboard row it heads and that row's MLflow run."""
-    feasible = meeting_constraints(runs)
-    table = runs_to_table(feasible)
-    if table.empty or table["State"].iloc[0] != "COMPLETE":
-        unmet = " that meets its constraints" if len(feasible) < len(runs) else ""
-        raise ConfigError(f"the study has no complete trial{unmet} yet; run it (or let it "
-                          f"finish) first")
-    row = table.iloc[0].to_dict()
+    row = complete_configurations(runs, "yet").iloc[0].to_dict()
     run = runs.loc[runs["run_id"] == row["Run ID"]].iloc[0]
     return HParams.from_params(run, where=f"run {row['Run ID']}"), row, run
 
