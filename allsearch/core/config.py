@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from allsearch.core.contract import BUILT_IN_MODEL, COLORS, FACTORY_PATTERN, MODEL_FACTORY
+from allsearch.core.contract import (
+    BUILT_IN_MODEL,
+    COLORS,
+    FACTORY_PATTERN,
+    MODEL_FACTORY,
+    PIXEL_PLACES,
+)
 from allsearch.core.errors import ConfigError
 from allsearch.core.hardware import PRECISIONS
 from allsearch.core.splits import KINDS, SplitKind
@@ -138,6 +144,11 @@ class StudyConfig:
                                    "training and prediction alike")
     color: Literal["gray", "rgb"] = setting(
         "gray", "gray: one channel (the paper's images); rgb: three", choices=COLORS)
+    pixels: Literal["auto", "memory", "disk"] = setting(
+        "auto", "where the decoded images stay while trials train: memory; disk: streamed from "
+                "the pixel cache file (datasets larger than memory; its pages are shared by "
+                "every worker); auto: disk where they would take more than a quarter of the "
+                "machine's memory", choices=PIXEL_PLACES)
     trainer: str = setting("keras", "what trains each trial: keras, or standin:SECONDS, a "
                                     "stand-in that sleeps and returns a synthetic result (load "
                                     "tests of the study loop: it measures coordination, not "

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 __all__ = ["NETWORK_FILE", "PIPELINE_FILE", "ROLE", "STUDY", "STATE", "CONFIRMS", "MODEL_URI", "COLLAPSED", "OBJECTIVES_ATTR", "CONFIG_KEY", "RECORDED_ID", "PARENT_ATTR",
            "EPOCH_METRICS", "RECALL_PREFIX", "State", "RUN_STATUS", "PAPER_TABLE1_BEST",
            "CHAMPION_ALIAS", "model_name", "folder_name", "Store", "FoundRun", "MODEL_FACTORY",
-           "MODEL_KNOBS", "BUILT_IN_MODEL", "FACTORY_PATTERN", "COLORS", "RUN_PARAMS"]
+           "MODEL_KNOBS", "BUILT_IN_MODEL", "FACTORY_PATTERN", "COLORS", "RUN_PARAMS",
+           "PIXEL_PLACES"]
 
 # Tags. Every run of a study carries ROLE (parent | trial) and STUDY (the study's name); a
 # trial run carries STATE (one of State) and, where its model was logged, MODEL_URI.
@@ -45,6 +46,8 @@ BUILT_IN_MODEL = "allsearch.training.model:build_cnn"
 FACTORY_PATTERN = r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$"
 # The image settings (--color; --image-size), params of every run as `color` and `image_size`.
 COLORS = ("gray", "rgb")
+# Where a dataset's decoded pixels stay (--pixels; allsearch.data.pixel_cache).
+PIXEL_PLACES = ("auto", "memory", "disk")
 # The params a trial run logs besides its hyperparameters: no knob of a network may take one.
 RUN_PARAMS = frozenset({
     "precision", "seed", "trial_number", "engine", "variant", "data_fingerprint", "split_seed",

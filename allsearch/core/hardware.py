@@ -22,7 +22,7 @@ __all__ = ["Precision", "PRECISIONS", "bf16_support", "resolve_precision", "avai
            "threads_per_worker", "configure_threads", "package_versions", "use_threads",
            "start_tensorflow", "held_interrupts", "on_interrupt", "raise_if_interrupted",
            "deferred_interrupts", "interruptible", "polled_interrupts", "interrupt_pending",
-           "process_age_s", "resident_mb", "own_process", "owns_process"]
+           "process_age_s", "resident_mb", "physical_memory", "own_process", "owns_process"]
 
 Precision = Literal["float32", "bfloat16"]
 _PRECISION: dict[str, Precision] = {"float32": "float32", "bfloat16": "bfloat16"}
@@ -276,6 +276,14 @@ def process_age_s() -> float | None:
         uptime = float(open("/proc/uptime").read().split()[0])
         return max(0.0, uptime - started)
     except (OSError, ValueError, IndexError):
+        return None
+
+
+def physical_memory() -> int | None:
+    """The machine's physical memory in bytes, or None where the system does not say."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
         return None
 
 

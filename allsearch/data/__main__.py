@@ -8,6 +8,7 @@ import sys
 import warnings
 from dataclasses import asdict
 
+from allsearch.core import config
 from allsearch.core.contract import COLORS
 from allsearch.data.dataset import DataReport, load_dataset, save_bundle
 from allsearch.data.download import DEFAULT_DATA
@@ -28,8 +29,15 @@ def _format_report(report: DataReport) -> str:
         lines.append(f"  ... and {len(report.skipped) - 20} more (see --json)")
     lines += ["split:       " + ", ".join(f"{k} {v}" for k, v in report.split_sizes.items()),
               f"fingerprint: {report.fingerprint}",
-              f"load time:   {report.load_time_s:.2f} s ({_cache_state(report)})"]
+              f"load time:   {report.load_time_s:.2f} s ({_cache_state(report)})",
+              f"pixels:      {_pixels_place(report)}"]
     return "\n".join(lines)
+
+
+def _pixels_place(report: DataReport) -> str:
+    if report.pixels == "disk":
+        return "streamed from the pixel cache file (disk)"
+    return "in memory"
 
 
 def _cache_state(report: DataReport) -> str:
@@ -53,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"side in pixels of every image (default {IMAGE_SIZE})")
     parser.add_argument("--color", choices=COLORS, default="gray",
                         help="gray (default) or rgb pixels")
+    config.add_arguments(parser, only=("pixels",))
     parser.add_argument("--bundle", default=None, metavar="FILE.npz",
                         help="also write the split dataset as one file, for a machine without "
                              "the images: python -m allsearch.study --data FILE.npz")
@@ -63,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")  # the report lists every skipped file itself
             warnings.simplefilter("always", CacheWarning)
             dataset = load_dataset(args.path, split_seed=args.split_seed, use_cache=not args.no_cache,
-                                   image_size=args.image_size, color=args.color)
+                                   image_size=args.image_size, color=args.color,
+                                   pixels=args.pixels)
         if args.json:
             print(json.dumps(asdict(dataset.report), indent=2))
         else:

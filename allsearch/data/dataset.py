@@ -9,7 +9,10 @@ any process) skips decoding.
 Memory: the pixels stay uint8 from decoding to the network (10 KB per 100x100 gray image;
 float32 would be 40 KB): decoded into one array, reordered in place so that train, val and
 test are consecutive, and the splits are views of it. The network gets float32 in [0, 1] a
-batch at a time (images.as_network_input, allsearch.training.batches).
+batch at a time (images.as_network_input, allsearch.training.batches). A dataset larger than
+memory (`pixels="disk"`, or "auto" where they would take more than a quarter of it) is
+decoded straight into the cache file and streamed from it: its splits are `rows.Rows` of the
+memory-mapped file, read a batch at a time.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from allsearch.core.errors import DataError
+from allsearch.core.hardware import physical_memory
 from allsearch.core.splits import FRACTIONS as SPLIT_FRACTIONS
 from allsearch.core.splits import PARTS as SPLITS
 from allsearch.core.splits import Split, SplitSettings, split_data
@@ -38,12 +42,22 @@ from allsearch.data.images import (
     pixel_shape,
 )
 from allsearch.data.listing import discover, hash_file
-from allsearch.data.pixel_cache import CacheWarning, default_cache_dir, read_pixels, save_pixels
+from allsearch.data.pixel_cache import (
+    CacheWarning,
+    PixelPlace,
+    cache_files,
+    choose_place,
+    default_cache_dir,
+    pixel_file,
+    read_pixels,
+    save_pixels,
+)
+from allsearch.data.rows import Rows, is_streamed
 
 __all__ = [
     "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
     "MIN_IMAGES_PER_CLASS", "default_cache_dir", "CacheWarning", "SplitSettings",
-    "SPLIT_FRACTIONS", "SPLITS", "pixel_bytes",
+    "SPLIT_FRACTIONS", "SPLITS", "pixel_bytes", "PixelPlace",
 ]
 
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
@@ -67,19 +81,21 @@ class DataReport:
     cache_written: bool = False
     load_time_s: float = 0.0
     stage_s: dict[str, float] = field(default_factory=dict)  # hash, decode, cache_*, split
+    pixels: str = "memory"  # where the pixels stay: memory, or disk (streamed from the cache)
 
 
 @dataclass
 class Dataset:
     """Train/val/test images (N, H, W, 1), or (N, H, W, 3) in RGB, as uint8 pixels (0-255;
     `images.as_network_input` makes a batch of them the network's float32 in [0, 1]), and
-    integer labels."""
+    integer labels. The images are arrays, or `rows.Rows` of the pixel cache's file where
+    they stream from disk (read a batch at a time; np.asarray makes one an array)."""
 
-    x_train: np.ndarray
+    x_train: np.ndarray | Rows
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: np.ndarray | Rows
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: np.ndarray | Rows
     y_test: np.ndarray
     class_names: tuple[str, ...]
     files_train: tuple[str, ...]
@@ -128,21 +144,28 @@ def load_dataset(path: str | Path | None = None, *, split_seed: int = 42,
                  split: SplitSettings | None = None,
                  image_size: int = IMAGE_SIZE, color: Color = "gray",
                  cache_dir: str | Path | None = None,
-                 use_cache: bool = True, download: bool = True) -> Dataset:
+                 use_cache: bool = True, download: bool = True,
+                 pixels: PixelPlace = "auto") -> Dataset:
     """Load a folder of class folders (or a bundle) as a split Dataset (see the module
     docstring); `split`: how (allsearch.core.splits; default: stratified 70/15/15 by image);
-    `image_size`, `color`: each image as SIZE x SIZE gray or RGB pixels."""
+    `image_size`, `color`: each image as SIZE x SIZE gray or RGB pixels; `pixels`: memory,
+    disk (streamed from the pixel cache), or auto (disk where they would take more than
+    pixel_cache.MEMORY_SHARE of the machine's memory)."""
     start = time.perf_counter()
     root = resolve_data_path(path, download=download)
     if root.is_file():
+        if pixels == "disk":
+            raise DataError(f"'{root}' is a bundle, a compressed file that loads into memory; "
+                            f"to stream the images from disk, give --data the folder of images "
+                            f"(or leave --pixels at auto or memory)")
         return load_bundle(root, split_seed=split_seed, split=split,
                            image_size=image_size, color=color)
-    images = _load_images(root, image_size, color, cache_dir, use_cache)
+    images = _load_images(root, image_size, color, cache_dir, use_cache, pixels)
     return images.split(split_seed, split or SplitSettings(), started=start)
 
 
 def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Path | None,
-                 use_cache: bool) -> _Images:
+                 use_cache: bool, pixels_place: PixelPlace = "memory") -> _Images:
     listing = discover(root)
     report = DataReport(root=str(root), n_files=len(listing.files), skipped=list(listing.skipped))
 
@@ -162,24 +185,41 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
         unique.append((rel, label, digest))
 
     key = _fingerprint(listing.class_names, unique, image_size, color)
-    cache_file = Path(cache_dir or default_cache_dir()) / f"pixels-{key[:20]}.npz"
+    npy, npz = cache_files(Path(cache_dir or default_cache_dir()), key)
     shape = pixel_shape(image_size, color)
+    place = choose_place(pixels_place, len(unique) * int(np.prod(shape)), physical_memory())
+    stream = place == "disk"
+    report.pixels = place
+    if stream and not use_cache:
+        raise DataError(f"the images of '{root}' stream from the pixel cache (--pixels "
+                        f"{pixels_place}), so it cannot be switched off; load them into memory "
+                        f"(--pixels memory) or keep the cache")
     clock = time.perf_counter()
-    cached = read_pixels(cache_file, len(unique), shape) if use_cache else None
+    cached = read_pixels(npy, npz, len(unique), shape, stream=stream) if use_cache else None
     if cached is not None:
         pixels, labels, rels, bad = cached
         report.cache_hit = True
         report.stage_s["cache_read"] = _since(clock)
     else:
         clock = time.perf_counter()
-        pixels, keep, bad = _decode_all(root, unique, shape, image_size, color)
+        pixels, keep, bad = _decode_all(root, unique, shape, image_size, color,
+                                        into=_writable_cache(npy, len(unique), shape, root)
+                                        if stream else None)
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
         report.stage_s["decode"] = _since(clock)
         if use_cache:
             clock = time.perf_counter()
-            report.cache_written = save_pixels(cache_file, pixels, labels, rels, bad)
+            report.cache_written = save_pixels(npy, npz, pixels, labels, rels, bad)
             report.stage_s["cache_write"] = _since(clock)
+        if stream:
+            del pixels  # the map written to; the splits read the file put in place
+            if not report.cache_written:
+                raise DataError(f"could not write the pixel cache {npz} that the images of "
+                                f"'{root}' stream from; free disk space there, set "
+                                f"ALLSEARCH_CACHE_DIR to a writable folder, or load them into "
+                                f"memory (--pixels memory)")
+            pixels = np.load(npy, mmap_mode="r", allow_pickle=False)
     for rel, reason in bad:
         report.skipped.append((rel, reason))
 
@@ -194,15 +234,27 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
 
 
+def _writable_cache(npy: Path, n: int, shape: tuple[int, ...], root: Path) -> np.memmap:
+    """The file the images of a streamed dataset are decoded into (pixel_cache.pixel_file)."""
+    try:
+        return pixel_file(npy, (n, *shape))
+    except OSError as exc:
+        raise DataError(f"could not make the pixel cache {npy} that the images of '{root}' "
+                        f"stream from ({exc.strerror}); free disk space there, set "
+                        f"ALLSEARCH_CACHE_DIR to a writable folder, or load them into memory "
+                        f"(--pixels memory)") from None
+
+
 DECODE_CHUNK = 1024  # files handed to the decoding threads at a time
 
 
 def _decode_all(root: Path, unique: list[tuple[str, int, str]], shape: tuple[int, ...],
-                image_size: int, color: Color
+                image_size: int, color: Color, *, into: np.ndarray | None = None
                 ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
     """Every file decoded straight into one uint8 array (no list of images to stack: that
-    held each image twice); the indices into `unique` it holds, and the files it could not."""
-    pixels = np.empty((len(unique), *shape), np.uint8)
+    held each image twice), or `into` (a file's map, returned whole: its first len(keep) rows
+    are the images); the indices into `unique` it holds, and the files it could not."""
+    pixels = np.empty((len(unique), *shape), np.uint8) if into is None else into
     keep: list[int] = []
     bad: list[tuple[str, str]] = []
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
@@ -215,7 +267,7 @@ def _decode_all(root: Path, unique: list[tuple[str, int, str]], shape: tuple[int
                 else:
                     pixels[len(keep)] = image
                     keep.append(i)
-    return pixels[:len(keep)], keep, bad
+    return (pixels[:len(keep)] if into is None else pixels), keep, bad
 
 
 def _since(clock: float) -> float:
@@ -254,7 +306,8 @@ class _Images:
 
     def split(self, split_seed: int, settings: SplitSettings, *, started: float) -> Dataset:
         """The split Dataset, whose images are views of `pixels`, reordered in place for them
-        (train, val, test, then any left out): an _Images is split once."""
+        (train, val, test, then any left out): an _Images is split once. Pixels mapped from
+        the cache file (read-only) stay as they are: the splits are Rows of them."""
         clock = time.perf_counter()
         table = split_data(self.labels, self.files, self.class_names, settings, split_seed)
         train, val, test = table.train, table.val, table.test
@@ -269,11 +322,18 @@ class _Images:
             sizes["embargo"] = left_out
         report = replace(self.report, split_sizes=sizes, fingerprint=fingerprint,
                          stage_s=dict(self.report.stage_s))
-        used = np.concatenate([train, val, test]).astype(np.intp)
-        rest = np.setdiff1d(np.arange(len(self.labels)), used)
-        _permute_rows(self.pixels, np.concatenate([used, rest]))
         images = self.pixels[..., None] if self.pixels.ndim == 3 else self.pixels
-        x_train, x_val, x_test = np.split(images[:len(used)], [len(train), len(train) + len(val)])
+        x_train: np.ndarray | Rows
+        x_val: np.ndarray | Rows
+        x_test: np.ndarray | Rows
+        if isinstance(self.pixels, np.memmap):
+            x_train, x_val, x_test = (Rows(images, part) for part in (train, val, test))
+        else:
+            used = np.concatenate([train, val, test]).astype(np.intp)
+            rest = np.setdiff1d(np.arange(len(self.labels)), used)
+            _permute_rows(self.pixels, np.concatenate([used, rest]))
+            x_train, x_val, x_test = np.split(images[:len(used)],
+                                              [len(train), len(train) + len(val)])
         files = np.array(self.files, dtype=object)
         report.stage_s["split"] = _since(clock)
         report.load_time_s = round(time.perf_counter() - started, 3)
@@ -377,9 +437,12 @@ def load_bundle(path: str | Path, *, split_seed: int = 42,
 
 def pixel_bytes(dataset: Dataset) -> int:
     """The memory the three splits' pixels hold, each buffer once: the splits are views of
-    one uint8 buffer, so this is that buffer's size (what benchmarks/data.py reports)."""
+    one uint8 buffer, so this is that buffer's size (what benchmarks/data.py reports); none
+    where they stream from disk (the file's pages are the system's cache, not the process's)."""
     bases: dict[int, int] = {}
     for array in (dataset.x_train, dataset.x_val, dataset.x_test):
+        if is_streamed(array):
+            continue
         while isinstance(array.base, np.ndarray):
             array = array.base
         bases[id(array)] = array.nbytes

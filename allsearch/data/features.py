@@ -36,6 +36,7 @@ from sklearn.pipeline import Pipeline
 
 from allsearch.data.dataset import CacheWarning, Dataset, default_cache_dir
 from allsearch.data.images import as_network_input
+from allsearch.data.rows import Rows
 
 __all__ = ["FeatureSet", "HogTransformer", "add_hog_pca", "N_COMPONENTS", "HOG_SETTINGS",
            "pipeline_arrays", "pipeline_from_arrays", "save_pipeline", "load_pipeline"]
@@ -148,7 +149,7 @@ def _fit(dataset: Dataset, n_components: int) -> FeatureSet:
                       pipeline=pipeline, n_components=n_components)
 
 
-def _components(pipeline: Pipeline, images: np.ndarray,
+def _components(pipeline: Pipeline, images: np.ndarray | Rows,
                 rows: np.ndarray | None = None) -> np.ndarray:
     """The pipeline's output for these images (those `rows` of them, else all), HOG_CHUNK
     images at a time, as float32: only a chunk of the images is ever copied."""

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from allsearch.core.config import StudyConfig
-from allsearch.core.contract import COLLAPSED, CONFIRMS, RECALL_PREFIX, STATE, Store
+from allsearch.core.contract import COLLAPSED, CONFIRMS, PIXEL_PLACES, RECALL_PREFIX, STATE, Store
 from allsearch.core.errors import ConfigError, DataError, StoreError
 from allsearch.core.hardware import Precision, resolve_precision
 from allsearch.core.space import HParams
@@ -119,6 +119,9 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
         split = SplitSettings.from_params(split.params())  # checked as a study's would be
     split = split or own
     model, images = study_network(settings)
+    # Where the study kept its pixels (--pixels), as the confirmation does.
+    pixels = str(settings.get("pixels") or "auto")
+    pixels = pixels if pixels in PIXEL_PLACES else "auto"
     from allsearch.training.user_model import load
 
     load(model)  # a network that cannot be imported here is said before anything is written
@@ -140,7 +143,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
                  precision=resolved, pair=i, seed=first_seed + OFFSET + i,
                  split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen),
-                 model=model, images=images)
+                 model=model, images=images, pixels=pixels)
             for i in range(seeds)]
     try:
         _train_all(jobs, store, workers, on_run=lambda: bar.update(1))
@@ -173,6 +176,7 @@ class _Job:
     candidates: tuple[Candidate, ...]
     model: str  # the study's network, by name (allsearch.training.user_model.load)
     images: tuple[int, str]  # the study's --image-size and --color
+    pixels: str = "auto"  # the study's --pixels
 
 
 def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate | None = None,
@@ -187,7 +191,7 @@ def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate |
 
     factory = load(job.model)
     chosen = [candidate] if candidate is not None else list(job.candidates)
-    dataset = _dataset(job.data, job.split_seed, job.split, chosen, job.images)
+    dataset = _dataset(job.data, job.split_seed, job.split, chosen, job.images, job.pixels)
     for c in chosen:
         key = config_key(c.hparams, seeds=[job.seed], dataset=dataset, precision=job.precision,
                          factory=factory)
@@ -268,13 +272,13 @@ def study_network(settings: dict[str, Any]) -> tuple[str, tuple[int, str]]:
 
 
 def _dataset(data: str, split_seed: int, split: SplitSettings, chosen: list[Candidate],
-             images: tuple[int, str]) -> Any:
+             images: tuple[int, str], pixels: str) -> Any:
     from allsearch.data.dataset import load_dataset
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the study reported its skipped files
         dataset = load_dataset(data, split_seed=split_seed, split=split, image_size=images[0],
-                               color=images[1])  # type: ignore[arg-type]
+                               color=images[1], pixels=pixels)  # type: ignore[arg-type]
         if any(c.hparams.features != "pixels" for c in chosen):
             from allsearch.data.features import add_hog_pca
 

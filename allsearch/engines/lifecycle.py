@@ -160,7 +160,7 @@ def load_data(config: StudyConfig, space: SearchSpace, factory: Factory | None =
         warnings.simplefilter("always")
         dataset = load_dataset(config.data, split_seed=config.split_seed, split=SplitSettings(
             *(getattr(config, name) for name in SPLIT_FIELDS)),
-            image_size=config.image_size, color=config.color)
+            image_size=config.image_size, color=config.color, pixels=config.pixels)
         if space.uses_hog_pca():
             from allsearch.data.features import add_hog_pca
 

@@ -37,6 +37,7 @@ from allsearch.core.errors import DataError
 from allsearch.core.hardware import deferred_interrupts
 from allsearch.core.splits import EXAMPLES, embargo_parts
 from allsearch.data.dataset import Dataset
+from allsearch.data.rows import concat_rows, take_rows
 from allsearch.training.results import TrialResult, aggregate
 
 __all__ = ["Folds", "make_folds", "fold_dataset", "CrossValidation", "FOLD_METRICS"]
@@ -137,16 +138,18 @@ def _check_every_class(dataset: Dataset, labels: np.ndarray, parts: np.ndarray, 
 
 
 def fold_dataset(dataset: Dataset, folds: Folds, index: int, *,
-                 pool: np.ndarray | None = None) -> Dataset:
+                 pool: Any = None) -> Dataset:
     """Fold `index` as a Dataset: its train and val parts, the split's test part; its own
     fingerprint, and the HOG/PCA features fitted again on its train part where the dataset
-    has them. `pool`: the dataset's train and val images, concatenated (made when absent)."""
-    x = np.concatenate([dataset.x_train, dataset.x_val]) if pool is None else pool
+    has them. `pool`: the dataset's train and val images, one after the other (made when
+    absent; Rows of the pixel cache stay unread: rows.concat_rows)."""
+    x = concat_rows(dataset.x_train, dataset.x_val) if pool is None else pool
     files = np.array(folds.files, dtype=object)
     train, val = (np.flatnonzero(folds.parts[index] == p) for p in (0, 1))
     fingerprint = hashlib.sha256(
         f"{dataset.fingerprint}|cv={folds.k}|fold={index}".encode()).hexdigest()[:16]
-    fold = replace(dataset, x_train=x[train], y_train=folds.labels[train], x_val=x[val],
+    fold = replace(dataset, x_train=take_rows(x, train), y_train=folds.labels[train],
+                   x_val=take_rows(x, val),
                    y_val=folds.labels[val], files_train=tuple(files[train]),
                    files_val=tuple(files[val]), fingerprint=fingerprint, features=None)
     if dataset.features is not None:
@@ -173,7 +176,7 @@ class CrossValidation:
         return self.folds.k
 
     def datasets(self) -> Iterator[Dataset]:
-        pool = np.concatenate([self.dataset.x_train, self.dataset.x_val])
+        pool = concat_rows(self.dataset.x_train, self.dataset.x_val)
         for index in range(self.k):
             yield fold_dataset(self.dataset, self.folds, index, pool=pool)
 
