@@ -34,11 +34,11 @@ from allsearch.core.hardware import physical_memory
 from allsearch.core.splits import FRACTIONS as SPLIT_FRACTIONS
 from allsearch.core.splits import PARTS as SPLITS
 from allsearch.core.splits import Split, SplitSettings, split_data
+from allsearch.data.decode import decode_all, fingerprint, writable_cache
 from allsearch.data.download import BUNDLE_SUFFIX, resolve_data_path
 from allsearch.data.images import (
     IMAGE_SIZE,
     Color,
-    decode_file,
     pixel_shape,
 )
 from allsearch.data.listing import discover, hash_file
@@ -48,11 +48,10 @@ from allsearch.data.pixel_cache import (
     cache_files,
     choose_place,
     default_cache_dir,
-    pixel_file,
     read_pixels,
     save_pixels,
 )
-from allsearch.data.rows import Rows, is_streamed
+from allsearch.data.rows import Rows, is_streamed, permute_rows
 
 __all__ = [
     "Dataset", "DataReport", "load_dataset", "load_bundle", "save_bundle",
@@ -62,8 +61,6 @@ __all__ = [
 
 # A class needs about 0.3 * n >= 2 images outside train for a stratified val/test split.
 MIN_IMAGES_PER_CLASS = 7
-# Bump when decoding or resizing changes: it invalidates every pixel cache.
-PREPROCESS_VERSION = 2
 
 
 @dataclass
@@ -184,7 +181,7 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
         seen[digest] = rel
         unique.append((rel, label, digest))
 
-    key = _fingerprint(listing.class_names, unique, image_size, color)
+    key = fingerprint(listing.class_names, unique, image_size, color)
     npy, npz = cache_files(Path(cache_dir or default_cache_dir()), key)
     shape = pixel_shape(image_size, color)
     place = choose_place(pixels_place, len(unique) * int(np.prod(shape)), physical_memory())
@@ -202,8 +199,8 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
         report.stage_s["cache_read"] = _since(clock)
     else:
         clock = time.perf_counter()
-        pixels, keep, bad = _decode_all(root, unique, shape, image_size, color,
-                                        into=_writable_cache(npy, len(unique), shape, root)
+        pixels, keep, bad = decode_all(root, unique, shape, image_size, color,
+                                        into=writable_cache(npy, len(unique), shape, root)
                                         if stream else None)
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
@@ -234,62 +231,8 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
 
 
-def _writable_cache(npy: Path, n: int, shape: tuple[int, ...], root: Path) -> np.memmap:
-    """The file the images of a streamed dataset are decoded into (pixel_cache.pixel_file)."""
-    try:
-        return pixel_file(npy, (n, *shape))
-    except OSError as exc:
-        raise DataError(f"could not make the pixel cache {npy} that the images of '{root}' "
-                        f"stream from ({exc.strerror}); free disk space there, set "
-                        f"ALLSEARCH_CACHE_DIR to a writable folder, or load them into memory "
-                        f"(--pixels memory)") from None
-
-
-DECODE_CHUNK = 1024  # files handed to the decoding threads at a time
-
-
-def _decode_all(root: Path, unique: list[tuple[str, int, str]], shape: tuple[int, ...],
-                image_size: int, color: Color, *, into: np.ndarray | None = None
-                ) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """Every file decoded straight into one uint8 array (no list of images to stack: that
-    held each image twice), or `into` (a file's map, returned whole: its first len(keep) rows
-    are the images); the indices into `unique` it holds, and the files it could not."""
-    pixels = np.empty((len(unique), *shape), np.uint8) if into is None else into
-    keep: list[int] = []
-    bad: list[tuple[str, str]] = []
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        for start in range(0, len(unique), DECODE_CHUNK):
-            chunk = unique[start:start + DECODE_CHUNK]
-            decoded = pool.map(lambda u: decode_file(root / u[0], image_size, color), chunk)
-            for i, image in enumerate(decoded, start=start):
-                if isinstance(image, str):
-                    bad.append((unique[i][0], image))
-                else:
-                    pixels[len(keep)] = image
-                    keep.append(i)
-    return (pixels[:len(keep)] if into is None else pixels), keep, bad
-
-
 def _since(clock: float) -> float:
     return round(time.perf_counter() - clock, 3)
-
-
-def _permute_rows(array: np.ndarray, order: np.ndarray) -> None:
-    """array[:] = array[order] in place, for a permutation `order`, with one row of extra
-    memory (array[order] would hold a second copy of every image): cycle by cycle."""
-    done = np.zeros(len(order), dtype=bool)
-    for start in np.flatnonzero(order != np.arange(len(order))):
-        if done[start]:
-            continue
-        first, i = array[start].copy(), int(start)
-        while True:
-            done[i] = True
-            j = int(order[i])
-            if j == start:
-                array[i] = first
-                break
-            array[i] = array[j]
-            i = j
 
 
 @dataclass
@@ -331,7 +274,7 @@ class _Images:
         else:
             used = np.concatenate([train, val, test]).astype(np.intp)
             rest = np.setdiff1d(np.arange(len(self.labels)), used)
-            _permute_rows(self.pixels, np.concatenate([used, rest]))
+            permute_rows(self.pixels, np.concatenate([used, rest]))
             x_train, x_val, x_test = np.split(images[:len(used)],
                                               [len(train), len(train) + len(val)])
         files = np.array(self.files, dtype=object)
@@ -347,17 +290,6 @@ class _Images:
             fingerprint=fingerprint, variant=self.variant, split_seed=split_seed, report=report,
             split_settings=settings, split_table=table,
         )
-
-
-def _fingerprint(class_names: tuple[str, ...], unique: list[tuple[str, int, str]],
-                 image_size: int, color: Color) -> str:
-    digest = hashlib.sha256()
-    # Gray images keep the text (and so the fingerprints and caches) they always had.
-    digest.update(f"v{PREPROCESS_VERSION}|size={image_size}|{color}|bilinear|".encode())
-    digest.update("|".join(class_names).encode())
-    for rel, label, content in unique:
-        digest.update(f"\n{rel}\t{label}\t{content}".encode())
-    return digest.hexdigest()
 
 
 def _check_counts(root: Path, class_counts: dict[str, int]) -> None:

@@ -3,6 +3,9 @@ when asked for: `Rows`. A dataset whose pixels stream from disk (`--pixels disk`
 its splits instead of arrays; everything that takes a split (batches, HOG features, folds,
 evaluation) reads it a batch or a chunk at a time, so only those rows are ever copied.
 
+A dataset in memory is one array instead, reordered in place (`permute_rows`) so that its
+splits are views of it.
+
 `Rows` answers what those readers ask of an array (len, shape, dtype, slicing and indexing,
 which return plain arrays) and becomes a whole array only where one is asked for
 (`np.asarray`). `take_rows` and `concat_rows` select and join rows without reading them,
@@ -15,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Rows", "take_rows", "concat_rows", "is_streamed"]
+__all__ = ["Rows", "take_rows", "concat_rows", "is_streamed", "permute_rows"]
 
 
 class Rows:
@@ -91,3 +94,21 @@ def concat_rows(*parts: Any) -> Any:
 def is_streamed(images: Any) -> bool:
     """Whether these images are read from disk as they are used (Rows)."""
     return isinstance(images, Rows)
+
+
+def permute_rows(array: np.ndarray, order: np.ndarray) -> None:
+    """array[:] = array[order] in place, for a permutation `order`, with one row of extra
+    memory (array[order] would hold a second copy of every image): cycle by cycle."""
+    done = np.zeros(len(order), dtype=bool)
+    for start in np.flatnonzero(order != np.arange(len(order))):
+        if done[start]:
+            continue
+        first, i = array[start].copy(), int(start)
+        while True:
+            done[i] = True
+            j = int(order[i])
+            if j == start:
+                array[i] = first
+                break
+            array[i] = array[j]
+            i = j
