@@ -164,3 +164,38 @@ def test_a_study_with_pixels_disk_logs_it_and_finishes(folder: Path) -> None:
     parent = client.get_run(result.parent_run_id)
     assert parent.data.params["pixels"] == "disk" and parent.info.status == "FINISHED"
     assert result.best_trial_number == 0 and 0 <= result.best_metrics["test_accuracy"] <= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_streamed_decode_leaves_no_partial_file(tmp_path: Path) -> None:
+    """A real `python -m allsearch.data --pixels disk` interrupted while it decodes into the
+    cache's file: it ends quietly and leaves neither that file nor a cache pair behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from PIL import Image
+
+    root = tmp_path / "big"
+    ramp = np.add.outer(np.arange(2400), np.arange(2400)).astype(np.uint8)
+    for i in range(160):  # large images: seconds of decoding in all
+        folder = root / ("A", "B")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.roll(ramp, i, axis=1)).save(folder / f"{i:03d}.png", compress_level=1)
+    cache = tmp_path / "cache"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "allsearch.data", str(root), "--pixels", "disk"],
+        env={**os.environ, "ALLSEARCH_CACHE_DIR": str(cache)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not list(cache.glob("*.tmp")) and time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.01)
+    assert list(cache.glob("*.tmp")), "the decode into the cache's file never started"
+    os.killpg(process.pid, signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert not list(cache.iterdir()), sorted(p.name for p in cache.iterdir())

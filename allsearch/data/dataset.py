@@ -48,6 +48,7 @@ from allsearch.data.pixel_cache import (
     cache_files,
     choose_place,
     default_cache_dir,
+    discard,
     read_pixels,
     save_pixels,
 )
@@ -199,9 +200,13 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
         report.stage_s["cache_read"] = _since(clock)
     else:
         clock = time.perf_counter()
-        pixels, keep, bad = decode_all(root, unique, shape, image_size, color,
-                                        into=writable_cache(npy, len(unique), shape, root)
-                                        if stream else None)
+        into = writable_cache(npy, len(unique), shape, root) if stream else None
+        try:
+            pixels, keep, bad = decode_all(root, unique, shape, image_size, color, into=into)
+        except BaseException:  # Ctrl-C too: no half-decoded file is left in the cache
+            if into is not None:
+                discard(into)
+            raise
         labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
         rels = [unique[i][0] for i in keep]
         report.stage_s["decode"] = _since(clock)

@@ -28,7 +28,7 @@ import numpy as np
 from allsearch.core.contract import PIXEL_PLACES
 
 __all__ = ["default_cache_dir", "CacheWarning", "cache_files", "read_pixels", "save_pixels",
-           "pixel_file", "PixelPlace", "PIXEL_PLACES", "choose_place", "MEMORY_SHARE"]
+           "pixel_file", "discard", "PixelPlace", "PIXEL_PLACES", "choose_place", "MEMORY_SHARE"]
 
 PixelPlace = Literal["auto", "memory", "disk"]  # contract.PIXEL_PLACES
 # --pixels auto streams from disk where the pixels would take more than this share of the
@@ -94,6 +94,13 @@ def pixel_file(npy: Path, shape: tuple[int, ...]) -> np.memmap:
     save_pixels puts it in place."""
     npy.parent.mkdir(parents=True, exist_ok=True)
     return np.lib.format.open_memmap(_temporary(npy), mode="w+", dtype=np.uint8, shape=shape)
+
+
+def discard(mapped: np.memmap) -> None:
+    """Remove pixel_file's file (a decode that did not finish)."""
+    if mapped.filename is not None:
+        with contextlib.suppress(OSError):
+            Path(mapped.filename).unlink(missing_ok=True)
 
 
 def save_pixels(npy: Path, npz: Path, pixels: np.ndarray, labels: np.ndarray, rels: list[str],
