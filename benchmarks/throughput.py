@@ -14,7 +14,8 @@ layers (a training image: forward, input and weight gradients; a validation imag
 
 Every variant (block order, float32 or mixed bfloat16, XLA, thread counts, oneDNN off, steps
 per execution, a cached tf.data input, a larger validation batch; and, for what it costs, the
-same network without batch normalization) runs in a process of its
+same network without batch normalization, or with it after each block's pooling or after each
+convolution) runs in a process of its
 own, since some settings hold for a whole process; variants are interleaved (round 1: A B C,
 round 2: A B C, ...) so that load from other work on the machine spreads over all of them;
 medians. The first epoch (tracing, compiling) is reported apart; images/s counts epochs 2 and
@@ -64,11 +65,15 @@ VARIANTS: dict[str, dict[str, object]] = {
     "onednn off": {"env": {"TF_ENABLE_ONEDNN_OPTS": "0"}, "slow": True},
     "float32 onednn off": {"precision": "float32", "env": {"TF_ENABLE_ONEDNN_OPTS": "0"},
                            "slow": True},
-    # Another network, not another way to train it: what batch normalization costs an epoch.
-    "no batch norm": {"batch_norm": False},
+    # Other networks, not other ways to train one: what batch normalization costs an epoch,
+    # and what it costs after each block's pooling (bn_after_pool) or after its convolution.
+    "no batch norm": {"hparams": {"batch_norm": False}},
+    "bn after pool": {"hparams": {"batch_norm": True, "bn_after_pool": True}},
+    "bn after conv": {"hparams": {"batch_norm": True, "bn_after_pool": False}},
 }
 QUICK_VARIANTS = ("default", "float32 arrays", "float32")
-BEST_VARIANTS = ("default", "relu before pool", "float32", "val batch 256", "no batch norm")
+BEST_VARIANTS = ("default", "relu before pool", "float32", "val batch 256", "no batch norm",
+                 "bn after pool", "bn after conv")
 SPACES = {"paper": "paper-best", "best": "best", "laptop": "laptop"}
 
 
@@ -177,8 +182,7 @@ def run_variant(settings: dict) -> dict:
     keras.mixed_precision.set_global_policy(
         "mixed_bfloat16" if precision == "bfloat16" else "float32")
     hparams = load_space(SPACES[settings["network"]]).hparams({})
-    if "batch_norm" in settings:
-        hparams = dataclasses.replace(hparams, batch_norm=settings["batch_norm"])
+    hparams = dataclasses.replace(hparams, **settings.get("hparams", {}))
     x, labels = _images(settings["n_train"], 1)
     x_val, val_labels = _images(settings["n_val"], 2)
     y, y_val = keras.utils.to_categorical(labels, 4), keras.utils.to_categorical(val_labels, 4)

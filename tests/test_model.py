@@ -146,3 +146,35 @@ def test_each_block_pools_before_its_relu_and_computes_the_same_function() -> No
         np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-6)
         for new, old in zip(*gradients, strict=True):
             np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-6)
+
+
+def test_bn_after_pool_normalizes_each_pooled_map() -> None:
+    """conv, pool, norm, ReLU: the normalization sees a quarter of the values; the weights are
+    the same in number; without batch_norm the knob changes nothing."""
+    after = build_cnn(HParams(batch_norm=True, bn_after_pool=True, conv_layers=4), 4)
+    names = [layer.name for layer in after.layers]
+    for i in (1, 2, 3, 4):
+        assert names.index(f"conv{i}") < names.index(f"pool{i}") < names.index(f"bn{i}") \
+            < names.index(f"relu{i}")
+        assert after.get_layer(f"bn{i}").input.shape == after.get_layer(f"pool{i}").output.shape
+    assert after.get_layer("bn1").input.shape[1:3] == (48, 48)  # 96x96 after conv1, pooled
+    before = build_cnn(HParams(batch_norm=True, conv_layers=4), 4)
+    assert before.get_layer("bn1").input.shape[1:3] == (96, 96)
+    assert after.count_params() == before.count_params()
+    plain = build_cnn(HParams(bn_after_pool=True), 4)
+    assert [layer.name for layer in plain.layers] == [layer.name for layer in build_cnn(HParams(), 4).layers]
+
+
+def test_runs_keyed_before_bn_after_pool_keep_their_keys() -> None:
+    """The duplicate rule's key of a configuration without the knob is the one it had before
+    the knob existed (these keys were computed then), so an earlier study's runs are reused."""
+    from types import SimpleNamespace
+
+    from allsearch.tracking.identity import config_key
+
+    data = SimpleNamespace(fingerprint="0123456789abcdef")
+    assert config_key(HParams(), seeds=[0], dataset=data, precision="float32") == "b71b69ae11a288bd167e"
+    normed = HParams(batch_norm=True, epochs=20)
+    assert config_key(normed, seeds=[1, 2], dataset=data, precision="bfloat16") == "b38744e1cdef37e44638"
+    moved = HParams(batch_norm=True, epochs=20, bn_after_pool=True)
+    assert config_key(moved, seeds=[1, 2], dataset=data, precision="bfloat16") != "b38744e1cdef37e44638"

@@ -16,6 +16,11 @@ from allsearch.training.user_model import PAPER, Factory
 __all__ = ["config_key", "find_duplicate", "trial_params"]
 
 
+# Hyperparameters added after runs were keyed, with the default those runs trained with:
+# left out of the key at that default, so an earlier study's runs stay duplicates to reuse.
+ADDED_LATER: dict[str, object] = {"bn_after_pool": False}
+
+
 def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, precision: str,
                cv: int = 0, factory: Factory = PAPER) -> str:
     """What makes two runs the same computation: the network (its factory), the
@@ -23,7 +28,11 @@ def config_key(hparams: HParams, *, seeds: Sequence[int], dataset: Dataset, prec
     colour) and folds (--cv), the precision. Training is deterministic on a CPU for these, so a second run of
     the same key would only repeat the first one's numbers (the duplicate rule). The paper's
     network keeps the keys it always had."""
-    values = {"hparams": hparams.to_dict(), "seeds": list(seeds), "data": dataset.fingerprint,
+    described = hparams.to_dict()
+    for name, default in ADDED_LATER.items():  # at its default, a run before it had the key
+        if described.get(name) == default:
+            del described[name]
+    values = {"hparams": described, "seeds": list(seeds), "data": dataset.fingerprint,
               "precision": precision, **({"cv": cv} if cv else {})}
     if not factory.built_in:
         values["model"] = factory.name

@@ -173,12 +173,17 @@ def _conv_branch(image: keras.KerasTensor, hparams: HParams, image_size: int,
         width = max(1, round(filters * hparams.filter_multiplier))
         # Normalize before the nonlinearity; the convolution's bias is then redundant.
         x = layers.Conv2D(width, kernel, use_bias=not hparams.batch_norm, name=f"conv{i}")(x)
+        pool, relu = layers.MaxPooling2D(2, name=f"pool{i}"), layers.Activation("relu", name=f"relu{i}")
+        if hparams.batch_norm and hparams.bn_after_pool:
+            # Conv, pool, norm, ReLU: Keras' normalization (float32 passes over the map, not
+            # fused) on a quarter of the values; its statistics are those of the pooled map.
+            x = relu(layers.BatchNormalization(name=f"bn{i}")(pool(x)))
+            continue
         if hparams.batch_norm:
             x = layers.BatchNormalization(name=f"bn{i}")(x)
         # max(relu(a), relu(b)) == relu(max(a, b)), gradients included: pooling first runs
         # the ReLU (and its gradient) on a quarter of the first block's large feature map,
         # which is memory-bound on a CPU (1.1x images/s, benchmarks/README.md).
-        pool, relu = layers.MaxPooling2D(2, name=f"pool{i}"), layers.Activation("relu", name=f"relu{i}")
         x = relu(pool(x)) if pool_before_relu else pool(relu(x))
     if hparams.pooling == "gap":
         # One value per filter: far fewer weights in the dense layer than flattening.
