@@ -53,6 +53,22 @@ def test_features_are_cached(dataset, isolated_store: Path) -> None:
     np.testing.assert_array_equal(first.features.val, second.features.val)
 
 
+def test_a_link_in_place_of_the_feature_cache_is_not_followed(dataset, isolated_store: Path,
+                                                                tmp_path: Path) -> None:
+    first = add_hog_pca(dataset, n_components=10)
+    [cache] = (isolated_store / "cache").glob("hogpca-*.npz")
+    outside = tmp_path / "elsewhere.npz"
+    outside.write_bytes(cache.read_bytes())
+    cache.unlink()
+    cache.symlink_to(outside)
+    from allsearch.data.dataset import CacheWarning
+
+    with pytest.warns(CacheWarning, match=r"is damaged \(ValueError\)"):
+        again = add_hog_pca(dataset, n_components=10)
+    assert not cache.is_symlink() and cache.is_file()  # rewritten as the cache's own file
+    np.testing.assert_array_equal(first.features.val, again.features.val)
+
+
 @pytest.mark.parametrize("whiten", [True, False])
 def test_a_saved_pipeline_loads_back_to_the_same_transform(whiten: bool, dataset,
                                                            tmp_path: Path) -> None:

@@ -199,3 +199,22 @@ def test_ctrl_c_during_a_streamed_decode_leaves_no_partial_file(tmp_path: Path) 
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130 and "Traceback" not in err, err[-2000:]
     assert not list(cache.iterdir()), sorted(p.name for p in cache.iterdir())
+
+
+def test_a_link_in_the_cache_folder_is_not_followed(folder: Path, isolated_store: Path,
+                                                    tmp_path: Path) -> None:
+    """The pixel cache is untrusted input: a link where its array was (here to a file of the
+    same images elsewhere) is said and replaced by a file of the cache's own."""
+    first = load(folder)
+    [npy] = (isolated_store / "cache").glob("pixels-*.npy")
+    outside = tmp_path / "elsewhere.npy"
+    outside.write_bytes(npy.read_bytes())
+    npy.unlink()
+    npy.symlink_to(outside)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        again = load_dataset(folder)
+    said = [w for w in caught if issubclass(w.category, CacheWarning)]
+    assert len(said) == 1 and "is a link" in str(said[0].message)
+    assert not again.report.cache_hit and not npy.is_symlink() and npy.is_file()
+    np.testing.assert_array_equal(again.x_train, first.x_train)

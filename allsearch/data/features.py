@@ -279,6 +279,8 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 
 def _read_cache(path: Path) -> FeatureSet:
+    if path.is_symlink():  # a cache is untrusted input: no link out of its folder
+        raise ValueError(f"{path.name} is a link, not a file of the cache")
     arrays = _read_npz(path, None)
     pipeline = pipeline_from_arrays(arrays)
     k = pipeline.named_steps["pca"].n_components_

@@ -62,6 +62,9 @@ def read_pixels(npy: Path, npz: Path, n_files: int, shape: tuple[int, ...], *, s
     if not npz.is_file():
         return None
     try:
+        for path in (npz, npy):  # a cache is untrusted input: no link out of its folder
+            if path.is_symlink():
+                raise ValueError(f"{path.name} is a link, not a file of the cache")
         with np.load(npz, allow_pickle=False) as cached:
             if "check" not in cached.files:
                 return None  # a cache of an earlier release (pixels inside): decoded again
