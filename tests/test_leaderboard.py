@@ -287,3 +287,11 @@ def test_collapsed_runs_are_marked(capsys) -> None:
     fake_run(tracker, parent, 1, {"batch_size": 32}, 0.85, 0.84)
     table = runs_to_table(tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'"))
     assert dict(zip(table["batch_size"], table["Collapsed"], strict=True)) == {32: 0, 64: 1}
+
+
+def test_counts_are_shown_whole_and_accuracies_to_three_places() -> None:
+    table = pd.DataFrame({"Parameters": [323812.0, 1728932.0], "Test Accuracy": [0.96066, 0.5],
+                          "Epochs Run": [16.0, 15.0]})
+    shown = render(table)
+    assert "| 323812 | 0.961 | 16.0 |" in shown and "| 1728932 | 0.500 | 15.0 |" in shown
+    assert "323812.000" not in shown

@@ -44,7 +44,7 @@ def _display(table: pd.DataFrame, digits: int) -> pd.DataFrame:
             # A hyperparameter as it was set (a learning rate of 0.00022 is not "0.000").
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.4g}")
         elif shown[column].dtype.kind == "f":
-            places = 1 if column in ("Epochs Run",) else digits
+            places = {"Epochs Run": 1, "Parameters": 0}.get(column, digits)  # a count: whole
             signed = column.startswith("Δ")
             shown[column] = shown[column].map(
                 lambda v, p=places, sg=signed: "" if pd.isna(v) else (f"{v:+.{p}f}" if sg else f"{v:.{p}f}"))
