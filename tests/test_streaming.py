@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_data_memory import load
 
 from allsearch.core.errors import DataError
 from allsearch.core.space import HParams
@@ -16,12 +17,6 @@ from allsearch.data.dataset import CacheWarning, load_dataset, pixel_bytes, save
 from allsearch.data.pixel_cache import MEMORY_SHARE, choose_place
 from allsearch.data.rows import Rows, concat_rows, take_rows
 from allsearch.data.synthetic import write_dataset
-
-
-def load(root: Path, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_dataset(root, **kwargs)
 
 
 @pytest.fixture

@@ -199,29 +199,9 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
         report.cache_hit = True
         report.stage_s["cache_read"] = _since(clock)
     else:
-        clock = time.perf_counter()
-        into = writable_cache(npy, len(unique), shape, root) if stream else None
-        try:
-            pixels, keep, bad = decode_all(root, unique, shape, image_size, color, into=into)
-        except BaseException:  # Ctrl-C too: no half-decoded file is left in the cache
-            if into is not None:
-                discard(into)
-            raise
-        labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
-        rels = [unique[i][0] for i in keep]
-        report.stage_s["decode"] = _since(clock)
-        if use_cache:
-            clock = time.perf_counter()
-            report.cache_written = save_pixels(npy, npz, pixels, labels, rels, bad)
-            report.stage_s["cache_write"] = _since(clock)
-        if stream:
-            del pixels  # the map written to; the splits read the file put in place
-            if not report.cache_written:
-                raise DataError(f"could not write the pixel cache {npz} that the images of "
-                                f"'{root}' stream from; free disk space there, set "
-                                f"ALLSEARCH_CACHE_DIR to a writable folder, or load them into "
-                                f"memory (--pixels memory)")
-            pixels = np.load(npy, mmap_mode="r", allow_pickle=False)
+        pixels, labels, rels, bad = _decode_and_cache(root, unique, shape, image_size, color,
+                                                      (npy, npz), report, stream=stream,
+                                                      use_cache=use_cache)
     for rel, reason in bad:
         report.skipped.append((rel, reason))
 
@@ -234,6 +214,39 @@ def _load_images(root: Path, image_size: int, color: Color, cache_dir: str | Pat
     report.class_counts = {name: counts.get(i, 0) for i, name in enumerate(listing.class_names)}
     _check_counts(root, report.class_counts)
     return _Images(pixels, labels, tuple(rels), listing.class_names, key, root.name, report)
+
+
+def _decode_and_cache(root: Path, unique: list[tuple[str, int, str]], shape: tuple[int, ...],
+                      image_size: int, color: Color, cache: tuple[Path, Path],
+                      report: DataReport, *, stream: bool, use_cache: bool
+                      ) -> tuple[np.ndarray, np.ndarray, list[str], list[tuple[str, str]]]:
+    """Decode every file (into memory, or where `stream`, into the cache's file) and write the
+    cache: (pixels, labels, files, the files that could not be decoded). Streamed, the pixels
+    returned are the file put in place, mapped read-only."""
+    npy, npz = cache
+    clock = time.perf_counter()
+    into = writable_cache(npy, len(unique), shape, root) if stream else None
+    try:
+        pixels, keep, bad = decode_all(root, unique, shape, image_size, color, into=into)
+    except BaseException:  # Ctrl-C too: no half-decoded file is left in the cache
+        if into is not None:
+            discard(into)
+        raise
+    labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
+    rels = [unique[i][0] for i in keep]
+    report.stage_s["decode"] = _since(clock)
+    if use_cache:
+        clock = time.perf_counter()
+        report.cache_written = save_pixels(npy, npz, pixels, labels, rels, bad)
+        report.stage_s["cache_write"] = _since(clock)
+    if not stream:
+        return pixels, labels, rels, bad
+    del pixels  # the map written to; the splits read the file put in place
+    if not report.cache_written:
+        raise DataError(f"could not write the pixel cache {npz} that the images of '{root}' "
+                        f"stream from; free disk space there, set ALLSEARCH_CACHE_DIR to a "
+                        f"writable folder, or load them into memory (--pixels memory)")
+    return np.load(npy, mmap_mode="r", allow_pickle=False), labels, rels, bad
 
 
 def _since(clock: float) -> float:

@@ -34,7 +34,7 @@ from typing import Any
 import pandas as pd
 
 from allsearch.core.config import StudyConfig
-from allsearch.core.contract import COLLAPSED, CONFIRMS, PIXEL_PLACES, RECALL_PREFIX, STATE, Store
+from allsearch.core.contract import COLLAPSED, CONFIRMS, RECALL_PREFIX, STATE, Store
 from allsearch.core.errors import ConfigError, DataError, StoreError
 from allsearch.core.hardware import Precision, resolve_precision
 from allsearch.core.space import HParams
@@ -119,9 +119,6 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
         split = SplitSettings.from_params(split.params())  # checked as a study's would be
     split = split or own
     model, images = study_network(settings)
-    # Where the study kept its pixels (--pixels), as the confirmation does.
-    pixels = str(settings.get("pixels") or "auto")
-    pixels = pixels if pixels in PIXEL_PLACES else "auto"
     from allsearch.training.user_model import load
 
     load(model)  # a network that cannot be imported here is said before anything is written
@@ -143,7 +140,7 @@ def confirm(*, study: str, top: int = 3, seeds: int = 5, data: str | None = None
     jobs = [_Job(store_of=(study, tracking_uri, record), parent=parent, data=str(data),
                  precision=resolved, pair=i, seed=first_seed + OFFSET + i,
                  split_seed=split_seed + OFFSET + i, split=split, candidates=tuple(chosen),
-                 model=model, images=images, pixels=pixels)
+                 model=model, images=images, pixels=settings.get("pixels", "auto"))
             for i in range(seeds)]
     try:
         _train_all(jobs, store, workers, on_run=lambda: bar.update(1))
@@ -176,7 +173,7 @@ class _Job:
     candidates: tuple[Candidate, ...]
     model: str  # the study's network, by name (allsearch.training.user_model.load)
     images: tuple[int, str]  # the study's --image-size and --color
-    pixels: str = "auto"  # the study's --pixels
+    pixels: str = "auto"  # where the study kept its pixels (--pixels), as the pairs do
 
 
 def _train_pair(job: _Job, *, store: Store | None = None, candidate: Candidate | None = None,
