@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from test_data_memory import load
 
-from allsearch.core.errors import DataError
+from allsearch.core.errors import ConfigError, DataError
 from allsearch.core.space import HParams
 from allsearch.data.dataset import CacheWarning, load_dataset, pixel_bytes, save_bundle
 from allsearch.data.pixel_cache import MEMORY_SHARE, choose_place
@@ -121,6 +121,8 @@ def test_auto_streams_where_the_pixels_would_take_over_a_quarter_of_memory() -> 
     assert choose_place("auto", 100 * gib, None) == "memory"  # unknown memory: as before
     assert choose_place("memory", 100 * gib, 16 * gib) == "memory"
     assert choose_place("disk", 1, 16 * gib) == "disk"
+    with pytest.raises(ConfigError, match=r"--pixels must be one of \['auto', 'memory', 'disk'\], got 'dsk'"):
+        choose_place("dsk", 1, 16 * gib)
 
 
 @pytest.mark.train

@@ -26,6 +26,7 @@ from typing import Any, Literal
 import numpy as np
 
 from allsearch.core.contract import PIXEL_PLACES
+from allsearch.core.errors import ConfigError
 
 __all__ = ["default_cache_dir", "CacheWarning", "cache_files", "read_pixels", "save_pixels",
            "pixel_file", "discard", "PixelPlace", "PIXEL_PLACES", "choose_place", "MEMORY_SHARE"]
@@ -49,6 +50,8 @@ def cache_files(cache_dir: Path, key: str) -> tuple[Path, Path]:
 def choose_place(place: str, n_bytes: int, memory_bytes: int | None) -> Literal["memory", "disk"]:
     """Where pixels of `n_bytes` stay: as asked, or (auto) on disk where they would take more
     than MEMORY_SHARE of `memory_bytes` (None: unknown, so in memory)."""
+    if place not in PIXEL_PLACES:
+        raise ConfigError(f"--pixels must be one of {list(PIXEL_PLACES)}, got {place!r}")
     if place == "auto":
         return "disk" if memory_bytes and n_bytes > MEMORY_SHARE * memory_bytes else "memory"
     return "disk" if place == "disk" else "memory"
