@@ -225,20 +225,20 @@ def _decode_and_cache(root: Path, unique: list[tuple[str, int, str]], shape: tup
     returned are the file put in place, mapped read-only."""
     npy, npz = cache
     clock = time.perf_counter()
-    into = writable_cache(npy, len(unique), shape, root) if stream else None
-    try:
+    try:  # Ctrl-C anywhere from the file's making to its renaming leaves nothing behind
+        into = writable_cache(npy, len(unique), shape, root) if stream else None
         pixels, keep, bad = decode_all(root, unique, shape, image_size, color, into=into)
-    except BaseException:  # Ctrl-C too: no half-decoded file is left in the cache
-        if into is not None:
-            discard(into)
+        labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
+        rels = [unique[i][0] for i in keep]
+        report.stage_s["decode"] = _since(clock)
+        if use_cache:
+            clock = time.perf_counter()
+            report.cache_written = save_pixels(npy, npz, pixels, labels, rels, bad)
+            report.stage_s["cache_write"] = _since(clock)
+    except BaseException:
+        if stream:
+            discard(npy)
         raise
-    labels = np.array([unique[i][1] for i in keep], dtype=np.int64)
-    rels = [unique[i][0] for i in keep]
-    report.stage_s["decode"] = _since(clock)
-    if use_cache:
-        clock = time.perf_counter()
-        report.cache_written = save_pixels(npy, npz, pixels, labels, rels, bad)
-        report.stage_s["cache_write"] = _since(clock)
     if not stream:
         return pixels, labels, rels, bad
     del pixels  # the map written to; the splits read the file put in place

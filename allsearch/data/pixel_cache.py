@@ -97,16 +97,21 @@ class CacheWarning(UserWarning):
 def pixel_file(npy: Path, shape: tuple[int, ...]) -> np.memmap:
     """A new array file of uint8 pixels, memory-mapped for writing, beside the cache's
     (decoded into where the pixels stream from disk: they are never all in memory);
-    save_pixels puts it in place."""
+    save_pixels puts it in place, discard(npy) removes it."""
     npy.parent.mkdir(parents=True, exist_ok=True)
-    return np.lib.format.open_memmap(_temporary(npy), mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        return np.lib.format.open_memmap(_temporary(npy), mode="w+", dtype=np.uint8,
+                                         shape=shape)
+    except BaseException:  # Ctrl-C while the file is made too
+        discard(npy)
+        raise
 
 
-def discard(mapped: np.memmap) -> None:
-    """Remove pixel_file's file (a decode that did not finish)."""
-    if mapped.filename is not None:
-        with contextlib.suppress(OSError):
-            Path(mapped.filename).unlink(missing_ok=True)
+def discard(npy: Path) -> None:
+    """Remove this process's pixel_file for the cache `npy` (a decode that did not finish);
+    nothing where there is none."""
+    with contextlib.suppress(OSError):
+        _temporary(npy).unlink(missing_ok=True)
 
 
 def save_pixels(npy: Path, npz: Path, pixels: np.ndarray, labels: np.ndarray, rels: list[str],
