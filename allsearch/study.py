@@ -116,7 +116,7 @@ def _result(config: StudyConfig, study: Any) -> StudyResult:
             run = recorded[run_id]
             return run.tags, run.params, run.metrics
     else:
-        from allsearch.tracking.tracking import open_client, resolve_tracking_uri
+        from allsearch.tracking.store import open_client, resolve_tracking_uri
 
         tracking_uri = resolve_tracking_uri(config.tracking_uri)
         client = open_client(tracking_uri)

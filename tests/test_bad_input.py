@@ -23,7 +23,7 @@ from allsearch.data.dataset import load_dataset
 from allsearch.data.synthetic import write_dataset
 from allsearch.engines import optuna_engine
 from allsearch.engines import storage as storage_mod
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from conftest import fail_on_call, one_line_error, stale_in_copy, wait_for
 
 SPACE = """

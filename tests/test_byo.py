@@ -23,7 +23,7 @@ from allsearch.data.images import decode_file, to_network_input
 from allsearch.data.synthetic import write_dataset
 from allsearch.engines import confirm as confirm_lib
 from allsearch.readers import predict as predict_lib
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.training import user_model
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,8 +13,9 @@ from allsearch import confirm, study
 from allsearch.core.space import HParams
 from allsearch.data.dataset import load_dataset
 from allsearch.engines import confirm as confirm_lib
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.tracking.tracked import run_tracked
-from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.tracking.tracking import Tracker
 from allsearch.training.standin import stand_in
 
 SPACE = """

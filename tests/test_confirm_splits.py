@@ -17,7 +17,7 @@ from allsearch.core.errors import ConfigError
 from allsearch.core.splits import SplitSettings
 from allsearch.data.dataset import load_dataset
 from allsearch.engines import confirm as confirm_lib
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from conftest import one_line_error
 
 SPACE = """

@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from allsearch import study
 from allsearch.core.contract import model_name
 from allsearch.data.dataset import CacheWarning, load_dataset
-from allsearch.tracking.tracking import check_tracking_uri, resolve_tracking_uri
+from allsearch.tracking.store import check_tracking_uri, resolve_tracking_uri
 from conftest import stale_in_copy, wait_for
 
 SPACE = """

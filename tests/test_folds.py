@@ -22,8 +22,9 @@ from allsearch.core.errors import DataError
 from allsearch.core.space import HParams
 from allsearch.core.splits import natural_key
 from allsearch.data.dataset import SplitSettings, load_dataset
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.tracking.tracked import config_key, run_tracked
-from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.tracking.tracking import Tracker
 from allsearch.training import standin
 from allsearch.training.folds import CrossValidation, fold_dataset, make_folds
 from conftest import one_line_error

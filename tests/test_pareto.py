@@ -13,7 +13,7 @@ from mlflow.tracking import MlflowClient
 from allsearch import leaderboard, study
 from allsearch.engines.confirm import candidates
 from allsearch.readers.leaderboard import best_configuration, load_study_runs
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from conftest import one_line_error
 
 SPACE = """

@@ -24,8 +24,9 @@ from allsearch.core.space import HParams
 from allsearch.data.dataset import load_dataset
 from allsearch.data.features import add_hog_pca
 from allsearch.readers import predict as predict_lib
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.tracking.tracked import start_trial
-from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.tracking.tracking import Tracker
 from allsearch.training import serving
 from allsearch.training.trial import run_trial
 from conftest import free_port, one_line_error

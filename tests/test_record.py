@@ -17,7 +17,7 @@ from allsearch import study
 from allsearch.core.contract import RECORDED_ID
 from allsearch.core.process_state import left_as_found
 from allsearch.tracking.recorder import read_runs
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.training.serving import encode_image, images_frame
 from conftest import one_line_error
 

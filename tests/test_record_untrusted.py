@@ -22,7 +22,7 @@ from allsearch import study
 from allsearch.core.contract import RECORDED_ID
 from allsearch.core.space import HParams
 from allsearch.tracking.recorder import read_events
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from conftest import one_line_error
 
 PARENT, TRIAL, EXPERIMENT = "p" * 32, "t" * 32, "s"

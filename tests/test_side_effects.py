@@ -128,7 +128,8 @@ def test_run_study_and_the_readers_leave_mlflow_as_the_caller_set_it(
     tracking URI and left it set; run_study's own scope hid that from its caller only."""
     import allsearch
     from allsearch.readers import leaderboard
-    from allsearch.tracking.tracking import Tracker, runs_of_parent
+    from allsearch.tracking.store import runs_of_parent
+    from allsearch.tracking.tracking import Tracker
 
     result = allsearch.run_study(trials=2, trainer="standin:0.01",
                                  **study_settings(tiny_data, tmp_path))

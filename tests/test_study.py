@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 from allsearch import study as study_mod
 from allsearch.core.space import load_space
 from allsearch.engines import optuna_engine
-from allsearch.tracking.tracking import resolve_tracking_uri
+from allsearch.tracking.store import resolve_tracking_uri
 from conftest import fail_on_call
 
 SPACE = """

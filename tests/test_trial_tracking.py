@@ -15,8 +15,9 @@ from allsearch.core.space import HParams
 from allsearch.data.dataset import load_dataset
 from allsearch.data.features import add_hog_pca
 from allsearch.data.images import as_network_input
+from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.tracking.tracked import start_trial
-from allsearch.tracking.tracking import Tracker, resolve_tracking_uri
+from allsearch.tracking.tracking import Tracker
 from allsearch.training.batches import network_batch
 from allsearch.training.serving import encode_image, images_frame
 from allsearch.training.trial import EPOCH_METRICS, network_inputs, recall_metric, run_trial

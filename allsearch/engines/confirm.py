@@ -211,7 +211,8 @@ def _open(study: str, tracking_uri: str | None, record: str | None) -> tuple[Sto
 
         store: Store = Recorder(record, study)
     else:
-        from allsearch.tracking.tracking import Tracker, find_study_parent
+        from allsearch.tracking.store import find_study_parent
+        from allsearch.tracking.tracking import Tracker
 
         find_study_parent(study, tracking_uri=tracking_uri)  # a one-line error if it is not there
         store = Tracker(study, tracking_uri=tracking_uri)

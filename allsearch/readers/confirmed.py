@@ -99,7 +99,7 @@ def _key(run: pd.Series) -> str:
 def confirmation_runs(study: str, *, tracking_uri: str | None = None) -> pd.DataFrame:
     """The runs of every confirmation of the study (parent runs tagged `allsearch.confirms`
     with its name, or named `<study>-confirm`), or an empty frame."""
-    from allsearch.tracking.tracking import open_client, runs_of_parent
+    from allsearch.tracking.store import open_client, runs_of_parent
 
     client = open_client(tracking_uri)
     experiments = [e.experiment_id for e in client.search_experiments()]

@@ -221,7 +221,7 @@ def pareto_runs(study: str, runs: pd.DataFrame, *, tracking_uri: str | None = No
 
 
 def _objectives_of(study: str, *, tracking_uri: str | None = None) -> list[str]:
-    from allsearch.tracking.tracking import find_study_parent, open_client
+    from allsearch.tracking.store import find_study_parent, open_client
 
     _, parent = find_study_parent(study, tracking_uri=tracking_uri)
     text = open_client(tracking_uri).get_run(parent).data.params.get("objectives", "[]")
@@ -321,7 +321,7 @@ def save_best_space(study: str, runs: pd.DataFrame, path: str | Path) -> tuple[H
 def load_study_runs(study: str | None = None, *, tracking_uri: str | None = None
                     ) -> tuple[str, pd.DataFrame]:
     """(study name, its child runs); without a name, the study whose parent run is newest."""
-    from allsearch.tracking.tracking import find_study_parent, runs_of_parent
+    from allsearch.tracking.store import find_study_parent, runs_of_parent
 
     name, parent_id = find_study_parent(study, tracking_uri=tracking_uri)
     return name, runs_of_parent(parent_id, tracking_uri=tracking_uri)

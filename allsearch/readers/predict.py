@@ -24,7 +24,7 @@ from allsearch.core.contract import CHAMPION_ALIAS, model_name
 from allsearch.core.errors import AllsearchError, DataError, ModelError, StoreError, first_line, redact
 from allsearch.core.process_state import mlflow_fluent
 from allsearch.data.images import IMAGE_EXTENSIONS, decode_image_bytes
-from allsearch.tracking.tracking import check_tracking_uri, missing_store, open_client, resolve_tracking_uri
+from allsearch.tracking.store import check_tracking_uri, missing_store, open_client, resolve_tracking_uri
 
 if TYPE_CHECKING:
     from mlflow.pyfunc import PyFuncModel

@@ -150,7 +150,7 @@ def find_studies(tracking_uri: str | None = None) -> list[StudyPage]:
 
     from allsearch.core.contract import ROLE, STUDY
     from allsearch.core.errors import redact
-    from allsearch.tracking.tracking import (
+    from allsearch.tracking.store import (
         STORE_ERRORS,
         damaged_store,
         missing_store,
@@ -198,7 +198,8 @@ def start_ui(*, port: int = DEFAULT_PORT, tracking_uri: str | None = None,
     """Start the MLflow UI (and optuna-dashboard when installed, `dashboard`, and the Optuna
     storage exists) on loopback."""
     from allsearch.core.errors import redact
-    from allsearch.tracking.tracking import DEFAULT_ARTIFACT_ROOT, missing_store, resolve_tracking_uri
+    from allsearch.tracking.store import missing_store, resolve_tracking_uri
+    from allsearch.tracking.tracking import DEFAULT_ARTIFACT_ROOT
 
     if not 1 <= port <= 65535:
         raise ConfigError(f"--port must be between 1 and 65535, got {port}; pass a free port "
