@@ -20,19 +20,21 @@ from keras import layers
 
 STAGES = 3  # each halves the feature map and doubles the filters
 # Batch normalization's moving statistics (what inference uses) follow about the last
-# 1 / (1 - BN_MOMENTUM) batches. Keras' default, 0.99, averages over ~100 batches: in a trial
+# 1 / (1 - momentum) batches. Keras' default, 0.99, averages over ~100 batches: in a trial
 # of a thousand steps or so, weights still moving leave them behind the network they
 # normalize, and validation accuracy swings from epoch to epoch. 0.9 follows the last ~10.
-BN_MOMENTUM = 0.9
+BN_MOMENTUM = 0.9  # the knob `bn_momentum`
 
 
 def build(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) -> keras.Model:
-    """A ResNet-style network: each image standardized, a strided 3x3 stem of `width`
-    filters (half the resolution: a quarter of the work), STAGES stages of `depth` residual
-    blocks (3x3 convolutions with batch normalization; a 1x1 projection where the shape
-    changes), global average pooling, dropout, and n_classes softmax outputs."""
+    """A ResNet-style network: each image standardized (knob `image_standardize`, default
+    true), a strided 3x3 stem of `width` filters (half the resolution: a quarter of the
+    work), STAGES stages of `depth` residual blocks (3x3 convolutions with batch
+    normalization of momentum `bn_momentum`; a 1x1 projection where the shape changes),
+    global average pooling, dropout, and n_classes softmax outputs."""
     width = int(params.get("width", 16))
     depth = int(params.get("depth", 2))
+    momentum = float(params.get("bn_momentum", BN_MOMENTUM))
     if width < 1 or depth < 1:
         raise ValueError(f"width and depth must be >= 1, got width={width}, depth={depth}")
     inputs = keras.Input(shape=input_shape, name="pixels")
@@ -40,15 +42,17 @@ def build(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) 
     # (the leukemia Original set's do) otherwise make batch normalization's statistics of
     # one batch a poor guide to the next, and inference (moving statistics) drifts from
     # training (batch statistics).
-    x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-6,
-                                  dtype="float32", name="standardize")(inputs)
+    x = inputs
+    if params.get("image_standardize", True):
+        x = layers.LayerNormalization(axis=(1, 2, 3), center=False, scale=False, epsilon=1e-6,
+                                      dtype="float32", name="standardize")(x)
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = _batch_norm("stem_bn")(x)
+    x = _batch_norm("stem_bn", momentum)(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     for stage in range(STAGES):
         for block in range(depth):
             stride = 2 if stage > 0 and block == 0 else 1
-            x = _residual_block(x, width * 2 ** stage, stride, name=f"s{stage}b{block}")
+            x = _residual_block(x, width * 2 ** stage, stride, momentum, name=f"s{stage}b{block}")
     x = layers.GlobalAveragePooling2D(name="gap")(x)
     x = layers.Dropout(float(params.get("dropout", 0.0)), name="dropout")(x)
     # float32 output: the probabilities stay exact under a mixed-precision policy.
@@ -57,21 +61,22 @@ def build(params: dict[str, Any], input_shape: tuple[int, ...], n_classes: int) 
     return keras.Model(inputs, outputs, name=f"resnet_w{width}_d{depth}")
 
 
-def _residual_block(x: Any, filters: int, stride: int, *, name: str) -> Any:
+def _residual_block(x: Any, filters: int, stride: int, momentum: float, *,
+                    name: str) -> Any:
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False,
                       name=f"{name}_conv1")(x)
-    y = _batch_norm(f"{name}_bn1")(y)
+    y = _batch_norm(f"{name}_bn1", momentum)(y)
     y = layers.Activation("relu", name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = _batch_norm(f"{name}_bn2")(y)
+    y = _batch_norm(f"{name}_bn2", momentum)(y)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=stride, use_bias=False,
                                  name=f"{name}_project")(x)
-        shortcut = _batch_norm(f"{name}_project_bn")(shortcut)
+        shortcut = _batch_norm(f"{name}_project_bn", momentum)(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.Activation("relu", name=f"{name}_relu2")(y)
 
 
-def _batch_norm(name: str) -> Any:
-    return layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+def _batch_norm(name: str, momentum: float) -> Any:
+    return layers.BatchNormalization(momentum=momentum, name=name)
