@@ -27,7 +27,7 @@ from allsearch.tracking.store import resolve_tracking_uri
 from allsearch.training import user_model
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 32  # a residual network of 3 stages takes 32 px (32 -> 16 -> 8)
+SIZE = 32  # the example's strided stem and 3 stages take 32 px (32 -> 16 -> 8 -> 4)
 
 
 @pytest.fixture
@@ -243,3 +243,31 @@ def test_rgb_images_have_a_fingerprint_and_cache_of_their_own(rgb_data: Path) ->
     again = load_dataset(rgb_data, image_size=SIZE, color="rgb")
     assert again.report.cache_hit and np.array_equal(again.x_train, rgb.x_train)
     assert rgb.image_settings == {"image_size": SIZE, "color": "rgb"}
+
+
+def test_the_example_network_has_its_batch_norm_choices_as_knobs(here: Path) -> None:
+    """examples/resnet.py standardizes each image and uses batch-norm momentum 0.9 unless its
+    knobs say otherwise; examples/resnet-ablation.yaml is the grid over the two (no training)."""
+    import keras
+
+    from allsearch.core.space import load_space
+
+    sys.path.insert(0, str(here))
+    try:
+        from examples import resnet
+    finally:
+        sys.path.remove(str(here))
+
+    def choices(params: dict[str, object]) -> tuple[bool, set[float]]:
+        model = resnet.build({"width": 8, "depth": 1, **params}, (SIZE, SIZE, 1), 4)
+        return ("standardize" in [layer.name for layer in model.layers],
+                {layer.momentum for layer in model.layers
+                 if isinstance(layer, keras.layers.BatchNormalization)})
+
+    assert choices({}) == (True, {0.9})
+    assert choices({"image_standardize": False, "bn_momentum": 0.99}) == (False, {0.99})
+    space = load_space(here / "examples" / "resnet-ablation.yaml", own_network=True)
+    grid = {spec.name: spec.choices for spec in space.params}
+    assert grid == {"image_standardize": (True, False), "bn_momentum": (0.9, 0.99)}
+    assert space.fixed["lr_schedule"] == load_space(
+        here / "examples" / "resnet.yaml", own_network=True).fixed["lr_schedule"] == "cosine"
