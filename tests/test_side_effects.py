@@ -124,7 +124,7 @@ def study_settings(tiny_data: Path, tmp_path: Path) -> dict[str, Any]:
 
 def test_run_study_and_the_readers_leave_mlflow_as_the_caller_set_it(
         tiny_data: Path, tmp_path: Path, caller_mlflow: dict[str, Any]) -> None:
-    """Tracker.runs_frame and tracking.runs_of_parent (the leaderboard's) set MLflow's global
+    """Tracker.runs_frame and store.runs_of_parent (the leaderboard's) set MLflow's global
     tracking URI and left it set; run_study's own scope hid that from its caller only."""
     import allsearch
     from allsearch.readers import leaderboard
