@@ -295,3 +295,21 @@ def test_counts_are_shown_whole_and_accuracies_to_three_places() -> None:
     shown = render(table)
     assert "| 323812 | 0.961 | 16.0 |" in shown and "| 1728932 | 0.500 | 15.0 |" in shown
     assert "323812.000" not in shown
+
+
+def test_of_configurations_equally_good_the_earliest_ranks_first() -> None:
+    """Ties on validation accuracy go to the earliest trial (the one Optuna calls best and
+    registers as champion) in the table and in what confirm picks, whatever order MLflow
+    returns the runs in (newest first)."""
+    from allsearch.engines.confirm import candidates
+
+    tracker = Tracker("ties")
+    parent = tracker.start_parent("ties", {"space": "paper"})
+    for number, batch in enumerate((64, 32, 16, 8)):
+        fake_run(tracker, parent, number, {"batch_size": batch}, 0.9, 0.9 - number / 100)
+    tracker.end_run(parent)
+    runs = tracker.runs_frame(f"tags.`mlflow.parentRunId` = '{parent}'")
+    assert list(runs["params.trial_number"]) == ["3", "2", "1", "0"]  # newest first
+    table = runs_to_table(runs)
+    assert list(table["Trial"]) == ["0", "1", "2", "3"]
+    assert [c.trial for c in candidates(runs, 2)] == ["0", "1"]

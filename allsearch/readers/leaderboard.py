@@ -110,6 +110,9 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     hp = [h for h in [*HParams.names(), *knobs] if h in flat
           and (h in always or flat[h].nunique() > 1)]
     keys = hp + (["Variant"] if flat["Variant"].nunique() > 1 else []) + ["Split"]
+    # Oldest first, so that of configurations equally good the earliest ranks first (the
+    # trial Optuna calls best, the one registered as champion) in every table and confirm.
+    flat = flat.sort_values("_start", kind="stable")
     complete = flat[flat["State"] == "COMPLETE"]
     other = flat[flat["State"] != "COMPLETE"]
     metric_columns = METRIC_COLUMNS + tuple(
@@ -130,7 +133,7 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     # Complete results first, best validation accuracy first; then pruned, failed, running.
     table["_unfinished"] = table["State"] != "COMPLETE"
     table = table.sort_values(["_unfinished", "Validation Accuracy"], ascending=[True, False],
-                              na_position="last").drop(columns="_unfinished")
+                              na_position="last", kind="stable").drop(columns="_unfinished")
     return table.reset_index(drop=True)
 
 
