@@ -133,7 +133,7 @@ def runs_to_table(runs: pd.DataFrame) -> pd.DataFrame:
     # Complete results first, best validation accuracy first; then pruned, failed, running.
     table["_unfinished"] = table["State"] != "COMPLETE"
     table = table.sort_values(["_unfinished", "Validation Accuracy"], ascending=[True, False],
-                              na_position="last", kind="stable").drop(columns="_unfinished")
+                              na_position="last").drop(columns="_unfinished")  # stable on ties: oldest first
     return table.reset_index(drop=True)
 
 
@@ -185,7 +185,7 @@ def _group_row(group: pd.DataFrame, keys: list[str], metric_columns: tuple[tuple
                spread: tuple[str, ...]) -> dict[str, Any]:
     trials = ",".join(sorted((str(t) for t in group["Trial"]),
                              key=lambda t: (0, int(t)) if t.isdigit() else (1, t)))
-    group = group.sort_values("_start", kind="stable")
+    # Oldest run first (runs_to_table ordered them).
     # The run that holds the model (a copy of a configuration, tag duplicate_of, holds none).
     linked = group[group["_has_model"]].iloc[0] if group["_has_model"].any() else group.iloc[0]
     # A sampler may propose a configuration again; with the same seed that run is a copy,
